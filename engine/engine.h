@@ -1,0 +1,136 @@
+/* The engine's public face: the only header server/ includes.
+ *
+ * One engine thread owns the device and the model. Server workers submit
+ * requests and read their events from a per-request stream (a reply channel);
+ * they never see a tensor. Requests join the running batch between decode
+ * steps and leave when done (continuous batching).
+ *
+ * Usage:
+ *   engine *e; engine_opts o = engine_opts_default();  o.model_dir = "...";
+ *   if (engine_init(&e, &o, &err)) ...;
+ *   engine_stream *s; engine_submit(e, &req, &s, &err);
+ *   engine_event ev; while (engine_stream_next(s, &ev) , ev.kind == ENGINE_EV_TOKEN) ...;
+ *   engine_stream_free(s);            // cancels if still running
+ *   engine_free(e);
+ *
+ * Threads: every function is safe to call from any thread except
+ * engine_init/engine_free (owner only). A stream is used by one thread.
+ */
+#ifndef PS_ENGINE_H
+#define PS_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+typedef struct engine engine;
+typedef struct engine_stream engine_stream;
+
+typedef struct {
+    const char *model_dir;     /* HF folder; NULL = built-in demo model */
+    const char *quant;         /* "nf4" (default) | "none" */
+    const char *device;        /* "cpu" | "cuda" | NULL = cuda when a GPU is present */
+    const char *chat_template; /* NULL = from the model folder, else a name (engine_chat_templates) */
+    const char *model_id;      /* id reported in /v1/models; NULL = folder name */
+    int threads;               /* CPU threads; <= 0 = all */
+    int max_seqs;              /* sequences decoded together */
+    int max_batch_tokens;      /* tokens per forward step (prefill chunking) */
+    int ctx_len;               /* max tokens per sequence (prompt + output); 0 = model max */
+    int kv_pages;              /* 0 = enough for max_seqs * ctx_len */
+    int max_queue;             /* waiting requests before EBUSY */
+} engine_opts;
+
+engine_opts engine_opts_default(void);
+
+ps_status engine_init(engine **out, const engine_opts *opts, ps_err *err);
+void engine_free(engine *e);
+
+typedef struct {
+    const char *model_id;
+    const char *architecture; /* "llama" */
+    const char *device;       /* "cpu" | "cuda" */
+    const char *quant;        /* "nf4" | "none" */
+    const char *chat_template;
+    bool demo;                /* true for the built-in random model */
+    bool healthy;             /* false after a sticky device error */
+    int ctx_len, vocab_size, n_layers, hidden;
+    int64_t weight_bytes;
+    /* live counters */
+    int running, waiting;
+    uint64_t requests_total, tokens_generated_total, prompt_tokens_total;
+} engine_info;
+
+void engine_get_info(engine *e, engine_info *out);
+
+/* ---- text ---- */
+
+/* Encodes UTF-8 text. add_bos prepends the BOS id. *ids is malloc'd (caller frees). */
+ps_status engine_tokenize(engine *e, const char *text, bool add_bos, int32_t **ids, int *n,
+                          ps_err *err);
+
+typedef struct {
+    const char *role;    /* "system" | "user" | "assistant" */
+    const char *content; /* UTF-8 */
+} engine_chat_msg;
+
+/* Renders messages with a chat template (NULL = the engine's default) into a
+ * prompt string (malloc'd). Unknown template -> PS_EINVAL naming the known ones. */
+ps_status engine_chat_render(engine *e, const char *template_name, const engine_chat_msg *msgs,
+                             int n, char **out, ps_err *err);
+/* Comma-separated names of the built-in templates. */
+const char *engine_chat_templates(void);
+
+/* ---- generation ---- */
+
+typedef struct {
+    const int32_t *prompt_ids; /* copied by engine_submit */
+    int n_prompt;
+    int max_tokens;            /* >= 0; 0 = evaluate the prompt only */
+    float temperature;         /* 0 = greedy */
+    float top_p;               /* (0, 1] */
+    int top_k;                 /* 0 = off */
+    uint64_t seed;
+    bool has_seed;             /* false: seeded from the request id */
+    const char *const *stop;   /* stop strings (copied), not included in the output */
+    int n_stop;
+    bool ignore_eos;
+    int logprobs;              /* top alternatives per token to report (0..20); -1 = none */
+    const char *adapter;       /* NULL = base model (adapters: issue 3) */
+} engine_request;
+
+typedef enum {
+    ENGINE_EV_TOKEN = 0, /* one generated token (text may be empty: partial UTF-8) */
+    ENGINE_EV_DONE,      /* finished; finish_reason set, no more events */
+    ENGINE_EV_ERROR,     /* failed; err set, no more events */
+} engine_event_kind;
+
+#define ENGINE_MAX_TOP_LOGPROBS 20
+
+typedef struct {
+    engine_event_kind kind;
+    int32_t token;
+    char text[256];            /* complete UTF-8 characters released by this token */
+    float logprob;             /* of the sampled token */
+    int n_top;
+    int32_t top_ids[ENGINE_MAX_TOP_LOGPROBS];
+    float top_logprobs[ENGINE_MAX_TOP_LOGPROBS];
+    const char *finish_reason; /* "stop" | "length" (DONE only) */
+    int prompt_tokens, completion_tokens;
+    ps_err err;                /* ERROR only */
+} engine_event;
+
+/* Validates and queues a request. Errors: EINVAL (bad values), ETOOLARGE
+ * (prompt + max_tokens over ctx_len), EBUSY (queue full), ENOTFOUND (adapter). */
+ps_status engine_submit(engine *e, const engine_request *req, engine_stream **out, ps_err *err);
+
+/* Blocks until the next event. After DONE or ERROR it keeps returning the same event. */
+void engine_stream_next(engine_stream *s, engine_event *ev);
+
+/* Cancels if still running and frees the stream. */
+void engine_stream_free(engine_stream *s);
+
+/* Decodes one token id to its text piece (for token-id echo / logprobs display). */
+ps_status engine_token_text(engine *e, int32_t id, char *buf, int cap, ps_err *err);
+
+#endif

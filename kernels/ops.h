@@ -1,0 +1,208 @@
+/* The one op interface: tensors (views), weights, the backend table and the
+ * public op_* entry points that check once and dispatch.
+ *
+ * Every model (llama, clip, ...) is written against op_* only, so it runs on
+ * any backend that fills the table: kernels/cpu (plain C, the test oracle and
+ * its fast variants) and kernels/cuda. A NULL table entry means "not
+ * supported": op_* answers PS_ENOTSUP naming the op and the backend.
+ *
+ * Conventions
+ *  - Tensors are contiguous row-major views; they never own memory. Shapes are
+ *    written outermost first, as in comments: (T, C) = T rows of C.
+ *  - Activations are F32 unless a backend documents otherwise; weights may be
+ *    F32/F16/BF16 (dense) or NF4 with double quantisation (ps_nf4).
+ *  - Index tensors (ids, positions, block tables) are I32 on the backend's
+ *    device: the engine uploads one step's metadata once, ops just read it.
+ *  - Ops are asynchronous on devices that queue (CUDA): call ps_backend_sync
+ *    or download (which syncs) before reading results on the host.
+ *
+ * Usage:
+ *   ps_backend *be; ps_backend_cpu_create(2, &be, &err);
+ *   op_rmsnorm(be, &h, &x, &w, 1e-5f, &err);
+ *   ps_backend_destroy(be);
+ */
+#ifndef PS_KERNELS_OPS_H
+#define PS_KERNELS_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+typedef enum { PS_DT_F32 = 0, PS_DT_F16, PS_DT_BF16, PS_DT_I32, PS_DT_U8 } ps_dtype;
+typedef enum { PS_DEV_CPU = 0, PS_DEV_CUDA } ps_device;
+
+size_t ps_dtype_size(ps_dtype dt);
+const char *ps_dtype_name(ps_dtype dt);
+
+#define PS_MAX_DIMS 4
+
+/* A contiguous row-major view. Never owns `data`. */
+typedef struct {
+    ps_dtype dtype;
+    int ndim;
+    int64_t shape[PS_MAX_DIMS];
+    void *data;
+    ps_device dev;
+} ps_tensor;
+
+ps_tensor ps_tensor_1d(ps_dtype dt, int64_t n, void *data, ps_device dev);
+ps_tensor ps_tensor_2d(ps_dtype dt, int64_t rows, int64_t cols, void *data, ps_device dev);
+ps_tensor ps_tensor_3d(ps_dtype dt, int64_t a, int64_t b, int64_t c, void *data, ps_device dev);
+int64_t ps_tensor_numel(const ps_tensor *t);
+size_t ps_tensor_nbytes(const ps_tensor *t);
+/* Rows [row0, row0+n) of the outermost dimension, as a view. */
+ps_tensor ps_tensor_rows(const ps_tensor *t, int64_t row0, int64_t n);
+
+/* NF4 weight W (out, in) with bitsandbytes semantics: the row-major flattening
+ * of W is cut into blocks of 64 consecutive elements (blocks may span rows);
+ * codes are packed two per byte, FIRST element in the HIGH nibble. The block
+ * scale is either plain (absmax != NULL) or double-quantised:
+ *   absmax'[b] = dq_code[absmax_q8[b]] * absmax2[b / 256] + offset
+ * Never owns its arrays. Math lives in kernels/math/nf4.h. */
+typedef struct {
+    int64_t out, in;
+    const uint8_t *packed;    /* (ceil(out*in/2)) */
+    const uint8_t *absmax_q8; /* (nblocks) DQ codes, NULL without DQ */
+    const float *absmax2;     /* (ceil(nblocks/256)) DQ block scales */
+    float offset;             /* DQ mean offset */
+    const float *absmax;      /* (nblocks) plain scales, NULL with DQ */
+    ps_device dev;
+} ps_nf4;
+
+#define PS_NF4_BLOCK 64
+#define PS_NF4_DQ_BLOCK 256
+
+typedef enum { PS_WEIGHT_DENSE = 0, PS_WEIGHT_NF4 } ps_weight_kind;
+
+/* A linear layer's weight (out, in): y = x W^T. */
+typedef struct {
+    ps_weight_kind kind;
+    ps_tensor dense; /* (out, in) F32/F16/BF16 when kind == DENSE */
+    ps_nf4 nf4;      /* when kind == NF4 */
+} ps_weight;
+
+int64_t ps_weight_out(const ps_weight *w);
+int64_t ps_weight_in(const ps_weight *w);
+
+/* One layer's paged KV cache: pages of `page_size` token slots. Slot s of the
+ * cache is page s / page_size, row s % page_size. */
+typedef struct {
+    int page_size;
+    ps_tensor k; /* (n_pages, page_size, n_kv, D) */
+    ps_tensor v; /* (n_pages, page_size, n_kv, D) */
+} ps_kv_layer;
+
+/* Per-step attention metadata (all I32 on the backend's device).
+ * Token t belongs to sequence tok_seq[t]; its own KV entry is at index
+ * tok_kv_pos[t] of that sequence and it attends to entries 0..tok_kv_pos[t]
+ * (prefix-tuning entries included: they sit at indices 0..P-1). Entry i of
+ * sequence s lives at slot block_tables[s, i / page_size] * page_size + i % page_size. */
+typedef struct {
+    int n_tokens, n_seqs, max_pages;
+    ps_tensor tok_seq;      /* (T) */
+    ps_tensor tok_kv_pos;   /* (T) */
+    ps_tensor block_tables; /* (S, max_pages) page ids */
+    int max_kv_len;         /* max over tokens of tok_kv_pos + 1 (host-side hint) */
+} ps_attn_meta;
+
+typedef struct ps_backend ps_backend;
+
+/* The backend table. Entries below "ops" may be NULL (not supported).
+ * Backend code may assume op_* already checked dtypes, shapes and devices. */
+struct ps_backend {
+    const char *name;
+    ps_device dev;
+    void *impl;
+
+    ps_status (*alloc)(ps_backend *be, size_t nbytes, void **out, ps_err *err);
+    void (*free)(ps_backend *be, void *ptr);
+    ps_status (*upload)(ps_backend *be, void *dst, const void *src, size_t n, ps_err *err);
+    ps_status (*download)(ps_backend *be, void *dst, const void *src, size_t n, ps_err *err);
+    ps_status (*sync)(ps_backend *be, ps_err *err);
+    void (*destroy)(ps_backend *be);
+
+    /* ---- ops ---- */
+    /* out (T, C) F32 = table[ids[t]] ; table (V, C) F32/F16/BF16, ids (T) I32 */
+    ps_status (*embed)(ps_backend *be, ps_tensor *out, const ps_tensor *table,
+                       const ps_tensor *ids, ps_err *err);
+    /* y (T, out) = x (T, in) W^T, F32 in and out */
+    ps_status (*linear)(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
+                        ps_err *err);
+    /* y (T, N) += bias (N) */
+    ps_status (*add_bias)(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
+    /* out (T, C) = w * x / sqrt(mean(x^2) + eps); w (C) any float dtype */
+    ps_status (*rmsnorm)(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                         float eps, ps_err *err);
+    /* out (T, C) = (x - mean) / sqrt(var + eps) * w + b */
+    ps_status (*layernorm)(ps_backend *be, ps_tensor *out, const ps_tensor *x,
+                           const ps_tensor *w, const ps_tensor *b, float eps, ps_err *err);
+    /* x (T, H, D) rotated in place, HF rotate_half layout, angle pos[t] * theta^(-2i/D) */
+    ps_status (*rope)(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta,
+                      ps_err *err);
+    /* writes k, v (T, n_kv, D) into the cache at slots (T) I32 */
+    ps_status (*kv_store)(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
+                          const ps_tensor *slots, ps_err *err);
+    /* out (T, H, D) = softmax(q k^T * scale) v over the paged cache (see ps_attn_meta);
+     * query head h reads KV head h / (H / n_kv) */
+    ps_status (*attention)(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                           const ps_kv_layer *kv, const ps_attn_meta *meta, float scale,
+                           ps_err *err);
+    /* dense attention for encoders: q, k, v (B, T, H, D) -> out (B, T, H, D); causal or full */
+    ps_status (*attention_dense)(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                                 const ps_tensor *k, const ps_tensor *v, bool causal, float scale,
+                                 ps_err *err);
+    /* out (T, N) = silu(gate) * up */
+    ps_status (*silu_mul)(ps_backend *be, ps_tensor *out, const ps_tensor *gate,
+                          const ps_tensor *up, ps_err *err);
+    /* x = act(x) in place; act: PS_ACT_* */
+    ps_status (*activate)(ps_backend *be, ps_tensor *x, int act, ps_err *err);
+    /* x += y (same shape) */
+    ps_status (*add)(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err);
+    /* out (R, C) = x[rows[r]] ; x (T, C), rows (R) I32 */
+    ps_status (*gather_rows)(ps_backend *be, ps_tensor *out, const ps_tensor *x,
+                             const ps_tensor *rows, ps_err *err);
+};
+
+enum { PS_ACT_SILU = 0, PS_ACT_GELU, PS_ACT_QUICK_GELU, PS_ACT_RELU };
+
+/* Backends. `threads` <= 0 means all online CPUs. */
+ps_status ps_backend_cpu_create(int threads, ps_backend **out, ps_err *err);
+/* Returns PS_ENOTSUP when built without CUDA, PS_EDEVICE when no usable GPU. */
+ps_status ps_backend_cuda_create(int device_index, ps_backend **out, ps_err *err);
+void ps_backend_destroy(ps_backend *be);
+
+/* Buffer helpers (checked wrappers over the table). */
+ps_status ps_buf_alloc(ps_backend *be, size_t nbytes, void **out, ps_err *err);
+void ps_buf_free(ps_backend *be, void *ptr);
+ps_status ps_buf_upload(ps_backend *be, void *dst, const void *src, size_t n, ps_err *err);
+ps_status ps_buf_download(ps_backend *be, void *dst, const void *src, size_t n, ps_err *err);
+ps_status ps_backend_sync(ps_backend *be, ps_err *err);
+
+/* Public ops: check dtypes/shapes/devices once, then dispatch. */
+ps_status op_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,
+                   ps_err *err);
+ps_status op_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
+                    ps_err *err);
+ps_status op_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
+ps_status op_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                     float eps, ps_err *err);
+ps_status op_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                       const ps_tensor *b, float eps, ps_err *err);
+ps_status op_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta, ps_err *err);
+ps_status op_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
+                      const ps_tensor *slots, ps_err *err);
+ps_status op_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
+                       const ps_attn_meta *meta, float scale, ps_err *err);
+ps_status op_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                             const ps_tensor *k, const ps_tensor *v, bool causal, float scale,
+                             ps_err *err);
+ps_status op_silu_mul(ps_backend *be, ps_tensor *out, const ps_tensor *gate, const ps_tensor *up,
+                      ps_err *err);
+ps_status op_activate(ps_backend *be, ps_tensor *x, int act, ps_err *err);
+ps_status op_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err);
+ps_status op_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
+                         const ps_tensor *rows, ps_err *err);
+
+#endif

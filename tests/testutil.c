@@ -1,0 +1,79 @@
+/* Test helpers; see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int tu_failures = 0;
+
+static char tu_root[4096];
+
+const char *tu_fixtures_or_skip(const char *sub) {
+    const char *env = getenv("PEFTSERVE_FIXTURES");
+    if (!env || !*env) env = getenv("PS_FIXTURES_DEFAULT");
+    if (!env || !*env) env = "../shared/fixtures";
+    snprintf(tu_root, sizeof tu_root, "%s", env);
+    struct stat st;
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/%s", tu_root, sub ? sub : "");
+    if (stat(probe, &st) != 0) {
+        printf("SKIP: fixtures not found at '%s' (set PEFTSERVE_FIXTURES)\n", probe);
+        exit(TU_SKIP);
+    }
+    return tu_root;
+}
+
+const char *tu_path(const char *rel) {
+    static char bufs[8][4200];
+    static int next = 0;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", tu_root, rel);
+    return b;
+}
+
+tu_cmp tu_compare(const float *got, const float *want, int64_t n) {
+    tu_cmp c = {0};
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)got[i] - (double)want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+        if (fabs(d) > c.max_abs || isnan(d)) {
+            c.max_abs = isnan(d) ? INFINITY : fabs(d);
+            c.max_index = i;
+        }
+        if (got[i] > got[c.argmax_a]) c.argmax_a = i;
+        if (want[i] > want[c.argmax_b]) c.argmax_b = i;
+    }
+    c.rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
+    if (isnan(c.rel_l2)) c.rel_l2 = INFINITY;
+    return c;
+}
+
+void tu_print_diff(const char *what, const float *got, const float *want, int64_t n) {
+    tu_cmp c = tu_compare(got, want, n);
+    fprintf(stderr, "  %s: rel_l2 %.3g max_abs %.3g at %lld (got %.7g want %.7g)\n", what,
+            c.rel_l2, c.max_abs, (long long)c.max_index, got[c.max_index], want[c.max_index]);
+    for (int64_t i = 0; i < n && i < 4; i++)
+        fprintf(stderr, "    [%lld] got %.7g want %.7g\n", (long long)i, got[i], want[i]);
+}
+
+void tu_rand_fill(float *x, int64_t n, uint64_t seed) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x[i] = (float)((double)(s >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+    }
+}
+
+int tu_finish(const char *name) {
+    if (tu_failures) {
+        printf("%s: %d check(s) failed\n", name, tu_failures);
+        return 1;
+    }
+    printf("%s: ok\n", name);
+    return 0;
+}

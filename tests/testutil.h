@@ -1,0 +1,52 @@
+/* Shared helpers for the C tests: fixture lookup with a clean skip, numeric
+ * comparison with the metrics STYLE.md asks for, and a failure counter.
+ *
+ *   const char *fx = tu_fixtures_or_skip();          // exits 77 when absent
+ *   tu_cmp c = tu_compare(got, want, n);              // rel_l2, max_abs, argmax
+ *   TU_CHECK(c.rel_l2 < 2e-5, "logits rel_l2 %.3g", c.rel_l2);
+ *   return tu_finish("llama parity");
+ */
+#ifndef PS_TESTUTIL_H
+#define PS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TU_SKIP 77
+
+extern int tu_failures;
+
+/* $PEFTSERVE_FIXTURES, else ../shared/fixtures beside the repo; exits 77 with a
+ * message when the folder (or `sub` inside it, if not NULL) is missing. The
+ * returned path is static. */
+const char *tu_fixtures_or_skip(const char *sub);
+/* Joins fixtures root and a relative path into a static rotating buffer. */
+const char *tu_path(const char *rel);
+
+typedef struct {
+    double rel_l2;      /* ||a-b|| / ||b|| accumulated in double */
+    double max_abs;     /* max |a-b| */
+    int64_t max_index;  /* where max_abs is */
+    int64_t argmax_a, argmax_b;
+} tu_cmp;
+tu_cmp tu_compare(const float *got, const float *want, int64_t n);
+/* Prints the first few pairs and the worst one (for failure messages). */
+void tu_print_diff(const char *what, const float *got, const float *want, int64_t n);
+
+/* Deterministic uniform random floats in [-1, 1) (never all zeros). */
+void tu_rand_fill(float *x, int64_t n, uint64_t seed);
+
+#define TU_CHECK(cond, ...)                                                     \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            tu_failures++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);               \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+/* Prints "<name>: N failed" or "ok" and returns the process exit code. */
+int tu_finish(const char *name);
+
+#endif
