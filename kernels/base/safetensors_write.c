@@ -65,8 +65,10 @@ static ps_status st_add_metadata(json_t *root, const char *metadata_json, ps_err
     }
     json_object_foreach(m, k, v) {
         if (!json_is_string(v)) {
+            /* k lives in m: format before releasing it */
+            ps_status rc = ps_errf(err, PS_EINVAL, "st_write: metadata key '" NM "' is not a string", k);
             json_decref(m);
-            return ps_errf(err, PS_EINVAL, "st_write: metadata key '" NM "' is not a string", k);
+            return rc;
         }
     }
     json_object_set_new(root, "__metadata__", m);
