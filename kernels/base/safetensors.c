@@ -53,6 +53,10 @@ int64_t st_numel(const st_tensor *t) {
     return n;
 }
 
+int st_is_aligned(const st_tensor *t) {
+    return (uintptr_t)t->data % st_dtype_size(t->dtype) == 0;
+}
+
 const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t at = 0;
     at += (size_t)snprintf(buf, cap, "[");
@@ -434,6 +438,7 @@ fail:
 /* ---- conversion ---- */
 
 ps_status st_to_f32(const st_tensor *t, float *out, int64_t n, ps_err *err) {
+    if (!t) return ps_errf(err, PS_EINVAL, "st_to_f32: no tensor (NULL, name not found?)");
     int64_t numel = st_numel(t);
     if (n != numel)
         return ps_errf(err, PS_EINVAL, "tensor '" NM "': %lld elements, caller expects %lld", t->name,
