@@ -1,0 +1,381 @@
+/* Attention on CUDA: softmax(q k^T * scale) v with an online (streaming)
+ * softmax in f32, as kernels/cpu/ops_attention.c computes it in one pass over
+ * stored scores. Three kernels:
+ *  - decode (paged or dense): one block per (token, head); its 4 warps take
+ *    interleaved groups of keys, lanes split the head dim (coalesced rows),
+ *    then the warps' partial (max, sum, output) are merged. Used for decode
+ *    steps and for the dense encoder attention.
+ *  - prefill (paged): a block takes 16 consecutive tokens of one head; the
+ *    tokens are walked as runs of the same sequence, and each run's keys are
+ *    staged 32 at a time in shared memory and shared by all its queries.
+ * Both are correct for any token/sequence layout (tests force each one); the
+ * choice is speed only. GQA: query head h reads KV head h / (H / n_kv).
+ * Metadata is read on the device; a bad sequence, position or page id is
+ * flagged (PS_EINVAL at the next sync), its output row is zero, and no memory
+ * outside the cache is read. Head dim up to 256. Not done: split-K across
+ * blocks for very long contexts (TODO(issue-4): flash-decoding split). */
+#include "cuda_common.cuh"
+
+#define ATT_THREADS 128
+#define ATT_WARPS (ATT_THREADS / 32)
+#define ATT_DPL 8 /* head-dim elements per lane: D <= 256 */
+#define ATT_DMAX (32 * ATT_DPL)
+#define ATT_KU 4  /* keys in flight per warp (decode kernel) */
+#define PF_QT 16  /* queries per block (prefill kernel), 4 per warp */
+#define PF_QW (PF_QT / ATT_WARPS)
+#define PF_KT 32  /* keys per shared-memory tile: one per lane */
+
+__device__ static inline float att_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static inline float att_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* ---- key sources for the decode kernel ---- */
+
+/* Paged cache: entry j of this token's sequence. */
+struct att_paged {
+    const float *K, *V;
+    const int32_t *bt; /* this sequence's block-table row */
+    int page_size;
+    int64_t row, off; /* floats per slot, offset of this KV head */
+    __device__ int64_t base(int j) const {
+        return ((int64_t)bt[j / page_size] * page_size + j % page_size) * row + off;
+    }
+    __device__ const float *k(int j) const { return K + base(j); }
+    __device__ const float *v(int j) const { return V + base(j); }
+};
+
+/* Dense (B, T, H, D) tensors: key j of this batch item and head. */
+struct att_dense {
+    const float *K, *V;
+    int64_t first, stride; /* offset of key 0, floats between keys */
+    __device__ const float *k(int j) const { return K + first + j * stride; }
+    __device__ const float *v(int j) const { return V + first + j * stride; }
+};
+
+/* Streams keys [0, len) of one (token, head) through the block's warps and
+ * writes out[0, D). q already points at this query's D floats. */
+template <class Src>
+__device__ static __forceinline__ void att_decode_row(float *out, const float *q, const Src &src, int len, int D,
+                                      float scale) {
+    __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS], s_o[ATT_WARPS][ATT_DMAX];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float qv[ATT_DPL], o[ATT_DPL];
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < D ? q[d] : 0.0f;
+        o[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = warp * ATT_KU; j0 < len; j0 += ATT_WARPS * ATT_KU) {
+        float sc[ATT_KU];
+        const float *vp[ATT_KU];
+#pragma unroll
+        for (int u = 0; u < ATT_KU; u++) {
+            int j = j0 + u < len ? j0 + u : len - 1; /* clamp: masked below */
+            const float *kp = src.k(j);
+            vp[u] = src.v(j);
+            float part = 0.0f;
+#pragma unroll
+            for (int i = 0; i < ATT_DPL; i++) {
+                int d = lane + 32 * i;
+                if (d < D) part += qv[i] * kp[d];
+            }
+            sc[u] = part;
+        }
+        float mt = m;
+#pragma unroll
+        for (int u = 0; u < ATT_KU; u++) {
+            sc[u] = j0 + u < len ? att_warp_sum(sc[u]) * scale : -INFINITY;
+            mt = fmaxf(mt, sc[u]);
+        }
+        float alpha = expf(m - mt); /* m = -inf at the start: 0 */
+        l *= alpha;
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) o[i] *= alpha;
+#pragma unroll
+        for (int u = 0; u < ATT_KU; u++) {
+            float pu = expf(sc[u] - mt); /* -inf (masked): 0 */
+            l += pu;
+#pragma unroll
+            for (int i = 0; i < ATT_DPL; i++) {
+                int d = lane + 32 * i;
+                if (d < D) o[i] += pu * vp[u][d];
+            }
+        }
+        m = mt;
+    }
+    if (lane == 0) {
+        s_m[warp] = m;
+        s_l[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_DPL; i++) s_o[warp][lane + 32 * i] = o[i];
+    __syncthreads();
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, s_m[w]);
+    float L = 0.0f, f[ATT_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) {
+        f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* idle warps weigh 0 */
+        L += s_l[w] * f[w];
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) acc += s_o[w][d] * f[w];
+        out[d] = acc / L;
+    }
+}
+
+/* Checks one token's metadata; returns its kv length, or 0 (flagged, output zeroed). */
+__device__ static int att_token_len(const int32_t *tok_seq, const int32_t *tok_kv_pos,
+                                    const int32_t *bt_all, int t, int n_seqs, int max_pages,
+                                    int page_size, int n_pages, cuda_flag *flag) {
+    int seq = tok_seq[t], pos = tok_kv_pos[t];
+    if (seq < 0 || seq >= n_seqs || pos < 0 || pos / page_size >= max_pages) {
+        cuda_raise(flag, CUDA_FLAG_ATTN_META, t, seq, pos);
+        return 0;
+    }
+    const int32_t *bt = bt_all + (int64_t)seq * max_pages;
+    for (int pg = 0; pg <= pos / page_size; pg++)
+        if (bt[pg] < 0 || bt[pg] >= n_pages) {
+            cuda_raise(flag, CUDA_FLAG_ATTN_PAGE, bt[pg], n_pages, t);
+            return 0;
+        }
+    return pos + 1;
+}
+
+typedef struct {
+    float *out;
+    const float *q, *K, *V;
+    const int32_t *tok_seq, *tok_kv_pos, *bt;
+    int T, H, n_kv, D, n_seqs, max_pages, page_size, n_pages;
+    float scale;
+    cuda_flag *flag;
+} att_paged_args;
+
+__global__ void __launch_bounds__(ATT_THREADS) attn_decode_paged_kernel(att_paged_args a) {
+    __shared__ int s_len;
+    int t = blockIdx.x, h = blockIdx.y;
+    if (threadIdx.x == 0)
+        s_len = att_token_len(a.tok_seq, a.tok_kv_pos, a.bt, t, a.n_seqs, a.max_pages,
+                              a.page_size, a.n_pages, a.flag);
+    __syncthreads();
+    int len = s_len;
+    float *out = a.out + ((int64_t)t * a.H + h) * a.D;
+    if (len == 0) {
+        for (int d = threadIdx.x; d < a.D; d += blockDim.x) out[d] = 0.0f;
+        return;
+    }
+    int kvh = h / (a.H / a.n_kv);
+    att_paged src;
+    src.K = a.K;
+    src.V = a.V;
+    src.bt = a.bt + (int64_t)a.tok_seq[t] * a.max_pages;
+    src.page_size = a.page_size;
+    src.row = (int64_t)a.n_kv * a.D;
+    src.off = (int64_t)kvh * a.D;
+    att_decode_row(out, a.q + ((int64_t)t * a.H + h) * a.D, src, len, a.D, a.scale);
+}
+
+/* ---- prefill: query tiles sharing K/V tiles ---- */
+
+__global__ void __launch_bounds__(ATT_THREADS) attn_prefill_kernel(att_paged_args a) {
+    extern __shared__ float smem[];
+    __shared__ int s_seq[PF_QT], s_pos[PF_QT];
+    const int D = a.D, DP = a.D + 1; /* padded rows: lanes reading column d hit distinct banks */
+    float *Ks = smem, *Vs = Ks + PF_KT * DP, *Qs = Vs + PF_KT * DP;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int h = blockIdx.y, kvh = h / (a.H / a.n_kv), t0 = blockIdx.x * PF_QT;
+    int nq = min(PF_QT, a.T - t0);
+    if ((int)threadIdx.x < PF_QT) {
+        int qi = threadIdx.x, len = 0, seq = -1;
+        if (qi < nq) {
+            len = att_token_len(a.tok_seq, a.tok_kv_pos, a.bt, t0 + qi, a.n_seqs, a.max_pages,
+                                a.page_size, a.n_pages, a.flag);
+            seq = len ? a.tok_seq[t0 + qi] : -1;
+        }
+        s_seq[qi] = seq;
+        s_pos[qi] = len - 1; /* -1: invalid or past the end */
+    }
+    for (int e = threadIdx.x; e < nq * D; e += blockDim.x)
+        Qs[e] = a.q[((int64_t)(t0 + e / D) * a.H + h) * D + e % D];
+    __syncthreads();
+    int64_t row = (int64_t)a.n_kv * D;
+    for (int r0 = 0; r0 < nq;) { /* block-uniform: every thread walks the same runs */
+        int seq = s_seq[r0], r1 = r0 + 1, maxlen = s_pos[r0] + 1;
+        while (r1 < nq && s_seq[r1] == seq) {
+            maxlen = max(maxlen, s_pos[r1] + 1);
+            r1++;
+        }
+        const int32_t *bt = a.bt + (int64_t)(seq < 0 ? 0 : seq) * a.max_pages;
+        float m[PF_QW], l[PF_QW], o[PF_QW][ATT_DPL];
+#pragma unroll
+        for (int u = 0; u < PF_QW; u++) {
+            m[u] = -INFINITY;
+            l[u] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < ATT_DPL; i++) o[u][i] = 0.0f;
+        }
+        for (int k0 = 0; k0 < maxlen; k0 += PF_KT) {
+            __syncthreads(); /* the previous tile is consumed */
+            for (int e = threadIdx.x; e < PF_KT * D; e += blockDim.x) {
+                int j = e / D, d = e % D, key = k0 + j;
+                float kv = 0.0f, vv = 0.0f;
+                if (key < maxlen) { /* pages of keys < maxlen were checked by att_token_len */
+                    int64_t slot = (int64_t)bt[key / a.page_size] * a.page_size + key % a.page_size;
+                    kv = a.K[slot * row + (int64_t)kvh * D + d];
+                    vv = a.V[slot * row + (int64_t)kvh * D + d];
+                }
+                Ks[j * DP + d] = kv;
+                Vs[j * DP + d] = vv;
+            }
+            __syncthreads();
+            float dot[PF_QW];
+#pragma unroll
+            for (int u = 0; u < PF_QW; u++) dot[u] = 0.0f;
+            const float *kr = Ks + lane * DP;
+            for (int d = 0; d < D; d++) {
+                float kd = kr[d];
+#pragma unroll
+                for (int u = 0; u < PF_QW; u++) dot[u] += Qs[(warp * PF_QW + u) * D + d] * kd;
+            }
+#pragma unroll
+            for (int u = 0; u < PF_QW; u++) {
+                int qi = warp * PF_QW + u;
+                /* warp-uniform: this query is in the run and sees at least key k0 */
+                if (qi < r0 || qi >= r1 || s_pos[qi] < k0) continue;
+                bool live = k0 + lane <= s_pos[qi];
+                float s = live ? dot[u] * a.scale : -INFINITY;
+                float mt = fmaxf(m[u], att_warp_max(s));
+                float alpha = expf(m[u] - mt);
+                float pj = live ? expf(s - mt) : 0.0f;
+                l[u] = l[u] * alpha + att_warp_sum(pj);
+#pragma unroll
+                for (int i = 0; i < ATT_DPL; i++) o[u][i] *= alpha;
+                for (int j = 0; j < PF_KT; j++) {
+                    float pb = __shfl_sync(0xffffffffu, pj, j);
+#pragma unroll
+                    for (int i = 0; i < ATT_DPL; i++) {
+                        int d = lane + 32 * i;
+                        if (d < D) o[u][i] += pb * Vs[j * DP + d];
+                    }
+                }
+                m[u] = mt;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < PF_QW; u++) {
+            int qi = warp * PF_QW + u;
+            if (qi < r0 || qi >= r1) continue;
+            float *out = a.out + ((int64_t)(t0 + qi) * a.H + h) * D;
+            bool ok = s_pos[qi] >= 0;
+#pragma unroll
+            for (int i = 0; i < ATT_DPL; i++) {
+                int d = lane + 32 * i;
+                if (d < D) out[d] = ok ? o[u][i] / l[u] : 0.0f;
+            }
+        }
+        r0 = r1;
+    }
+}
+
+static size_t att_prefill_smem(int D) {
+    return sizeof(float) * ((size_t)2 * PF_KT * (D + 1) + (size_t)PF_QT * D);
+}
+
+ps_status cuda_attention_init(cuda_impl *p, ps_err *err) {
+    size_t need = att_prefill_smem(ATT_DMAX);
+    if (need > p->smem_optin)
+        return ps_errf(err, PS_EDEVICE, "cuda: attention needs %zu bytes of shared memory per block, "
+                       "%s allows %zu", need, p->dev_name, p->smem_optin);
+    CU_TRY(p, cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)need));
+    return PS_OK;
+}
+
+ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
+                         const ps_attn_meta *meta, float scale, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    if (kv->k.dtype != PS_DT_F32)
+        return ps_errf(err, PS_ENOTSUP, "attention: cuda kv cache dtype %s, only F32 is supported",
+                       ps_dtype_name(kv->k.dtype));
+    att_paged_args a;
+    a.out = (float *)out->data;
+    a.q = (const float *)q->data;
+    a.K = (const float *)kv->k.data;
+    a.V = (const float *)kv->v.data;
+    a.tok_seq = (const int32_t *)meta->tok_seq.data;
+    a.tok_kv_pos = (const int32_t *)meta->tok_kv_pos.data;
+    a.bt = (const int32_t *)meta->block_tables.data;
+    a.T = meta->n_tokens;
+    a.H = (int)q->shape[1];
+    a.n_kv = (int)kv->k.shape[2];
+    a.D = (int)kv->k.shape[3];
+    a.n_seqs = meta->n_seqs;
+    a.max_pages = meta->max_pages;
+    a.page_size = kv->page_size;
+    a.n_pages = (int)kv->k.shape[0];
+    a.scale = scale;
+    a.flag = p->d_flag;
+    if (a.D > ATT_DMAX)
+        return ps_errf(err, PS_ENOTSUP, "attention: head dim %d over the cuda limit %d", a.D, ATT_DMAX);
+    if (a.page_size <= 0 || a.H <= 0 || a.H > 65535)
+        return ps_errf(err, PS_EINVAL, "attention: page_size %d, heads %d", a.page_size, a.H);
+    if (a.T == 0) return PS_OK;
+    int path = p->tune.attn_path;
+    if (path == PS_CUDA_ATTN_AUTO)
+        path = a.T >= PF_QT && a.T >= 4 * (a.n_seqs > 0 ? a.n_seqs : 1) ? PS_CUDA_ATTN_PREFILL
+                                                                          : PS_CUDA_ATTN_DECODE;
+    if (path == PS_CUDA_ATTN_PREFILL) {
+        dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
+        attn_prefill_kernel<<<grid, ATT_THREADS, att_prefill_smem(a.D), p->stream>>>(a);
+    } else {
+        dim3 grid((unsigned)a.T, (unsigned)a.H);
+        attn_decode_paged_kernel<<<grid, ATT_THREADS, 0, p->stream>>>(a);
+    }
+    return cuda_op_done(p, "attention", err);
+}
+
+/* ---- dense (encoders): q, k, v, out (B, T, H, D) ---- */
+
+__global__ void __launch_bounds__(ATT_THREADS)
+attn_dense_kernel(float *out, const float *q, const float *K, const float *V, int T, int H, int D,
+                  bool causal, float scale) {
+    int bt = blockIdx.x, h = blockIdx.y, t = bt % T, b = bt / T;
+    att_dense src;
+    src.K = K;
+    src.V = V;
+    src.first = ((int64_t)b * T * H + h) * D;
+    src.stride = (int64_t)H * D;
+    int64_t at = ((int64_t)bt * H + h) * D;
+    att_decode_row(out + at, q + at, src, causal ? t + 1 : T, D, scale);
+}
+
+ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                               const ps_tensor *k, const ps_tensor *v, bool causal, float scale,
+                               ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t B = q->shape[0], T = q->shape[1], H = q->shape[2], D = q->shape[3];
+    if (D > ATT_DMAX)
+        return ps_errf(err, PS_ENOTSUP, "attention_dense: head dim %lld over the cuda limit %d",
+                       (long long)D, ATT_DMAX);
+    if (H > 65535 || B * T > INT32_MAX)
+        return ps_errf(err, PS_EINVAL, "attention_dense: %lld heads, %lld rows", (long long)H,
+                       (long long)(B * T));
+    if (B * T * H * D == 0) return PS_OK;
+    dim3 grid((unsigned)(B * T), (unsigned)H);
+    attn_dense_kernel<<<grid, ATT_THREADS, 0, p->stream>>>(
+        (float *)out->data, (const float *)q->data, (const float *)k->data, (const float *)v->data,
+        (int)T, (int)H, (int)D, causal, scale);
+    return cuda_op_done(p, "attention_dense", err);
+}

@@ -1,0 +1,194 @@
+/* Internal header of the CUDA backend: the backend's private state, the check
+ * macros every CUDA / cuBLAS call goes through, the device-side "bad index"
+ * flag, and the entry points each kernels/cuda source provides.
+ *
+ * Errors: a failed CUDA or cuBLAS call becomes PS_EDEVICE naming the call and
+ * file:line, and marks the backend dead (sticky): every later call answers
+ * PS_EDEVICE with the first message, so the engine turns unhealthy instead of
+ * computing wrong numbers. cudaMalloc running out of memory is PS_ENOMEM and
+ * not sticky. Bad indices found on the device (token ids, rows, slots, pages)
+ * are recorded in a small device flag and reported as PS_EINVAL by the next
+ * sync or download; the kernels never read or write outside a buffer.
+ *
+ * Not for use outside kernels/cuda (C code sees ops.h and cuda_ext.h only). */
+#ifndef PS_CUDA_COMMON_CUH
+#define PS_CUDA_COMMON_CUH
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "base/log.h"
+#include "base/status.h"
+#include "ops.h"
+#include "cuda/cuda_ext.h"
+}
+#include "math/half.h"
+
+/* ---- device flag: first bad index a kernel saw ---- */
+
+enum {
+    CUDA_FLAG_NONE = 0,
+    CUDA_FLAG_EMBED_ID,   /* a = id, b = vocab, c = row */
+    CUDA_FLAG_GATHER_ROW, /* a = row, b = rows of x, c = output row */
+    CUDA_FLAG_KV_SLOT,    /* a = slot, b = slots in the cache, c = token */
+    CUDA_FLAG_ATTN_META,  /* a = token, b = seq, c = kv_pos */
+    CUDA_FLAG_ATTN_PAGE,  /* a = page id, b = pages in the cache, c = token */
+};
+
+typedef struct {
+    int code;
+    int a, b, c;
+} cuda_flag;
+
+/* Records the first bad index; later ones are dropped (one message is enough). */
+__device__ static inline void cuda_raise(cuda_flag *f, int code, int a, int b, int c) {
+    if (atomicCAS(&f->code, 0, code) == 0) {
+        f->a = a;
+        f->b = b;
+        f->c = c;
+    }
+}
+
+/* ---- backend state ---- */
+
+typedef struct {
+    ps_backend be; /* first: be->impl points back here */
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    char dev_name[256];
+    int sm_count, cc_major, cc_minor;
+    size_t total_mem, smem_optin, l2_bytes;
+    cuda_flag *d_flag; /* device */
+    cuda_flag *h_flag; /* pinned host copy read back at sync */
+    bool dead;         /* sticky device error */
+    ps_err dead_err;
+    /* 16-bit scratch for the cuBLAS paths, grown on demand (never per step
+     * once the largest layer has been seen) */
+    void *scratch_w;
+    size_t scratch_w_bytes;
+    void *scratch_x;
+    size_t scratch_x_bytes;
+    /* RoPE inverse frequencies of the last (theta, D), computed on the host
+     * with the shared ps_rope_inv_freq so they equal the CPU's bit for bit */
+    float *rope_tab;
+    float rope_theta;
+    int rope_half; /* D / 2 the table holds; 0 = none */
+    ps_cuda_tuning tune;
+} cuda_impl;
+
+#define CUDA_ROPE_MAX_HALF 2048 /* head dims up to 4096 */
+
+static inline cuda_impl *cuda_of(ps_backend *be) { return (cuda_impl *)be->impl; }
+
+/* Turns a failed call into PS_EDEVICE (sticky) or PS_ENOMEM (not sticky). */
+ps_status cuda_fail(cuda_impl *p, cudaError_t e, const char *call, const char *file, int line,
+                    ps_err *err);
+ps_status cublas_fail(cuda_impl *p, cublasStatus_t s, const char *call, const char *file, int line,
+                      ps_err *err);
+/* PS_EDEVICE with the first sticky message when the backend is dead; makes the
+ * backend's device current otherwise. Every entry point starts with it. */
+ps_status cuda_enter(cuda_impl *p, ps_err *err);
+/* Called after an op's launches: catches launch errors; in sync_each_op mode
+ * also waits and checks the device flag so an error names its op. */
+ps_status cuda_op_done(cuda_impl *p, const char *op, ps_err *err);
+/* Waits for the stream and reports (then clears) the device flag. */
+ps_status cuda_sync_and_check(cuda_impl *p, ps_err *err);
+/* Ensures *buf holds at least `bytes` (grows by reallocating; contents lost). */
+ps_status cuda_scratch(cuda_impl *p, void **buf, size_t *have, size_t bytes, ps_err *err);
+
+/* `err` must be in scope (every backend function has it as last parameter). */
+#define CU_TRY(p, call)                                                                 \
+    do {                                                                                \
+        cudaError_t e_ = (call);                                                        \
+        if (e_ != cudaSuccess) return cuda_fail((p), e_, #call, __FILE__, __LINE__, err); \
+    } while (0)
+#define CUBLAS_TRY(p, call)                                                                \
+    do {                                                                                   \
+        cublasStatus_t s_ = (call);                                                        \
+        if (s_ != CUBLAS_STATUS_SUCCESS) return cublas_fail((p), s_, #call, __FILE__, __LINE__, err); \
+    } while (0)
+/* Checks a kernel launch right where it happened (bad configuration). */
+#define CU_LAUNCH_CHECK(p) CU_TRY(p, cudaGetLastError())
+#define PS_TRY(x)                      \
+    do {                               \
+        ps_status s_ = (x);            \
+        if (s_ != PS_OK) return s_;    \
+    } while (0)
+
+/* ---- launch geometry ---- */
+
+#define CUDA_EW_THREADS 256
+/* Grid for a grid-stride loop over n items: enough blocks to fill the chip,
+ * capped so the block count stays a valid grid dimension. */
+static inline unsigned cuda_ew_blocks(const cuda_impl *p, int64_t n) {
+    int64_t b = (n + CUDA_EW_THREADS - 1) / CUDA_EW_THREADS;
+    int64_t cap = (int64_t)p->sm_count * 32;
+    if (b > cap) b = cap;
+    if (b < 1) b = 1;
+    return (unsigned)b;
+}
+
+static inline int64_t cuda_last_dim(const ps_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+static inline int64_t cuda_rows(const ps_tensor *t) {
+    int64_t c = cuda_last_dim(t);
+    return c ? ps_tensor_numel(t) / c : 0;
+}
+
+/* Reads element i of a F32 / F16 / BF16 array (DT = ps_dtype) as float, with
+ * the shared conversions of kernels/math/half.h. */
+template <int DT> __device__ static inline float cuda_ld(const void *p, int64_t i) {
+    if constexpr (DT == PS_DT_F32) return ((const float *)p)[i];
+    else if constexpr (DT == PS_DT_F16) return ps_f16_to_f32(((const uint16_t *)p)[i]);
+    else return ps_bf16_to_f32(((const uint16_t *)p)[i]);
+}
+
+/* ---- op entry points (one file each, see the file headers) ---- */
+
+ps_status cuda_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,
+                     ps_err *err);
+ps_status cuda_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
+ps_status cuda_silu_mul(ps_backend *be, ps_tensor *out, const ps_tensor *gate, const ps_tensor *up,
+                        ps_err *err);
+ps_status cuda_activate(ps_backend *be, ps_tensor *x, int act, ps_err *err);
+ps_status cuda_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err);
+ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
+                           const ps_tensor *rows, ps_err *err);
+ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
+                        const ps_tensor *slots, ps_err *err);
+ps_status cuda_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                       float eps, ps_err *err);
+ps_status cuda_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                         const ps_tensor *b, float eps, ps_err *err);
+ps_status cuda_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta, ps_err *err);
+ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
+                         const ps_attn_meta *meta, float scale, ps_err *err);
+ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                               const ps_tensor *k, const ps_tensor *v, bool causal, float scale,
+                               ps_err *err);
+ps_status cuda_attention_init(cuda_impl *p, ps_err *err); /* raises smem limits once */
+ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
+                      ps_err *err);
+
+/* Linear building blocks (linear.cu dispatches between them). All F32 x/y. */
+/* y (T, out) = x (T, in) W^T for an NF4 W, decoding on the fly; any T (chunks of 8). */
+ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
+                        ps_err *err);
+/* The same through a bf16 copy of W in scratch and cublasGemmEx (x rounded to bf16). */
+ps_status cuda_nf4_gemm(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
+                        ps_err *err);
+/* Dense W (out, in) F32/F16/BF16: GEMV kernels for small T, cuBLAS for large T. */
+ps_status cuda_dense_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_tensor *w,
+                          ps_err *err);
+ps_status cuda_dense_gemm(cuda_impl *p, float *y, const float *x, int64_t T, const ps_tensor *w,
+                          ps_err *err);
+/* F32 -> 16-bit (bf16 or f16 bits, same rounding as kernels/math/half.h). */
+ps_status cuda_f32_to_16(cuda_impl *p, uint16_t *dst, const float *src, int64_t n, bool bf16,
+                         ps_err *err);
+
+#endif

@@ -1,0 +1,212 @@
+/* Element-wise CUDA ops: embed, add_bias, silu_mul, activate, add,
+ * gather_rows, kv_store. Grid-stride loops over elements; the math is the
+ * shared kernels/math/act.h and half.h, as in kernels/cpu/ops_basic.c and
+ * ops_attention.c (kv_store), which these mirror.
+ * Index checks happen on the device: a bad id / row / slot is skipped (never
+ * read or written out of bounds) and reported through the device flag. */
+#include "cuda_common.cuh"
+#include "math/act.h"
+
+/* ---- embed: out (T, C) = table[ids[t]] ---- */
+
+template <int DT>
+__global__ void embed_kernel(float *out, const void *table, const int32_t *ids, int64_t T,
+                             int64_t C, int64_t V, cuda_flag *flag) {
+    int64_t n = T * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = i / C, c = i % C;
+        int32_t id = ids[t];
+        if (id < 0 || id >= V) {
+            if (c == 0) cuda_raise(flag, CUDA_FLAG_EMBED_ID, id, (int)V, (int)t);
+            out[i] = 0.0f;
+            continue;
+        }
+        out[i] = cuda_ld<DT>(table, (int64_t)id * C + c);
+    }
+}
+
+ps_status cuda_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,
+                     ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t T = ps_tensor_numel(ids), C = table->shape[1], V = table->shape[0];
+    if (T * C == 0) return PS_OK;
+    unsigned g = cuda_ew_blocks(p, T * C);
+    float *o = (float *)out->data;
+    const int32_t *id = (const int32_t *)ids->data;
+    switch (table->dtype) {
+    case PS_DT_F32:
+        embed_kernel<PS_DT_F32><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, table->data, id, T, C, V, p->d_flag);
+        break;
+    case PS_DT_F16:
+        embed_kernel<PS_DT_F16><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, table->data, id, T, C, V, p->d_flag);
+        break;
+    default:
+        embed_kernel<PS_DT_BF16><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, table->data, id, T, C, V, p->d_flag);
+        break;
+    }
+    return cuda_op_done(p, "embed", err);
+}
+
+/* ---- add_bias: y (R, N) += bias (N) ---- */
+
+template <int DT>
+__global__ void add_bias_kernel(float *y, const void *bias, int64_t n, int64_t N) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += cuda_ld<DT>(bias, i % N);
+}
+
+ps_status cuda_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t n = ps_tensor_numel(y), N = cuda_last_dim(y);
+    if (n == 0) return PS_OK;
+    unsigned g = cuda_ew_blocks(p, n);
+    float *o = (float *)y->data;
+    switch (bias->dtype) {
+    case PS_DT_F32: add_bias_kernel<PS_DT_F32><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, bias->data, n, N); break;
+    case PS_DT_F16: add_bias_kernel<PS_DT_F16><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, bias->data, n, N); break;
+    default: add_bias_kernel<PS_DT_BF16><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, bias->data, n, N); break;
+    }
+    return cuda_op_done(p, "add_bias", err);
+}
+
+/* ---- silu_mul, activate, add ---- */
+
+__global__ void silu_mul_kernel(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = ps_silu(gate[i]) * up[i];
+}
+
+ps_status cuda_silu_mul(ps_backend *be, ps_tensor *out, const ps_tensor *gate, const ps_tensor *up,
+                        ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t n = ps_tensor_numel(out);
+    if (n == 0) return PS_OK;
+    silu_mul_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(
+        (float *)out->data, (const float *)gate->data, (const float *)up->data, n);
+    return cuda_op_done(p, "silu_mul", err);
+}
+
+__global__ void activate_kernel(float *x, int64_t n, int act) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        switch (act) {
+        case PS_ACT_SILU: v = ps_silu(v); break;
+        case PS_ACT_GELU: v = ps_gelu(v); break;
+        case PS_ACT_QUICK_GELU: v = ps_quick_gelu(v); break;
+        default: v = ps_relu(v); break;
+        }
+        x[i] = v;
+    }
+}
+
+ps_status cuda_activate(ps_backend *be, ps_tensor *x, int act, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t n = ps_tensor_numel(x);
+    if (n == 0) return PS_OK;
+    activate_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>((float *)x->data, n, act);
+    return cuda_op_done(p, "activate", err);
+}
+
+__global__ void add_kernel(float *x, const float *y, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
+ps_status cuda_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t n = ps_tensor_numel(x);
+    if (n == 0) return PS_OK;
+    add_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>((float *)x->data,
+                                                                        (const float *)y->data, n);
+    return cuda_op_done(p, "add", err);
+}
+
+/* ---- gather_rows: out (R, C) = x[rows[r]] ---- */
+
+__global__ void gather_rows_kernel(float *out, const float *x, const int32_t *rows, int64_t R,
+                                   int64_t C, int64_t T, cuda_flag *flag) {
+    int64_t n = R * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / C, c = i % C;
+        int32_t src = rows[r];
+        if (src < 0 || src >= T) {
+            if (c == 0) cuda_raise(flag, CUDA_FLAG_GATHER_ROW, src, (int)T, (int)r);
+            out[i] = 0.0f;
+            continue;
+        }
+        out[i] = x[(int64_t)src * C + c];
+    }
+}
+
+ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
+                           const ps_tensor *rows, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t C = cuda_last_dim(x), T = cuda_rows(x), R = ps_tensor_numel(rows);
+    if (R * C == 0) return PS_OK;
+    gather_rows_kernel<<<cuda_ew_blocks(p, R * C), CUDA_EW_THREADS, 0, p->stream>>>(
+        (float *)out->data, (const float *)x->data, (const int32_t *)rows->data, R, C, T, p->d_flag);
+    return cuda_op_done(p, "gather_rows", err);
+}
+
+/* ---- kv_store: k, v (T, n_kv, D) -> cache slots (T) ---- */
+
+__global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
+                                const int32_t *slots, int64_t T, int64_t row, int64_t n_slots,
+                                cuda_flag *flag) {
+    int64_t n = T * row;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = i / row, e = i % row;
+        int32_t s = slots[t];
+        if (s < 0 || s >= n_slots) {
+            if (e == 0) cuda_raise(flag, CUDA_FLAG_KV_SLOT, s, (int)n_slots, (int)t);
+            continue;
+        }
+        kc[(int64_t)s * row + e] = k[i];
+        vc[(int64_t)s * row + e] = v[i];
+    }
+}
+
+ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
+                        const ps_tensor *slots, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    if (kv->k.dtype != PS_DT_F32)
+        return ps_errf(err, PS_ENOTSUP, "kv_store: cuda kv cache dtype %s, only F32 is supported",
+                       ps_dtype_name(kv->k.dtype));
+    int64_t row = kv->k.shape[2] * kv->k.shape[3], T = ps_tensor_numel(slots);
+    int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
+    if (T * row == 0) return PS_OK;
+    kv_store_kernel<<<cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, p->stream>>>(
+        (float *)kv->k.data, (float *)kv->v.data, (const float *)k->data, (const float *)v->data,
+        (const int32_t *)slots->data, T, row, n_slots, p->d_flag);
+    return cuda_op_done(p, "kv_store", err);
+}
+
+/* ---- F32 -> 16-bit for the cuBLAS paths ---- */
+
+__global__ void f32_to_16_kernel(uint16_t *dst, const float *src, int64_t n, bool bf16) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = bf16 ? ps_f32_to_bf16(src[i]) : ps_f32_to_f16(src[i]);
+}
+
+ps_status cuda_f32_to_16(cuda_impl *p, uint16_t *dst, const float *src, int64_t n, bool bf16,
+                         ps_err *err) {
+    if (n == 0) return PS_OK;
+    f32_to_16_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(dst, src, n, bf16);
+    CU_LAUNCH_CHECK(p);
+    return PS_OK;
+}

@@ -1,0 +1,31 @@
+/* op_linear on CUDA: picks the fused GEMV (few tokens: decode, bandwidth
+ * bound) or the 16-bit cuBLAS path (many tokens: prefill, compute bound) for
+ * NF4 and dense weights. The choice is speed only; tests run both paths on
+ * the same inputs (ps_cuda_set_tuning). y and x are F32 (T, out) / (T, in). */
+#include "cuda_common.cuh"
+
+ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
+                      ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t out = ps_weight_out(w), in = ps_weight_in(w), T = cuda_rows(y);
+    if (T * out == 0) return PS_OK;
+    float *yd = (float *)y->data;
+    const float *xd = (const float *)x->data;
+    if (in == 0) { /* an empty sum */
+        CU_TRY(p, cudaMemsetAsync(yd, 0, sizeof(float) * (size_t)(T * out), p->stream));
+        return cuda_op_done(p, "linear", err);
+    }
+    int path = p->tune.linear_path;
+    if (path == PS_CUDA_LINEAR_AUTO)
+        path = T <= p->tune.gemv_max_t ? PS_CUDA_LINEAR_GEMV : PS_CUDA_LINEAR_GEMM;
+    ps_status s;
+    if (w->kind == PS_WEIGHT_NF4)
+        s = path == PS_CUDA_LINEAR_GEMV ? cuda_nf4_gemv(p, yd, xd, T, &w->nf4, err)
+                                        : cuda_nf4_gemm(p, yd, xd, T, &w->nf4, err);
+    else
+        s = path == PS_CUDA_LINEAR_GEMV ? cuda_dense_gemv(p, yd, xd, T, &w->dense, err)
+                                        : cuda_dense_gemm(p, yd, xd, T, &w->dense, err);
+    if (s != PS_OK) return s;
+    return cuda_op_done(p, "linear", err);
+}

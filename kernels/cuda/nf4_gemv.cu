@@ -1,0 +1,177 @@
+/* NF4 GEMV for decode: y (T, out) = x (T, in) W^T with W decoded on the fly
+ * from its 4-bit codes and (double-quantised) block scales, never
+ * materialised. Accumulates in f32; mirrors kernels/cpu/linear_ref.c (the
+ * oracle) with the element math of kernels/math/nf4.h (ps_nf4_code_at,
+ * ps_nf4_block_scale, ps_nf4_value).
+ *
+ * Fast kernel (in % 64 == 0, 16-byte aligned codes and x): each warp owns R
+ * output rows; every lane reads 16 bytes (32 codes, half a 64-block) of each
+ * of its rows per step, two steps in flight, and applies them to up to 8 rows
+ * of x held in registers, so one weight load serves the whole batch and one x
+ * load serves R rows. The block scale multiplies the 32-code partial dot
+ * rather than each element: the same product, rounded once instead of 32
+ * times (well inside the f32 tolerance of the parity test).
+ * Generic kernel (any shape, e.g. in = 17): one warp per row, one element per
+ * lane step, ps_nf4_value per element. More than 8 rows of x: chunks of 8,
+ * each rereading W (the linear dispatcher switches to dequant + cuBLAS when
+ * T is large). */
+#include "cuda_common.cuh"
+#include "nf4_tables.cuh"
+
+#define GEMV_THREADS 128
+#define GEMV_WARPS (GEMV_THREADS / 32)
+#define GEMV_U 2 /* 16-byte chunks per row in flight per lane */
+
+template <int B, int R>
+__global__ void __launch_bounds__(GEMV_THREADS)
+nf4_gemv_fast_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_args w) {
+    __shared__ float s_nf4[16], s_dq[256];
+    cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t row0 = ((int64_t)blockIdx.x * GEMV_WARPS + warp) * R;
+    if (row0 >= w.out) return;
+    const int64_t in = w.in, nchunk = in / 32, bpr = in / 64;
+    int64_t rows[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) rows[r] = row0 + r < w.out ? row0 + r : w.out - 1; /* tail: computed, not stored */
+    float acc[R][B];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < B; b++) acc[r][b] = 0.0f;
+
+    for (int64_t c0 = lane; c0 < nchunk; c0 += 32 * GEMV_U) {
+        uint4 wv[GEMV_U][R];
+        float sc[GEMV_U][R];
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int64_t c = c0 + 32 * u;
+            if (c >= nchunk) continue;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                wv[u][r] = __ldg((const uint4 *)(w.packed + rows[r] * (in / 2)) + c);
+                sc[u][r] = cuda_nf4_scale(w, s_dq, rows[r] * bpr + c / 2);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int64_t c = c0 + 32 * u;
+            if (c >= nchunk) continue;
+            float dot[R][B];
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) { /* 32-bit word j: codes 8j .. 8j+7 of the chunk */
+                float xv[B][8];
+#pragma unroll
+                for (int b = 0; b < B; b++) {
+                    const float4 *xp = (const float4 *)(x + b * in + c * 32 + j * 8);
+                    float4 lo = __ldg(xp), hi = __ldg(xp + 1);
+                    xv[b][0] = lo.x, xv[b][1] = lo.y, xv[b][2] = lo.z, xv[b][3] = lo.w;
+                    xv[b][4] = hi.x, xv[b][5] = hi.y, xv[b][6] = hi.z, xv[b][7] = hi.w;
+                }
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    uint32_t word = j == 0 ? wv[u][r].x : j == 1 ? wv[u][r].y : j == 2 ? wv[u][r].z : wv[u][r].w;
+                    uint8_t bytes[4];
+                    memcpy(bytes, &word, 4); /* memory order: the packed layout */
+#pragma unroll
+                    for (int e = 0; e < 8; e++) {
+                        float v = s_nf4[ps_nf4_code_at(bytes, e)];
+#pragma unroll
+                        for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int b = 0; b < B; b++) acc[r][b] += dot[r][b] * sc[u][r];
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], o);
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (row0 + r < w.out)
+#pragma unroll
+                for (int b = 0; b < B; b++) y[b * w.out + row0 + r] = acc[r][b];
+    }
+}
+
+#define GEMV_NB_MAX 8
+
+__global__ void __launch_bounds__(GEMV_THREADS)
+nf4_gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x, int nb, cuda_nf4_args w) {
+    __shared__ float s_nf4[16], s_dq[256];
+    cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t row = (int64_t)blockIdx.x * GEMV_WARPS + warp;
+    if (row >= w.out) return;
+    float acc[GEMV_NB_MAX];
+#pragma unroll
+    for (int b = 0; b < GEMV_NB_MAX; b++) acc[b] = 0.0f;
+    for (int64_t k = lane; k < w.in; k += 32) {
+        int64_t i = row * w.in + k;
+        float v = ps_nf4_value(s_nf4[ps_nf4_code_at(w.packed, i)],
+                               cuda_nf4_scale(w, s_dq, i / PS_NF4_BLOCK));
+#pragma unroll
+        for (int b = 0; b < GEMV_NB_MAX; b++)
+            if (b < nb) acc[b] += v * x[b * w.in + k];
+    }
+#pragma unroll
+    for (int b = 0; b < GEMV_NB_MAX; b++) {
+        for (int o = 16; o > 0; o >>= 1) acc[b] += __shfl_xor_sync(0xffffffffu, acc[b], o);
+        if (lane == 0 && b < nb) y[b * w.out + row] = acc[b];
+    }
+}
+
+template <int B, int R>
+static void nf4_gemv_fast_launch(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a) {
+    int64_t rows_per_block = (int64_t)GEMV_WARPS * R;
+    unsigned grid = (unsigned)((a.out + rows_per_block - 1) / rows_per_block);
+    nf4_gemv_fast_kernel<B, R><<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, a);
+}
+
+/* One chunk of nb (1..8) rows of x. R: 4 rows per warp for a single token
+ * (x reuse matters most when the shared-memory code lookups dominate), 2 for
+ * more tokens (registers). */
+static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const cuda_nf4_args &a,
+                           bool fast) {
+    if (!fast) {
+        unsigned grid = (unsigned)((a.out + GEMV_WARPS - 1) / GEMV_WARPS);
+        nf4_gemv_generic_kernel<<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, nb, a);
+        return;
+    }
+    switch (nb) {
+    case 1: nf4_gemv_fast_launch<1, 4>(p, y, x, a); break;
+    case 2: nf4_gemv_fast_launch<2, 2>(p, y, x, a); break;
+    case 3: nf4_gemv_fast_launch<3, 2>(p, y, x, a); break;
+    case 4: nf4_gemv_fast_launch<4, 2>(p, y, x, a); break;
+    case 5: nf4_gemv_fast_launch<5, 2>(p, y, x, a); break;
+    case 6: nf4_gemv_fast_launch<6, 2>(p, y, x, a); break;
+    case 7: nf4_gemv_fast_launch<7, 2>(p, y, x, a); break;
+    default: nf4_gemv_fast_launch<8, 2>(p, y, x, a); break;
+    }
+}
+
+ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
+                        ps_err *err) {
+    cuda_nf4_args a = cuda_nf4_args_of(w);
+    if ((a.out + GEMV_WARPS - 1) / GEMV_WARPS > INT32_MAX)
+        return ps_errf(err, PS_EINVAL, "linear: nf4 weight with %lld rows", (long long)a.out);
+    bool fast = a.in % PS_NF4_BLOCK == 0 && ((uintptr_t)a.packed & 15) == 0 &&
+                ((uintptr_t)x & 15) == 0;
+    for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
+        int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
+        nf4_gemv_chunk(p, y + t0 * a.out, x + t0 * a.in, nb, a, fast);
+        CU_LAUNCH_CHECK(p);
+    }
+    return PS_OK;
+}
