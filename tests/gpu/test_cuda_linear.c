@@ -1,0 +1,183 @@
+/* CUDA op_linear vs the CPU oracle (cpu_linear_ref, double accumulation):
+ * NF4 weights (with and without double quantisation, quantised by
+ * nf4_quantize from random floats) and dense F32 / F16 / BF16 weights, at odd
+ * shapes, through each path of the backend: the fused GEMV, the 16-bit
+ * cuBLAS GEMM, and the automatic choice. Also misaligned x and NF4 arrays
+ * carved from one block at odd offsets (the generic kernels).
+ *
+ * Tolerances (rel L2; every case prints its measured error):
+ *  - GEMV, any weight: 1e-5. f32 accumulation in another order than the
+ *    double oracle: ~sqrt(in) * 2^-24 (4e-6 at in = 4096), and the NF4 block
+ *    scale multiplies 32-element partial sums (one rounding fewer).
+ *  - GEMM with NF4 or BF16 weights: 1.5e-2 against the oracle, because x
+ *    and W are rounded to bf16 (2^-9 relative each; expected ~2e-3).
+ *    The same result must match, within 5e-5, a host emulation that rounds x
+ *    and W to bf16 and accumulates in double: so the only error beyond the
+ *    stated bf16 rounding is the f32 accumulation of the tensor cores.
+ *  - GEMM with F16 weights: x rounded to f16 (2^-11): 4e-3 vs the oracle,
+ *    5e-5 vs the emulation. F32 weights: cublasSgemm in plain fp32: 1e-5. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu_backend.h"
+#include "gpu_util.h"
+#include "math/nf4.h"
+#include "nf4_quant.h"
+
+#define TOL_GEMV 1e-5
+#define TOL_GEMM_BF16 1.5e-2
+#define TOL_GEMM_F16 4e-3
+#define TOL_GEMM_F32 1e-5
+#define TOL_EMUL 5e-5
+
+static const char *path_name(int p) {
+    return p == PS_CUDA_LINEAR_GEMV ? "gemv" : p == PS_CUDA_LINEAR_GEMM ? "gemm" : "auto";
+}
+
+/* y = x W^T in double from float arrays (W dense (out, in) as floats). */
+static void host_linear(float *y, const float *x, const float *w, int64_t T, int64_t out, int64_t in) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < out; n++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < in; k++) s += (double)x[t * in + k] * w[n * in + k];
+            y[t * out + n] = (float)s;
+        }
+}
+
+/* Runs the CUDA linear on device weight `gw` for one path and checks it
+ * against the oracle `want` and, for the GEMM path, the 16-bit emulation. */
+static void run_case(const char *tag, const ps_weight *gw, const float *x, int64_t T, int64_t out,
+                     int64_t in, bool misalign_x, int path, const float *want, const float *emul,
+                     double tol_gemm) {
+    gu_set_paths(path, PS_CUDA_ATTN_AUTO);
+    size_t off = misalign_x ? 4 : 0; /* 4 bytes: x rows no longer 16-byte aligned */
+    gu_buf dx = gu_poisoned(sizeof(float) * T * in + off);
+    GU_OK(ps_buf_upload(gu_gpu, (char *)dx.d + off, x, sizeof(float) * T * in, &gu_err), "upload x");
+    gu_buf dy = gu_poisoned(sizeof(float) * T * out);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, in, (char *)dx.d + off, PS_DEV_CUDA);
+    ps_tensor gy = ps_tensor_2d(PS_DT_F32, T, out, dy.d, PS_DEV_CUDA);
+    GU_OK(op_linear(gu_gpu, &gy, &gx, gw, &gu_err), "cuda linear");
+    float *got = malloc(sizeof(float) * (size_t)(T * out));
+    gu_download(&dy, got);
+    gu_guard_check(&dy, "linear y");
+    ps_cuda_tuning tune;
+    GU_OK(ps_cuda_get_tuning(gu_gpu, &tune, &gu_err), "tuning");
+    bool gemm = path == PS_CUDA_LINEAR_GEMM || (path == PS_CUDA_LINEAR_AUTO && T > tune.gemv_max_t);
+    char what[128];
+    snprintf(what, sizeof what, "%s T=%lld out=%lld in=%lld %s%s", tag, (long long)T, (long long)out,
+             (long long)in, path_name(path), misalign_x ? " x+4B" : "");
+    gu_check(what, got, want, T * out, gemm ? tol_gemm : TOL_GEMV);
+    if (gemm && emul) {
+        snprintf(what, sizeof what, "%s T=%lld out=%lld in=%lld %s vs 16-bit emulation", tag,
+                 (long long)T, (long long)out, (long long)in, path_name(path));
+        gu_check(what, got, emul, T * out, TOL_EMUL);
+    }
+    gu_free(&dx), gu_free(&dy);
+    free(got);
+}
+
+/* NF4 arrays carved from one device block; `odd` puts each at an offset
+ * that breaks 16-byte alignment (the loader may pack weights like that). */
+static ps_weight nf4_upload(const nf4_host *q, bool odd, gu_buf *block) {
+    int64_t n = q->out * q->in, nb = nf4_n_blocks(n), nb2 = nf4_n_blocks2(n);
+    size_t sp = (size_t)(n + 1) / 2, o0 = odd ? 8 : 0;
+    size_t o1 = o0 + ((sp + 15) & ~(size_t)15) + (odd ? 1 : 0);
+    size_t o2 = (o1 + (size_t)nb + 15) & ~(size_t)15, o3 = o2 + sizeof(float) * (size_t)nb2;
+    *block = gu_poisoned(o3 + sizeof(float) * (size_t)nb);
+    char *base = block->d;
+    GU_OK(ps_buf_upload(gu_gpu, base + o0, q->packed, sp, &gu_err), "upload codes");
+    ps_weight w = {PS_WEIGHT_NF4};
+    w.nf4.out = q->out, w.nf4.in = q->in, w.nf4.dev = PS_DEV_CUDA, w.nf4.packed = (uint8_t *)(base + o0);
+    if (q->absmax_q8) {
+        GU_OK(ps_buf_upload(gu_gpu, base + o1, q->absmax_q8, (size_t)nb, &gu_err), "upload q8");
+        GU_OK(ps_buf_upload(gu_gpu, base + o2, q->absmax2, sizeof(float) * (size_t)nb2, &gu_err), "upload absmax2");
+        w.nf4.absmax_q8 = (uint8_t *)(base + o1), w.nf4.absmax2 = (float *)(base + o2);
+        w.nf4.offset = q->offset;
+    } else {
+        GU_OK(ps_buf_upload(gu_gpu, base + o3, q->absmax, sizeof(float) * (size_t)nb, &gu_err), "upload absmax");
+        w.nf4.absmax = (float *)(base + o3);
+    }
+    return w;
+}
+
+static void test_nf4(int64_t T, int64_t out, int64_t in, bool dq, bool odd_layout, uint64_t seed) {
+    float *wf = gu_rand(out * in, seed, 0.05f), *x = gu_rand(T * in, seed + 1, 1.0f);
+    for (int64_t i = 0; i < out * in; i += 97) wf[i] *= 8.0f; /* outliers: varied block scales */
+    nf4_host q = {0};
+    GU_OK(nf4_quantize(wf, out, in, dq, &q, &gu_err), "nf4_quantize");
+    ps_weight cw = {PS_WEIGHT_NF4};
+    cw.nf4 = nf4_host_view(&q);
+    float *want = malloc(sizeof(float) * (size_t)(T * out)), *emul = malloc(sizeof(float) * (size_t)(T * out));
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, in, x, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, T, out, want, PS_DEV_CPU);
+    GU_OK(cpu_linear_ref(gu_cpu, &cy, &cx, &cw, &gu_err), "cpu_linear_ref");
+    /* the GEMM path's exact function: bf16(W') . bf16(x) */
+    float *wd = malloc(sizeof(float) * (size_t)(out * in)), *xb = malloc(sizeof(float) * (size_t)(T * in));
+    nf4_dequantize(&cw.nf4, wd);
+    gu_round_dtype(wd, out * in, PS_DT_BF16);
+    memcpy(xb, x, sizeof(float) * (size_t)(T * in));
+    gu_round_dtype(xb, T * in, PS_DT_BF16);
+    host_linear(emul, xb, wd, T, out, in);
+
+    gu_buf block;
+    ps_weight gw = nf4_upload(&q, odd_layout, &block);
+    char tag[48];
+    snprintf(tag, sizeof tag, "nf4%s%s", dq ? "+dq" : "", odd_layout ? " odd-layout" : "");
+    for (int path = PS_CUDA_LINEAR_AUTO; path <= PS_CUDA_LINEAR_GEMM; path++)
+        run_case(tag, &gw, x, T, out, in, false, path, want, emul, TOL_GEMM_BF16);
+    run_case(tag, &gw, x, T, out, in, true, PS_CUDA_LINEAR_GEMV, want, emul, TOL_GEMM_BF16);
+    gu_free(&block);
+    nf4_host_free(&q);
+    free(wf), free(x), free(want), free(emul), free(wd), free(xb);
+}
+
+static void test_dense(int64_t T, int64_t out, int64_t in, ps_dtype dt, uint64_t seed) {
+    float *wf = gu_rand(out * in, seed, 0.1f), *x = gu_rand(T * in, seed + 1, 1.0f);
+    void *wh = gu_to_dtype(wf, out * in, dt);
+    gu_round_dtype(wf, out * in, dt); /* the weight values as stored */
+    ps_weight cw = {PS_WEIGHT_DENSE};
+    cw.dense = ps_tensor_2d(dt, out, in, wh, PS_DEV_CPU);
+    float *want = malloc(sizeof(float) * (size_t)(T * out)), *emul = malloc(sizeof(float) * (size_t)(T * out));
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, in, x, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, T, out, want, PS_DEV_CPU);
+    GU_OK(cpu_linear_ref(gu_cpu, &cy, &cx, &cw, &gu_err), "cpu_linear_ref");
+    float *xr = malloc(sizeof(float) * (size_t)(T * in));
+    memcpy(xr, x, sizeof(float) * (size_t)(T * in));
+    gu_round_dtype(xr, T * in, dt); /* cuBLAS path: x in the weight's 16-bit type */
+    host_linear(emul, xr, wf, T, out, in);
+
+    gu_buf dw = gu_upload(wh, ps_dtype_size(dt) * out * in);
+    ps_weight gw = {PS_WEIGHT_DENSE};
+    gw.dense = ps_tensor_2d(dt, out, in, dw.d, PS_DEV_CUDA);
+    double tol = dt == PS_DT_F32 ? TOL_GEMM_F32 : dt == PS_DT_F16 ? TOL_GEMM_F16 : TOL_GEMM_BF16;
+    char tag[48];
+    snprintf(tag, sizeof tag, "dense %s", ps_dtype_name(dt));
+    for (int path = PS_CUDA_LINEAR_AUTO; path <= PS_CUDA_LINEAR_GEMM; path++)
+        run_case(tag, &gw, x, T, out, in, false, path, want, dt == PS_DT_F32 ? NULL : emul, tol);
+    run_case(tag, &gw, x, T, out, in, true, PS_CUDA_LINEAR_GEMV, want, NULL, tol);
+    gu_free(&dw);
+    free(wf), free(x), free(wh), free(want), free(emul), free(xr);
+}
+
+int main(void) {
+    gu_init();
+    /* (T, out, in): single rows and columns, odd sizes, in % 64 != 0 (generic
+     * kernels), T above 8 (GEMV chunks) and above 32 (AUTO -> GEMM) */
+    static const int64_t shapes[][3] = {
+        {1, 1, 64},    {1, 3, 128},   {1, 17, 4096}, {1, 4097, 64}, {2, 127, 4097},
+        {3, 33, 17},   {5, 256, 1024}, {8, 129, 4096}, {9, 100, 640}, {17, 127, 448},
+        {33, 65, 4096}, {127, 3, 64},  {1, 1, 1},
+    };
+    int n = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int i = 0; i < n; i++) {
+        int64_t T = shapes[i][0], out = shapes[i][1], in = shapes[i][2];
+        test_nf4(T, out, in, true, false, 1000 + i);
+        test_nf4(T, out, in, i % 2 == 0, true, 2000 + i);
+        test_dense(T, out, in, PS_DT_F32, 3000 + i);
+        test_dense(T, out, in, PS_DT_F16, 4000 + i);
+        test_dense(T, out, in, PS_DT_BF16, 5000 + i);
+    }
+    /* LLaMA-7B layer shapes at decode batch sizes (the benchmark's GEMV) */
+    test_nf4(1, 11008, 4096, true, false, 7001);
+    test_nf4(4, 4096, 11008, true, false, 7002);
+    return gu_finish("cuda linear");
+}

@@ -1,0 +1,361 @@
+/* CUDA backend vs the CPU oracle, element-wise and row ops: embed,
+ * gather_rows, kv_store, add, add_bias, silu_mul, activate, rmsnorm,
+ * layernorm, rope, plus buffers (odd-sized round trips) and the error paths
+ * (bad indices found on the device, out of memory, bad tuning). Random inputs
+ * (never zeros) at odd shapes; every output is poisoned with NaN first and
+ * followed by guard bytes. Linear and attention: test_cuda_linear.c and
+ * test_cuda_attention.c.
+ *
+ * Tolerances (rel L2 against the CPU op; every case prints its measured error):
+ *  - embed, gather_rows, kv_store, add, add_bias, relu: 0 = bit-identical
+ *    (copies, exact conversions and one IEEE add per element, same order).
+ *  - silu_mul, silu/gelu/quick_gelu: 2e-6. The device builds with fast math:
+ *    expf is __expf (2 ulp + ~2^-21 relative); erff is the accurate one.
+ *  - rmsnorm 2e-6: the sum of squares is a tree instead of a sequential loop,
+ *    and fast math makes sqrtf/division approximate (~2 ulp).
+ *  - layernorm 1e-6: statistics in double on both sides.
+ *  - rope 2e-6: identical inverse frequencies (computed on the host with the
+ *    shared formula), cos/sin in double and rounded (glibc cosf/sinf are
+ *    correctly rounded nearly always), then a possibly fused multiply-add. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_util.h"
+
+#define TOL_EXACT 0.0
+#define TOL_ACT 2e-6
+#define TOL_RMS 2e-6
+#define TOL_LN 1e-6
+#define TOL_ROPE 2e-6
+
+static const int64_t SIZES[] = {1, 3, 17, 127, 4097, 1 << 20};
+#define N_SIZES (int)(sizeof SIZES / sizeof SIZES[0])
+
+static void test_buffers(void) {
+    const size_t ns[] = {1, 3, 17, 4097};
+    for (int i = 0; i < 4; i++) {
+        size_t n = ns[i];
+        unsigned char *h = malloc(n), *back = malloc(n);
+        for (size_t j = 0; j < n; j++) h[j] = (unsigned char)(j * 7 + 1);
+        gu_buf b = gu_upload(h, n);
+        gu_download(&b, back);
+        TU_CHECK(memcmp(h, back, n) == 0, "buffer round trip of %zu bytes differs", n);
+        gu_guard_check(&b, "buffer");
+        gu_free(&b);
+        free(h), free(back);
+    }
+}
+
+/* ---- binary element-wise ops on (R, C) ---- */
+
+static void test_elementwise(int64_t n, uint64_t seed) {
+    char what[96];
+    int64_t C = n >= 17 ? 17 : n, R = n / C; /* add_bias needs a row width */
+    n = R * C;
+    float *x = gu_rand(n, seed, 3.0f), *y = gu_rand(n, seed + 1, 3.0f), *b = gu_rand(C, seed + 2, 1.0f);
+    float *want = malloc(sizeof(float) * (size_t)n), *got = malloc(sizeof(float) * (size_t)n);
+
+    /* add: x += y */
+    memcpy(want, x, sizeof(float) * (size_t)n);
+    ps_tensor cw = ps_tensor_2d(PS_DT_F32, R, C, want, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, R, C, y, PS_DEV_CPU);
+    GU_OK(op_add(gu_cpu, &cw, &cy, &gu_err), "cpu add");
+    gu_buf dx = gu_upload(x, sizeof(float) * n), dy = gu_upload(y, sizeof(float) * n);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, R, C, dx.d, PS_DEV_CUDA), gy = ps_tensor_2d(PS_DT_F32, R, C, dy.d, PS_DEV_CUDA);
+    GU_OK(op_add(gu_gpu, &gx, &gy, &gu_err), "cuda add");
+    gu_download(&dx, got);
+    gu_guard_check(&dx, "add");
+    snprintf(what, sizeof what, "add n=%lld", (long long)n);
+    gu_check(what, got, want, n, TOL_EXACT);
+    gu_free(&dx);
+
+    /* add_bias in each bias dtype */
+    for (int dt = PS_DT_F32; dt <= PS_DT_BF16; dt++) {
+        void *bh = gu_to_dtype(b, C, (ps_dtype)dt);
+        memcpy(want, x, sizeof(float) * (size_t)n);
+        ps_tensor cb = ps_tensor_1d((ps_dtype)dt, C, bh, PS_DEV_CPU);
+        GU_OK(op_add_bias(gu_cpu, &cw, &cb, &gu_err), "cpu add_bias");
+        dx = gu_upload(x, sizeof(float) * n);
+        gu_buf db = gu_upload(bh, ps_dtype_size((ps_dtype)dt) * C);
+        gx.data = dx.d;
+        ps_tensor gb = ps_tensor_1d((ps_dtype)dt, C, db.d, PS_DEV_CUDA);
+        GU_OK(op_add_bias(gu_gpu, &gx, &gb, &gu_err), "cuda add_bias");
+        gu_download(&dx, got);
+        gu_guard_check(&dx, "add_bias");
+        snprintf(what, sizeof what, "add_bias n=%lld bias=%s", (long long)n, ps_dtype_name((ps_dtype)dt));
+        gu_check(what, got, want, n, TOL_EXACT);
+        gu_free(&dx), gu_free(&db), free(bh);
+    }
+
+    /* silu_mul: out = silu(x) * y */
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, R, C, x, PS_DEV_CPU);
+    GU_OK(op_silu_mul(gu_cpu, &cw, &cx, &cy, &gu_err), "cpu silu_mul");
+    dx = gu_upload(x, sizeof(float) * n);
+    gu_buf dout = gu_poisoned(sizeof(float) * n);
+    gx.data = dx.d;
+    ps_tensor go = ps_tensor_2d(PS_DT_F32, R, C, dout.d, PS_DEV_CUDA);
+    GU_OK(op_silu_mul(gu_gpu, &go, &gx, &gy, &gu_err), "cuda silu_mul");
+    gu_download(&dout, got);
+    gu_guard_check(&dout, "silu_mul");
+    snprintf(what, sizeof what, "silu_mul n=%lld", (long long)n);
+    gu_check(what, got, want, n, TOL_ACT);
+    gu_free(&dout), gu_free(&dx);
+
+    /* activate in place, every activation */
+    static const char *names[] = {"silu", "gelu", "quick_gelu", "relu"};
+    for (int act = PS_ACT_SILU; act <= PS_ACT_RELU; act++) {
+        memcpy(want, x, sizeof(float) * (size_t)n);
+        GU_OK(op_activate(gu_cpu, &cw, act, &gu_err), "cpu activate");
+        dx = gu_upload(x, sizeof(float) * n);
+        gx.data = dx.d;
+        GU_OK(op_activate(gu_gpu, &gx, act, &gu_err), "cuda activate");
+        gu_download(&dx, got);
+        gu_guard_check(&dx, "activate");
+        snprintf(what, sizeof what, "activate %s n=%lld", names[act], (long long)n);
+        gu_check(what, got, want, n, act == PS_ACT_RELU ? TOL_EXACT : TOL_ACT);
+        gu_free(&dx);
+    }
+    gu_free(&dy);
+    free(x), free(y), free(b), free(want), free(got);
+}
+
+/* ---- rows: embed, gather_rows ---- */
+
+static void test_embed(int64_t V, int64_t C, int64_t T, ps_dtype dt) {
+    float *tab = gu_rand(V * C, 11 + C, 2.0f);
+    void *th = gu_to_dtype(tab, V * C, dt);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
+    for (int64_t t = 0; t < T; t++) ids[t] = (int32_t)((t * 7919 + 13) % V);
+    ids[0] = (int32_t)(V - 1); /* both ends of the table */
+    if (T > 1) ids[T - 1] = 0;
+    float *want = malloc(sizeof(float) * (size_t)(T * C)), *got = malloc(sizeof(float) * (size_t)(T * C));
+    ps_tensor ct = ps_tensor_2d(dt, V, C, th, PS_DEV_CPU), ci = ps_tensor_1d(PS_DT_I32, T, ids, PS_DEV_CPU);
+    ps_tensor co = ps_tensor_2d(PS_DT_F32, T, C, want, PS_DEV_CPU);
+    GU_OK(op_embed(gu_cpu, &co, &ct, &ci, &gu_err), "cpu embed");
+    gu_buf dt_ = gu_upload(th, ps_dtype_size(dt) * V * C), di = gu_upload(ids, sizeof(int32_t) * T);
+    gu_buf dout = gu_poisoned(sizeof(float) * T * C);
+    ps_tensor gt = ps_tensor_2d(dt, V, C, dt_.d, PS_DEV_CUDA), gi = ps_tensor_1d(PS_DT_I32, T, di.d, PS_DEV_CUDA);
+    ps_tensor go = ps_tensor_2d(PS_DT_F32, T, C, dout.d, PS_DEV_CUDA);
+    GU_OK(op_embed(gu_gpu, &go, &gt, &gi, &gu_err), "cuda embed");
+    gu_download(&dout, got);
+    gu_guard_check(&dout, "embed");
+    char what[96];
+    snprintf(what, sizeof what, "embed V=%lld C=%lld T=%lld %s", (long long)V, (long long)C,
+             (long long)T, ps_dtype_name(dt));
+    gu_check(what, got, want, T * C, TOL_EXACT);
+    gu_free(&dt_), gu_free(&di), gu_free(&dout);
+    free(tab), free(th), free(ids), free(want), free(got);
+}
+
+static void test_gather_rows(int64_t T, int64_t C, int64_t R) {
+    float *x = gu_rand(T * C, 21 + T, 1.0f);
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)R);
+    for (int64_t r = 0; r < R; r++) rows[r] = (int32_t)((r * 5 + 3) % T); /* repeats, any order */
+    float *want = malloc(sizeof(float) * (size_t)(R * C)), *got = malloc(sizeof(float) * (size_t)(R * C));
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU), cr = ps_tensor_1d(PS_DT_I32, R, rows, PS_DEV_CPU);
+    ps_tensor co = ps_tensor_2d(PS_DT_F32, R, C, want, PS_DEV_CPU);
+    GU_OK(op_gather_rows(gu_cpu, &co, &cx, &cr, &gu_err), "cpu gather_rows");
+    gu_buf dx = gu_upload(x, sizeof(float) * T * C), dr = gu_upload(rows, sizeof(int32_t) * R);
+    gu_buf dout = gu_poisoned(sizeof(float) * R * C);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, C, dx.d, PS_DEV_CUDA), gr = ps_tensor_1d(PS_DT_I32, R, dr.d, PS_DEV_CUDA);
+    ps_tensor go = ps_tensor_2d(PS_DT_F32, R, C, dout.d, PS_DEV_CUDA);
+    GU_OK(op_gather_rows(gu_gpu, &go, &gx, &gr, &gu_err), "cuda gather_rows");
+    gu_download(&dout, got);
+    gu_guard_check(&dout, "gather_rows");
+    char what[96];
+    snprintf(what, sizeof what, "gather_rows T=%lld C=%lld R=%lld", (long long)T, (long long)C, (long long)R);
+    gu_check(what, got, want, R * C, TOL_EXACT);
+    gu_free(&dx), gu_free(&dr), gu_free(&dout);
+    free(x), free(rows), free(want), free(got);
+}
+
+/* ---- kv_store into a cache with random prior content ---- */
+
+static void test_kv_store(int n_pages, int page_size, int n_kv, int D, int T) {
+    int64_t slots_all = (int64_t)n_pages * page_size, row = (int64_t)n_kv * D, nc = slots_all * row;
+    float *kc = gu_rand(nc, 31, 1.0f), *vc = gu_rand(nc, 32, 1.0f);
+    float *k = gu_rand(T * row, 33, 1.0f), *v = gu_rand(T * row, 34, 1.0f);
+    int32_t *slots = malloc(sizeof(int32_t) * (size_t)T);
+    for (int t = 0; t < T; t++) slots[t] = (int32_t)(((int64_t)t * 7 + 5) % slots_all); /* distinct for T <= slots */
+    float *kw = malloc(sizeof(float) * (size_t)nc), *vw = malloc(sizeof(float) * (size_t)nc);
+    memcpy(kw, kc, sizeof(float) * (size_t)nc);
+    memcpy(vw, vc, sizeof(float) * (size_t)nc);
+    ps_kv_layer ckv = {page_size, {PS_DT_F32, 4, {n_pages, page_size, n_kv, D}, kw, PS_DEV_CPU},
+                       {PS_DT_F32, 4, {n_pages, page_size, n_kv, D}, vw, PS_DEV_CPU}};
+    ps_tensor ck = ps_tensor_3d(PS_DT_F32, T, n_kv, D, k, PS_DEV_CPU), cv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, v, PS_DEV_CPU);
+    ps_tensor cs = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
+    GU_OK(op_kv_store(gu_cpu, &ckv, &ck, &cv, &cs, &gu_err), "cpu kv_store");
+    gu_buf dkc = gu_upload(kc, sizeof(float) * nc), dvc = gu_upload(vc, sizeof(float) * nc);
+    gu_buf dk = gu_upload(k, sizeof(float) * T * row), dv = gu_upload(v, sizeof(float) * T * row);
+    gu_buf ds = gu_upload(slots, sizeof(int32_t) * T);
+    ps_kv_layer gkv = ckv;
+    gkv.k.data = dkc.d, gkv.k.dev = PS_DEV_CUDA, gkv.v.data = dvc.d, gkv.v.dev = PS_DEV_CUDA;
+    ps_tensor gk = ps_tensor_3d(PS_DT_F32, T, n_kv, D, dk.d, PS_DEV_CUDA), gv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, dv.d, PS_DEV_CUDA);
+    ps_tensor gs = ps_tensor_1d(PS_DT_I32, T, ds.d, PS_DEV_CUDA);
+    GU_OK(op_kv_store(gu_gpu, &gkv, &gk, &gv, &gs, &gu_err), "cuda kv_store");
+    gu_download(&dkc, kc);
+    gu_download(&dvc, vc);
+    gu_guard_check(&dkc, "k cache");
+    gu_guard_check(&dvc, "v cache");
+    char what[96];
+    snprintf(what, sizeof what, "kv_store pages=%d ps=%d n_kv=%d D=%d T=%d (k)", n_pages, page_size, n_kv, D, T);
+    gu_check(what, kc, kw, nc, TOL_EXACT);
+    snprintf(what, sizeof what, "kv_store pages=%d ps=%d n_kv=%d D=%d T=%d (v)", n_pages, page_size, n_kv, D, T);
+    gu_check(what, vc, vw, nc, TOL_EXACT);
+    gu_free(&dkc), gu_free(&dvc), gu_free(&dk), gu_free(&dv), gu_free(&ds);
+    free(kc), free(vc), free(k), free(v), free(slots), free(kw), free(vw);
+}
+
+/* ---- norms ---- */
+
+static void test_norm(bool layer, int64_t T, int64_t C, ps_dtype wdt) {
+    float *x = gu_rand(T * C, 41 + C, 2.0f), *w = gu_rand(C, 42, 1.5f), *b = gu_rand(C, 43, 0.5f);
+    for (int64_t i = 0; i < T * C; i += 3) x[i] += 0.75f; /* a non-zero mean for layernorm */
+    void *wh = gu_to_dtype(w, C, wdt), *bh = gu_to_dtype(b, C, wdt);
+    float *want = malloc(sizeof(float) * (size_t)(T * C)), *got = malloc(sizeof(float) * (size_t)(T * C));
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU), co = ps_tensor_2d(PS_DT_F32, T, C, want, PS_DEV_CPU);
+    ps_tensor cw = ps_tensor_1d(wdt, C, wh, PS_DEV_CPU), cb = ps_tensor_1d(wdt, C, bh, PS_DEV_CPU);
+    gu_buf dx = gu_upload(x, sizeof(float) * T * C), dout = gu_poisoned(sizeof(float) * T * C);
+    gu_buf dw = gu_upload(wh, ps_dtype_size(wdt) * C), db = gu_upload(bh, ps_dtype_size(wdt) * C);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, C, dx.d, PS_DEV_CUDA), go = ps_tensor_2d(PS_DT_F32, T, C, dout.d, PS_DEV_CUDA);
+    ps_tensor gw = ps_tensor_1d(wdt, C, dw.d, PS_DEV_CUDA), gb = ps_tensor_1d(wdt, C, db.d, PS_DEV_CUDA);
+    if (layer) {
+        GU_OK(op_layernorm(gu_cpu, &co, &cx, &cw, &cb, 1e-5f, &gu_err), "cpu layernorm");
+        GU_OK(op_layernorm(gu_gpu, &go, &gx, &gw, &gb, 1e-5f, &gu_err), "cuda layernorm");
+    } else {
+        GU_OK(op_rmsnorm(gu_cpu, &co, &cx, &cw, 1e-6f, &gu_err), "cpu rmsnorm");
+        GU_OK(op_rmsnorm(gu_gpu, &go, &gx, &gw, 1e-6f, &gu_err), "cuda rmsnorm");
+    }
+    gu_download(&dout, got);
+    gu_guard_check(&dout, layer ? "layernorm" : "rmsnorm");
+    char what[96];
+    snprintf(what, sizeof what, "%s T=%lld C=%lld w=%s", layer ? "layernorm" : "rmsnorm",
+             (long long)T, (long long)C, ps_dtype_name(wdt));
+    gu_check(what, got, want, T * C, layer ? TOL_LN : TOL_RMS);
+    gu_free(&dx), gu_free(&dout), gu_free(&dw), gu_free(&db);
+    free(x), free(w), free(b), free(wh), free(bh), free(want), free(got);
+}
+
+/* ---- rope ---- */
+
+static void test_rope(int64_t T, int64_t H, int64_t D, float theta, int max_pos) {
+    int64_t n = T * H * D;
+    float *x = gu_rand(n, 51 + D, 1.0f), *got = malloc(sizeof(float) * (size_t)n);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
+    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)((t * 7919 + 11) % max_pos);
+    pos[0] = max_pos - 1; /* the largest angle */
+    gu_buf dx = gu_upload(x, sizeof(float) * n), dp = gu_upload(pos, sizeof(int32_t) * T);
+    ps_tensor cx = ps_tensor_3d(PS_DT_F32, T, H, D, x, PS_DEV_CPU), cp = ps_tensor_1d(PS_DT_I32, T, pos, PS_DEV_CPU);
+    ps_tensor gx = ps_tensor_3d(PS_DT_F32, T, H, D, dx.d, PS_DEV_CUDA), gp = ps_tensor_1d(PS_DT_I32, T, dp.d, PS_DEV_CUDA);
+    GU_OK(op_rope(gu_cpu, &cx, &cp, theta, &gu_err), "cpu rope");
+    GU_OK(op_rope(gu_gpu, &gx, &gp, theta, &gu_err), "cuda rope");
+    gu_download(&dx, got);
+    gu_guard_check(&dx, "rope");
+    char what[96];
+    snprintf(what, sizeof what, "rope T=%lld H=%lld D=%lld theta=%g pos<%d", (long long)T,
+             (long long)H, (long long)D, theta, max_pos);
+    gu_check(what, got, x, n, TOL_ROPE);
+    gu_free(&dx), gu_free(&dp);
+    free(x), free(got), free(pos);
+}
+
+/* ---- error paths ---- */
+
+static void set_sync(bool on) {
+    ps_cuda_tuning t;
+    ps_cuda_get_tuning(gu_gpu, &t, &gu_err);
+    t.sync_each_op = on;
+    ps_cuda_set_tuning(gu_gpu, &t, &gu_err);
+}
+
+static void test_errors(void) {
+    float tab[4 * 8];
+    tu_rand_fill(tab, 32, 61);
+    int32_t ids[3] = {1, 4, 2}; /* 4 is out of [0, 4) */
+    gu_buf dt = gu_upload(tab, sizeof tab), di = gu_upload(ids, sizeof ids), dout = gu_poisoned(3 * 8 * 4);
+    ps_tensor gt = ps_tensor_2d(PS_DT_F32, 4, 8, dt.d, PS_DEV_CUDA), gi = ps_tensor_1d(PS_DT_I32, 3, di.d, PS_DEV_CUDA);
+    ps_tensor go = ps_tensor_2d(PS_DT_F32, 3, 8, dout.d, PS_DEV_CUDA);
+
+    /* synchronous mode: the op itself reports it */
+    ps_status s = op_embed(gu_gpu, &go, &gt, &gi, &gu_err);
+    TU_CHECK(s == PS_EINVAL && strstr(gu_err.msg, "token id 4"), "bad id (sync mode): %s '%s'",
+             ps_status_name(s), gu_err.msg);
+    printf("  error path: %s\n", gu_err.msg);
+    /* asynchronous mode: the next sync reports it, once */
+    set_sync(false);
+    s = op_embed(gu_gpu, &go, &gt, &gi, &gu_err);
+    TU_CHECK(s == PS_OK, "bad id (async mode) op: %s", ps_status_name(s));
+    s = ps_backend_sync(gu_gpu, &gu_err);
+    TU_CHECK(s == PS_EINVAL && strstr(gu_err.msg, "token id 4"), "bad id (async) at sync: %s '%s'",
+             ps_status_name(s), gu_err.msg);
+    s = ps_backend_sync(gu_gpu, &gu_err);
+    TU_CHECK(s == PS_OK, "flag not cleared after it was reported: %s", gu_err.msg);
+    set_sync(true);
+
+    /* gather_rows and kv_store with a bad index */
+    int32_t rows[2] = {0, -1};
+    gu_buf dr = gu_upload(rows, sizeof rows);
+    ps_tensor gr = ps_tensor_1d(PS_DT_I32, 2, dr.d, PS_DEV_CUDA), g2 = ps_tensor_2d(PS_DT_F32, 2, 8, dout.d, PS_DEV_CUDA);
+    s = op_gather_rows(gu_gpu, &g2, &gt, &gr, &gu_err);
+    TU_CHECK(s == PS_EINVAL && strstr(gu_err.msg, "row -1"), "bad row: %s '%s'", ps_status_name(s), gu_err.msg);
+    int32_t slot[1] = {2 * 4};
+    gu_buf dsl = gu_upload(slot, sizeof slot), dc = gu_poisoned(2 * 4 * 8 * 4), dc2 = gu_poisoned(2 * 4 * 8 * 4);
+    ps_kv_layer kv = {4, {PS_DT_F32, 4, {2, 4, 1, 8}, dc.d, PS_DEV_CUDA}, {PS_DT_F32, 4, {2, 4, 1, 8}, dc2.d, PS_DEV_CUDA}};
+    ps_tensor gk = ps_tensor_3d(PS_DT_F32, 1, 1, 8, dt.d, PS_DEV_CUDA), gs = ps_tensor_1d(PS_DT_I32, 1, dsl.d, PS_DEV_CUDA);
+    s = op_kv_store(gu_gpu, &kv, &gk, &gk, &gs, &gu_err);
+    TU_CHECK(s == PS_EINVAL && strstr(gu_err.msg, "slot 8"), "bad slot: %s '%s'", ps_status_name(s), gu_err.msg);
+    gu_guard_check(&dc, "k cache after a bad slot");
+
+    /* out of memory: ENOMEM with sizes, not sticky */
+    void *huge = NULL;
+    s = ps_buf_alloc(gu_gpu, (size_t)1 << 50, &huge, &gu_err);
+    TU_CHECK(s == PS_ENOMEM && strstr(gu_err.msg, "MiB"), "1 PiB alloc: %s '%s'", ps_status_name(s), gu_err.msg);
+    printf("  error path: %s\n", gu_err.msg);
+    TU_CHECK(ps_cuda_health(gu_gpu, &gu_err) == PS_OK, "unhealthy after ENOMEM: %s", gu_err.msg);
+
+    /* tuning and the cpu backend refused with EINVAL */
+    ps_cuda_tuning bad = {99, 8, 0, false};
+    TU_CHECK(ps_cuda_set_tuning(gu_gpu, &bad, &gu_err) == PS_EINVAL, "bad tuning accepted");
+    TU_CHECK(ps_cuda_health(gu_cpu, &gu_err) == PS_EINVAL, "cuda_health on the cpu backend");
+
+    /* still fully working: a correct embed right after the errors */
+    ids[1] = 3;
+    gu_buf di2 = gu_upload(ids, sizeof ids);
+    gi.data = di2.d;
+    GU_OK(op_embed(gu_gpu, &go, &gt, &gi, &gu_err), "embed after errors");
+    float got[24];
+    gu_download(&dout, got);
+    TU_CHECK(memcmp(got + 8, tab + 24, 32) == 0, "embed after errors: row 1 wrong");
+    gu_free(&dt), gu_free(&di), gu_free(&dout), gu_free(&dr), gu_free(&dsl), gu_free(&dc),
+        gu_free(&dc2), gu_free(&di2);
+}
+
+int main(void) {
+    gu_init();
+    test_buffers();
+    for (int i = 0; i < N_SIZES; i++) test_elementwise(SIZES[i], 100 + i);
+    const ps_dtype dts[3] = {PS_DT_F32, PS_DT_F16, PS_DT_BF16};
+    for (int d = 0; d < 3; d++) {
+        test_embed(1000, 127, 17, dts[d]);
+        test_embed(3, 1, 1, dts[d]);
+        test_embed(32000, 4096, 3, dts[d]);
+        test_norm(false, 1, 4096, dts[d]);
+        test_norm(false, 3, 17, dts[d]);
+        test_norm(false, 127, 4097, dts[d]);
+        test_norm(true, 1, 1, dts[d]);
+        test_norm(true, 17, 768, dts[d]);
+        test_norm(true, 5, 4097, dts[d]);
+    }
+    test_gather_rows(17, 4097, 5);
+    test_gather_rows(1, 3, 1);
+    test_gather_rows(512, 4096, 33);
+    test_kv_store(7, 16, 2, 64, 17);
+    test_kv_store(3, 5, 1, 3, 1);
+    test_kv_store(64, 16, 32, 128, 127);
+    test_rope(1, 1, 2, 10000.0f, 2);
+    test_rope(17, 3, 64, 10000.0f, 4096);
+    test_rope(5, 32, 128, 500000.0f, 131072);
+    test_rope(127, 4, 18, 10000.0f, 2048);
+    test_errors();
+    return gu_finish("cuda ops");
+}
