@@ -34,4 +34,10 @@ void llama_random_name(int kind, int layer, char *buf, int cap);
 void llama_random_rows(const llama_config *cfg, uint64_t seed, int layer, int kind, int64_t row0,
                        int64_t nrows, float *out);
 
+/* Writes config.json and the weights of llama_init_random(cfg, seed) as F16
+ * safetensors into the existing folder dir: one model.safetensors, or shards of
+ * at most max_shard_bytes (one tensor may exceed it) with an index. */
+ps_status llama_random_write_dir(const llama_config *cfg, uint64_t seed, const char *dir,
+                                 int64_t max_shard_bytes, ps_err *err);
+
 #endif
