@@ -53,6 +53,10 @@ int64_t st_numel(const st_tensor *t) {
     return n;
 }
 
+int st_is_aligned(const st_tensor *t) {
+    return (uintptr_t)t->data % st_dtype_size(t->dtype) == 0;
+}
+
 const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t at = 0;
     at += (size_t)snprintf(buf, cap, "[");
@@ -206,11 +210,13 @@ static ps_status st_parse_offsets(const char *name, const json_t *e, uint64_t da
                                   uint64_t off[2], ps_err *err) {
     const json_t *v = json_object_get(e, "data_offsets");
     if (!v) return ps_errf(err, PS_EFORMAT, "tensor '" NM "': missing 'data_offsets'", name);
-    if (!json_is_array(v) || json_array_size(v) != 2)
+    if (!json_is_array(v))
+        return ps_errf(err, PS_EFORMAT, "tensor '" NM "': 'data_offsets' is %s, expected [begin, end]",
+                       name, st_json_kind(v));
+    if (json_array_size(v) != 2)
         return ps_errf(err, PS_EFORMAT,
-                       "tensor '" NM "': 'data_offsets' must be an array [begin, end], got %s "
-                       "of %zu items",
-                       name, st_json_kind(v), json_is_array(v) ? json_array_size(v) : (size_t)1);
+                       "tensor '" NM "': 'data_offsets' has %zu items, expected [begin, end]", name,
+                       json_array_size(v));
     for (int i = 0; i < 2; i++) {
         const json_t *x = json_array_get(v, (size_t)i);
         if (!json_is_integer(x) || json_integer_value(x) < 0)
@@ -344,14 +350,18 @@ fail:
 
 /* Validates buf as a whole safetensors file and fills s (tensors point into buf). */
 static ps_status st_parse(const uint8_t *buf, size_t n, st_set *s, ps_err *err) {
-    if (n < 8) return ps_errf(err, PS_EFORMAT, "file is %zu bytes, shorter than the 8-byte header length", n);
+    if (n < 8)
+        return ps_errf(err, PS_EFORMAT, "file is %zu bytes, shorter than the 8-byte header length",
+                       n);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
     if (hlen > ST_MAX_HEADER_BYTES)
-        return ps_errf(err, PS_EFORMAT, "header length %llu is over the %llu-byte limit (corrupt file?)",
+        return ps_errf(err, PS_EFORMAT,
+                       "header length %llu is over the %llu-byte limit (corrupt file?)",
                        (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER_BYTES);
     if (hlen > n - 8)
-        return ps_errf(err, PS_EFORMAT, "header length %llu exceeds the %zu bytes after the length field",
+        return ps_errf(err, PS_EFORMAT,
+                       "header length %llu exceeds the %zu bytes after the length field",
                        (unsigned long long)hlen, n - 8);
     if (hlen < 2 || buf[8] != '{')
         return ps_errf(err, PS_EFORMAT, "header does not start with '{' (header length %llu)",
@@ -392,7 +402,9 @@ ps_status st_open(const char *path, st_set **out, ps_err *err) {
     size_t len = 0;
     ps_status rc;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ps_errf(err, errno == ENOENT ? PS_ENOTFOUND : PS_EIO, "'%s': %s", path, strerror(errno));
+    if (fd < 0)
+        return ps_errf(err, errno == ENOENT ? PS_ENOTFOUND : PS_EIO, "'%s': %s", path,
+                       strerror(errno));
     struct stat stt;
     if (fstat(fd, &stt) != 0 || !S_ISREG(stt.st_mode)) {
         rc = ps_errf(err, PS_EIO, "'%s': not a regular file", path);
@@ -400,7 +412,8 @@ ps_status st_open(const char *path, st_set **out, ps_err *err) {
     }
     len = (size_t)stt.st_size;
     if (len < 8) { /* mmap of an empty file fails; say what is wrong instead */
-        rc = ps_errf(err, PS_EFORMAT, "'%s': file is %zu bytes, shorter than the 8-byte header length", path, len);
+        rc = ps_errf(err, PS_EFORMAT,
+                     "'%s': file is %zu bytes, shorter than the 8-byte header length", path, len);
         goto fail;
     }
     map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -434,6 +447,7 @@ fail:
 /* ---- conversion ---- */
 
 ps_status st_to_f32(const st_tensor *t, float *out, int64_t n, ps_err *err) {
+    if (!t) return ps_errf(err, PS_EINVAL, "st_to_f32: no tensor (NULL, name not found?)");
     int64_t numel = st_numel(t);
     if (n != numel)
         return ps_errf(err, PS_EINVAL, "tensor '" NM "': %lld elements, caller expects %lld", t->name,

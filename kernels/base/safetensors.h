@@ -15,7 +15,9 @@
  *   if (t) st_to_f32(t, buf, st_numel(t), &err);
  *   st_close(s);
  *
- * A set is immutable once open: concurrent readers need no lock. */
+ * A set is immutable once open: concurrent readers need no lock. As with any mmap,
+ * truncating a file while it is open faults the reader (SIGBUS); replace files by
+ * rename (st_write does) instead of rewriting them in place. */
 #ifndef PS_BASE_SAFETENSORS_H
 #define PS_BASE_SAFETENSORS_H
 
@@ -66,9 +68,14 @@ size_t st_dtype_size(st_dtype dt);      /* bytes per element; BOOL = 1; 0 when o
 /* Parses a safetensors dtype name; returns 0 and sets *dt, or -1 when unknown. */
 int st_dtype_parse(const char *name, st_dtype *dt);
 int64_t st_numel(const st_tensor *t);   /* product of shape (1 for a scalar) */
+/* 1 when t->data is aligned to its element size, so it may be read through a typed
+ * pointer (always true for files from st_write or the Python writer; a file with an
+ * odd header length or odd offsets is valid but gives unaligned data: use st_to_f32
+ * or memcpy then). */
+int st_is_aligned(const st_tensor *t);
 
 /* Converts F32/F16/BF16/F64 to float32 (F64 rounds to nearest); checks numel == n.
- * Other dtypes and a wrong n are PS_EINVAL naming the tensor. */
+ * Other dtypes, a wrong n and a NULL t are PS_EINVAL naming the tensor. */
 ps_status st_to_f32(const st_tensor *t, float *out, int64_t n, ps_err *err);
 
 /* Writer (adapters persistence, benchmark model generator). Tensors are laid out

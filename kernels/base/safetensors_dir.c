@@ -193,8 +193,11 @@ ps_status st_open_model_dir(const char *dir, st_set **out, ps_err *err) {
     char *index = st_join(dir, "model.safetensors.index.json");
     char *single = st_join(dir, "model.safetensors");
     ps_status rc;
+    struct stat st;
     if (!index || !single)
         rc = ps_errf(err, PS_ENOMEM, "out of memory");
+    else if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        rc = ps_errf(err, PS_ENOTFOUND, "'%s': model folder not found (not a directory)", dir);
     else if (st_exists(index))
         rc = st_open_index(dir, index, out, err);
     else if (st_exists(single))

@@ -44,8 +44,9 @@ static ps_status st_check_item(const st_write_item *it, int i, uint64_t *nbytes,
                        it->ndim, ST_MAX_DIMS);
     char sh[200];
     if (st_nbytes_checked(it->dtype, it->ndim, it->shape, nbytes) != 0)
-        return ps_errf(err, PS_EINVAL, "st_write: tensor '" NM "': shape %s has a negative dim or overflows",
-                       it->name, st_shape_str(sh, sizeof sh, it->ndim, it->shape));
+        return ps_errf(err, PS_EINVAL,
+                       "st_write: tensor '" NM "': shape %s has a negative dim or overflows", it->name,
+                       st_shape_str(sh, sizeof sh, it->ndim, it->shape));
     if (*nbytes && !it->data)
         return ps_errf(err, PS_EINVAL, "st_write: tensor '" NM "': NULL data for %llu bytes", it->name,
                        (unsigned long long)*nbytes);
@@ -86,7 +87,8 @@ static ps_status st_build_header(const st_witem *w, int n, const char *metadata_
     for (int i = 0; i < n; i++) {
         const st_write_item *it = w[i].it;
         json_t *shape = json_array();
-        for (int d = 0; shape && d < it->ndim; d++) json_array_append_new(shape, json_integer(it->shape[d]));
+        for (int d = 0; shape && d < it->ndim; d++)
+            json_array_append_new(shape, json_integer(it->shape[d]));
         json_t *e = json_pack("{s:s, s:o*, s:[I,I]}", "dtype", st_dtype_name(it->dtype), "shape", shape,
                               "data_offsets", (json_int_t)at, (json_int_t)(at + w[i].nbytes));
         if (!shape || !e || json_object_set_new(root, it->name, e) != 0) {
@@ -117,8 +119,8 @@ fail:
     return rc;
 }
 
-static ps_status st_write_file(const char *tmp, const char *hdr, size_t hlen, const st_witem *w, int n,
-                               ps_err *err) {
+static ps_status st_write_file(const char *tmp, const char *hdr, size_t hlen, const st_witem *w,
+                               int n, ps_err *err) {
     FILE *f = fopen(tmp, "wb");
     if (!f) return ps_errf(err, PS_EIO, "st_write: cannot create '%s': %s", tmp, strerror(errno));
     uint8_t le[8];
@@ -168,7 +170,8 @@ ps_status st_write(const char *path, const st_write_item *items, int n, const ch
         goto fail;
     }
     if (rename(tmp, path) != 0) {
-        rc = ps_errf(err, PS_EIO, "st_write: rename '%s' -> '%s' failed: %s", tmp, path, strerror(errno));
+        rc = ps_errf(err, PS_EIO, "st_write: rename '%s' -> '%s' failed: %s", tmp, path,
+                     strerror(errno));
         unlink(tmp);
     }
 fail:

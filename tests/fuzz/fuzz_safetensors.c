@@ -21,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < st_count(s); i++) {
             const st_tensor *t = st_at(s, i);
             if (st_find(s, t->name) != t) abort();
-            if ((const uint8_t *)t->data < copy || (const uint8_t *)t->data + t->nbytes > copy + size) abort();
+            const uint8_t *p = t->data;
+            if (p < copy || p + t->nbytes > copy + size) abort();
             int64_t n = st_numel(t);
             if ((uint64_t)n * st_dtype_size(t->dtype) != t->nbytes) abort();
             if (out && n <= FUZZ_MAX_CONVERT) st_to_f32(t, out, n, &err);

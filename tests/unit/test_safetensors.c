@@ -186,7 +186,8 @@ static void test_roundtrip(void) {
         TU_CHECK(t->nbytes == want && (want == 0 || memcmp(t->data, items[i].data, want) == 0),
                  "'%s': data changed (%zu bytes, want %zu)", t->name, t->nbytes, want);
         /* the writer's layout promise, on a page-aligned mapping */
-        TU_CHECK((uintptr_t)t->data % st_dtype_size(t->dtype) == 0, "'%s' misaligned", t->name);
+        TU_CHECK((uintptr_t)t->data % st_dtype_size(t->dtype) == 0 && st_is_aligned(t), "'%s' misaligned",
+                 t->name);
     }
     for (int i = 1; i < st_count(s); i++)
         TU_CHECK(strcmp(st_at(s, i - 1)->name, st_at(s, i)->name) < 0, "not sorted at %d", i);
@@ -207,6 +208,8 @@ static void test_roundtrip(void) {
     TU_CHECK(rc == PS_OK && memcmp(out, f32, sizeof f32) == 0, "f32 copy");
     rc = st_to_f32(st_find(s, "scalar"), out, 1, &err);
     TU_CHECK(rc == PS_OK && out[0] == 3.25f, "scalar");
+    rc = st_to_f32(st_find(s, "w.absent"), out, 2, &err);
+    TU_CHECK(rc == PS_EINVAL, "st_to_f32(NULL): rc %d", rc);
     rc = st_to_f32(st_find(s, "w.i32"), out, 2, &err);
     TU_CHECK(rc == PS_EINVAL && strstr(err.msg, "w.i32") && strstr(err.msg, "I32"), "I32: %s", err.msg);
     st_close(s);
@@ -350,8 +353,14 @@ static void test_corrupt(void) {
         ps_err err = {0};
         ps_status rc = st_open_buffer(b, n, &s, &err);
         TU_CHECK(rc == PS_OK && st_count(s) == 2 * i, "valid header %d rejected: %s", i, err.msg);
-        if (rc == PS_OK && i == 1)
-            TU_CHECK(st_find(s, "w.a")->data == b + n - 2, "data pointer not at data_offsets");
+        if (rc == PS_OK && i == 1) {
+            const st_tensor *a = st_find(s, "w.a"), *z = st_find(s, "w.z");
+            TU_CHECK(a->data == b + n - 2, "data pointer not at data_offsets");
+            size_t at = 8 + strlen(ok[1]) + 7; /* b is malloc-aligned, so alignment follows `at` */
+            TU_CHECK(z->data == b + at && st_is_aligned(z) == (at % 4 == 0) && st_numel(z) == 0 &&
+                         z->nbytes == 0,
+                     "w.z: data at %td, want %zu", (const uint8_t *)z->data - b, at);
+        }
         st_close(s);
         free(b);
     }
@@ -472,6 +481,8 @@ static void test_sharded(void) {
     expect_dir_error(d, PS_EFORMAT, "weight_map", "empty weight_map");
     write_text(join(d, "model.safetensors.index.json"), "{\"weight_map\": {\"model.a\": 3}}");
     expect_dir_error(d, PS_EFORMAT, "'model.a'", "non-string weight_map value");
+
+    expect_dir_error(tmp_path("no-such-folder"), PS_ENOTFOUND, "no-such-folder|not found", "missing folder");
 
     d = make_dir("empty");
     expect_dir_error(d, PS_ENOTFOUND, "model.safetensors.index.json|model.safetensors", "empty folder");
