@@ -65,17 +65,18 @@ void llama_random_rows(const llama_config *c, uint64_t seed, int layer, int kind
         for (int64_t i = 0; i < nrows * cols; i++) out[i] = 1.0f;
         return;
     }
-    /* Irwin-Hall: the sum of 4 uniforms on [0,1) has mean 2 and variance 1/3. */
-    float scale = kind_std(c, kind) * 1.7320508f / 4294967296.0f;
+    /* Irwin-Hall: the sum of 4 uniforms on [0,1) has mean 2 and variance 1/3; the
+     * four 16-bit quarters of one 64-bit draw are the uniforms (one draw per value). */
+    float scale = kind_std(c, kind) * 1.7320508f / 65536.0f;
     for (int64_t r = 0; r < nrows; r++) {
         uint64_t s = seed ^ ((uint64_t)(layer + 1) << 48) ^ ((uint64_t)kind << 40) ^
                      (uint64_t)(row0 + r);
         splitmix64(&s);
         float *o = out + r * cols;
         for (int64_t i = 0; i < cols; i++) {
-            uint64_t a = splitmix64(&s), b = splitmix64(&s);
-            double u = (double)(a >> 32) + (double)(a & 0xffffffffu) + (double)(b >> 32) +
-                       (double)(b & 0xffffffffu) - 2.0 * 4294967296.0;
+            uint64_t a = splitmix64(&s);
+            int32_t u = (int32_t)(a & 0xffff) + (int32_t)((a >> 16) & 0xffff) +
+                        (int32_t)((a >> 32) & 0xffff) + (int32_t)(a >> 48) - 2 * 65536;
             o[i] = ps_f16_to_f32(ps_f32_to_f16((float)u * scale));
         }
     }
