@@ -1,0 +1,338 @@
+/* Benchmark of the CUDA backend (run by tests/gpu/run.sh; prints a table last).
+ *  1. Device read bandwidth: a read kernel over 2 GiB (median of 10).
+ *  2. NF4 GEMV / GEMM micro-benchmark on LLaMA-7B layer shapes (4096x4096,
+ *     11008x4096, 4096x11008) and the F16 lm_head (32000x4096): random
+ *     weights made on the device, enough copies rotated to defeat the L2
+ *     cache, achieved GB/s against the measured bandwidth. Needs no model.
+ *  3. (when engine/models/llama.h is in the tree) a random LLaMA-7B-shaped NF4
+ *     model built on the device by llama_init_random: prefill tok/s at 512
+ *     tokens, decode tok/s at batch 1, 8, 32 (prompt 128 tokens, 32 timed
+ *     steps), and the bandwidth floor of batch 1 (bytes read per token over the
+ *     measured bandwidth, weights + KV at the mean context).
+ * Environment: PS_BENCH_LAYERS (default 32) shrinks the model for quick runs.
+ * Multi-adapter ratio: adapters are a later issue; reported as n/a. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/status.h"
+#include "ops.h"
+#ifdef PS_HAVE_CUDA
+#include "cuda/cuda_ext.h"
+#endif
+#if defined(__has_include)
+#if __has_include("models/llama.h")
+#include "models/llama.h"
+#define BENCH_HAVE_LLAMA 1
+#endif
+#endif
+
+#ifndef PS_HAVE_CUDA
+int main(void) {
+    printf("SKIP: built without the CUDA backend\n");
+    return 77;
+}
+#else
+
+static ps_backend *be;
+static ps_err err;
+static double g_bw; /* measured read bandwidth, GB/s */
+
+/* the summary table printed last */
+#define MAX_ROWS 40
+static char rows[MAX_ROWS][1024];
+static int n_rows;
+#define ROW(...) snprintf(rows[n_rows < MAX_ROWS ? n_rows++ : MAX_ROWS - 1], sizeof rows[0], __VA_ARGS__)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#define BENCH_TRY(call)                                                                   \
+    do {                                                                                  \
+        ps_status s_ = (call);                                                            \
+        if (s_ != PS_OK) {                                                                \
+            fprintf(stderr, "bench: %s failed: %s (%s)\n", #call, ps_status_name(s_), err.msg); \
+            goto fail;                                                                    \
+        }                                                                                 \
+    } while (0)
+
+/* ---- 2. GEMV micro-benchmark ---- */
+
+typedef struct {
+    void *block;  /* all copies */
+    ps_weight *w; /* one per copy */
+    int copies;
+    size_t bytes_per_copy; /* bytes one GEMV pass reads of W */
+} weight_set;
+
+static void weight_set_free(weight_set *s) {
+    ps_buf_free(be, s->block);
+    free(s->w);
+    memset(s, 0, sizeof *s);
+}
+
+/* NF4 + DQ weights (random codes and DQ codes, sane absmax2) or F16 weights
+ * (random finite halves), `copies` of them in one allocation. */
+static ps_status weight_set_init(weight_set *s, bool nf4, int64_t out, int64_t in, size_t min_total) {
+    memset(s, 0, sizeof *s);
+    int64_t n = out * in, nb = n / 64, nb2 = (nb + 255) / 256;
+    size_t sp = (size_t)n / 2, sq = ((size_t)nb + 15) & ~(size_t)15, sa = sizeof(float) * (size_t)nb2;
+    size_t per = nf4 ? ((sp + sq + sa + 255) & ~(size_t)255) : (size_t)n * 2;
+    s->bytes_per_copy = nf4 ? sp + (size_t)nb + sa : (size_t)n * 2;
+    s->copies = (int)((min_total + per - 1) / per);
+    if (s->copies < 2) s->copies = 2;
+    if (s->copies > 64) s->copies = 64;
+    s->w = calloc((size_t)s->copies, sizeof(ps_weight));
+    float *a2 = malloc(sa);
+    uint16_t *h = NULL;
+    ps_status st = s->w && a2 ? PS_OK : ps_errf(&err, PS_ENOMEM, "bench: host alloc");
+    if (!st) st = ps_buf_alloc(be, per * (size_t)s->copies, &s->block, &err);
+    if (!st) st = ps_cuda_fill_random_bytes(be, s->block, per * (size_t)s->copies, 99, &err);
+    for (int64_t i = 0; i < nb2; i++) a2[i] = 0.01f + 0.001f * (float)(i % 7);
+    if (!st && !nf4) { /* random bytes can be NaN/inf halves: upload finite ones */
+        h = malloc((size_t)n * 2);
+        if (!h) st = ps_errf(&err, PS_ENOMEM, "bench: host alloc");
+        for (int64_t i = 0; !st && i < n; i++) h[i] = (uint16_t)(0x2000 + (i * 2654435761u) % 0x1800) ^ (uint16_t)((i & 1) << 15);
+        for (int c = 0; !st && c < s->copies; c++)
+            st = ps_buf_upload(be, (char *)s->block + per * (size_t)c, h, (size_t)n * 2, &err);
+    }
+    for (int c = 0; !st && c < s->copies; c++) {
+        char *base = (char *)s->block + per * (size_t)c;
+        ps_weight *w = &s->w[c];
+        if (nf4) {
+            w->kind = PS_WEIGHT_NF4;
+            w->nf4 = (ps_nf4){out, in, (uint8_t *)base, (uint8_t *)(base + sp), (float *)(base + sp + sq),
+                              0.02f, NULL, PS_DEV_CUDA};
+            st = ps_buf_upload(be, base + sp + sq, a2, sa, &err);
+        } else {
+            w->kind = PS_WEIGHT_DENSE;
+            w->dense = ps_tensor_2d(PS_DT_F16, out, in, base, PS_DEV_CUDA);
+        }
+    }
+    free(a2);
+    free(h);
+    if (st) weight_set_free(s);
+    return st;
+}
+
+static ps_status set_path(int path) {
+    ps_cuda_tuning t;
+    ps_status st = ps_cuda_get_tuning(be, &t, &err);
+    if (st) return st;
+    t.linear_path = path;
+    t.sync_each_op = false;
+    return ps_cuda_set_tuning(be, &t, &err);
+}
+
+/* Times `iters` linear calls of T rows over the rotating copies: us per call. */
+static ps_status time_linear(weight_set *s, int64_t T, int path, int iters, double *us) {
+    int64_t out = ps_weight_out(&s->w[0]), in = ps_weight_in(&s->w[0]);
+    void *x = NULL, *y = NULL;
+    float *hx = malloc(sizeof(float) * (size_t)(T * in));
+    ps_cuda_timer *tm = NULL;
+    double ms = 0;
+    ps_status st = hx ? PS_OK : ps_errf(&err, PS_ENOMEM, "bench: host alloc");
+    for (int64_t i = 0; hx && i < T * in; i++) hx[i] = (float)((i * 7919) % 2001) / 1000.0f - 1.0f;
+    if (!st) st = ps_buf_alloc(be, sizeof(float) * (size_t)(T * in), &x, &err);
+    if (!st) st = ps_buf_alloc(be, sizeof(float) * (size_t)(T * out), &y, &err);
+    if (!st) st = ps_buf_upload(be, x, hx, sizeof(float) * (size_t)(T * in), &err);
+    if (!st) st = set_path(path);
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, in, x, PS_DEV_CUDA), ty = ps_tensor_2d(PS_DT_F32, T, out, y, PS_DEV_CUDA);
+    for (int i = 0; !st && i < 3; i++) st = op_linear(be, &ty, &tx, &s->w[i % s->copies], &err); /* warm-up */
+    if (!st) st = ps_backend_sync(be, &err);
+    if (!st) st = ps_cuda_timer_start(be, &tm, &err);
+    for (int i = 0; !st && i < iters; i++) st = op_linear(be, &ty, &tx, &s->w[i % s->copies], &err);
+    if (tm) {
+        ps_status s2 = ps_cuda_timer_stop(be, tm, &ms, &err);
+        if (!st) st = s2;
+    }
+    *us = ms * 1e3 / iters;
+    ps_buf_free(be, x);
+    ps_buf_free(be, y);
+    free(hx);
+    set_path(PS_CUDA_LINEAR_AUTO);
+    return st;
+}
+
+static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
+    weight_set s;
+    if (weight_set_init(&s, nf4, out, in, (size_t)512 << 20) != PS_OK) {
+        ROW("%-22s setup failed: %s", name, err.msg);
+        return;
+    }
+    printf("%s: %d copies of %.1f MB rotated\n", name, s.copies, s.bytes_per_copy / 1e6);
+    static const int64_t gemv_T[] = {1, 8, 32};
+    for (int i = 0; i < 3; i++) {
+        int64_t T = gemv_T[i];
+        double us;
+        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200, &us) != PS_OK) {
+            ROW("%-22s gemv T=%-3lld failed: %s", name, (long long)T, err.msg);
+            continue;
+        }
+        int64_t passes = (T + 7) / 8; /* each chunk of 8 rows rereads W */
+        double bytes = (double)s.bytes_per_copy * passes + 4.0 * T * (in + out);
+        double gbs = bytes / (us * 1e-6) / 1e9;
+        printf("  gemv T=%-3lld %8.2f us  %7.1f GB/s  %5.1f%% of %.0f GB/s\n", (long long)T, us, gbs,
+               100 * gbs / g_bw, g_bw);
+        ROW("%-22s gemv T=%-3lld %8.2f us %7.1f GB/s %5.1f%% bw", name, (long long)T, us, gbs, 100 * gbs / g_bw);
+    }
+    static const int64_t gemm_T[] = {32, 512};
+    for (int i = 0; i < 2; i++) {
+        int64_t T = gemm_T[i];
+        double us;
+        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMM, 50, &us) != PS_OK) {
+            ROW("%-22s gemm T=%-3lld failed: %s", name, (long long)T, err.msg);
+            continue;
+        }
+        double tflops = 2.0 * T * out * in / (us * 1e-6) / 1e12;
+        printf("  gemm T=%-3lld %8.2f us  %7.1f TFLOP/s (dequant + cuBLAS bf16)\n", (long long)T, us, tflops);
+        ROW("%-22s gemm T=%-3lld %8.2f us %7.1f TFLOP/s", name, (long long)T, us, tflops);
+    }
+    weight_set_free(&s);
+}
+
+/* ---- 3. the 7B-shaped model ---- */
+
+#ifdef BENCH_HAVE_LLAMA
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One forward over T tokens: n_seqs sequences, each with n_new tokens starting
+ * at KV position p0 (same for all), pages from `pages` (n_seqs x max_pages). */
+static ps_status step(llama_model *m, kv_cache *kv, int n_seqs, int n_new, int p0, int max_pages,
+                      const int32_t *pages, float *logits, uint64_t salt) {
+    int T = n_seqs * n_new, vocab = llama_get_config(m)->vocab;
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)(5 * T + n_seqs));
+    if (!buf) return ps_errf(&err, PS_ENOMEM, "bench: host alloc");
+    int32_t *ids = buf, *pos = ids + T, *seq = pos + T, *kvp = seq + T, *outr = kvp + T;
+    for (int s = 0; s < n_seqs; s++)
+        for (int k = 0; k < n_new; k++) {
+            int t = s * n_new + k;
+            ids[t] = 3 + (int32_t)((salt * 2654435761u + (uint64_t)t * 40503u) % (uint64_t)(vocab - 3));
+            pos[t] = kvp[t] = p0 + k;
+            seq[t] = s;
+        }
+    for (int s = 0; s < n_seqs; s++) outr[s] = s * n_new + n_new - 1; /* last token of each */
+    llama_batch b = {T, ids, pos, seq, kvp, n_seqs, max_pages, pages, n_seqs, outr};
+    ps_status st = llama_forward(m, kv, &b, logits, &err);
+    free(buf);
+    return st;
+}
+
+static void bench_model(void) {
+    const char *env = getenv("PS_BENCH_LAYERS");
+    int L = env && atoi(env) > 0 ? atoi(env) : 32;
+    llama_config cfg = {32000, 4096, 11008, L, 32, 32, 128, 4096, 1e-5f, 10000.0f, false, 1, 2};
+    enum { P = 128, G = 32, WARM = 2, PF = 512, BMAX = 32 };
+    int ctx_pages = (P + G + WARM + 15) / 16, pf_pages = PF / 16;
+    llama_model *m = NULL;
+    kv_cache kv = {0};
+    bool done = false;
+    memset(&err, 0, sizeof err);
+    int32_t *pages = NULL;
+    float *logits = NULL;
+    double t0 = now_s();
+    printf("model: LLaMA-7B shape (hidden 4096, ffn 11008, %d layers, 32 heads), random NF4+DQ\n", L);
+    BENCH_TRY(llama_init_random(&cfg, 1234, LLAMA_QUANT_NF4, be, &m, &err));
+    double init_s = now_s() - t0;
+    int64_t wbytes = llama_weight_bytes(m), tok_bytes = llama_decode_bytes_per_token(m);
+    printf("  llama_init_random: %.1f s, %.2f GB resident, %.3f GB read per decoded token\n", init_s,
+           wbytes / 1e9, tok_bytes / 1e9);
+    ROW("model init (host+upload)   %.1f s, %.2f GB weights", init_s, wbytes / 1e9);
+    int n_pages = BMAX * ctx_pages + pf_pages + 4;
+    BENCH_TRY(kv_cache_init(&kv, be, &cfg, 16, n_pages, &err));
+    pages = malloc(sizeof(int32_t) * (size_t)n_pages);
+    logits = malloc(sizeof(float) * (size_t)BMAX * cfg.vocab);
+    if (!pages || !logits) {
+        ps_errf(&err, PS_ENOMEM, "bench: host alloc");
+        goto fail;
+    }
+    for (int i = 0; i < n_pages; i++) pages[i] = kv_cache_alloc_page(&kv);
+
+    /* prefill 512 tokens of one sequence (pages after the decode pages) */
+    double pf[3];
+    BENCH_TRY(step(m, &kv, 1, PF, 0, pf_pages, pages + BMAX * ctx_pages, logits, 1)); /* warm-up */
+    for (int r = 0; r < 3; r++) {
+        double a = now_s();
+        BENCH_TRY(step(m, &kv, 1, PF, 0, pf_pages, pages + BMAX * ctx_pages, logits, 2 + r));
+        pf[r] = now_s() - a;
+    }
+    qsort(pf, 3, sizeof(double), cmp_d);
+    printf("  prefill %d: %.1f ms, %.0f tok/s\n", PF, pf[1] * 1e3, PF / pf[1]);
+    ROW("prefill 512 tokens         %8.0f tok/s (%.1f ms)", PF / pf[1], pf[1] * 1e3);
+
+    static const int batches[] = {1, 8, 32};
+    for (int bi = 0; bi < 3; bi++) {
+        int B = batches[bi];
+        BENCH_TRY(step(m, &kv, B, P, 0, ctx_pages, pages, logits, 10 + B)); /* prompts */
+        for (int g = 0; g < WARM; g++) BENCH_TRY(step(m, &kv, B, 1, P + g, ctx_pages, pages, logits, 20 + g));
+        double a = now_s();
+        for (int g = 0; g < G; g++) BENCH_TRY(step(m, &kv, B, 1, P + WARM + g, ctx_pages, pages, logits, 30 + g));
+        double dt = now_s() - a, tps = (double)B * G / dt;
+        printf("  decode batch %2d: %.2f ms/step, %.1f tok/s\n", B, dt / G * 1e3, tps);
+        if (B == 1) {
+            double ctx = P + WARM + G / 2.0; /* mean context of the timed steps */
+            double kv_bytes = 2.0 * L * cfg.n_kv_heads * cfg.head_dim * 4.0 * ctx;
+            double floor_w = g_bw * 1e9 / (double)tok_bytes;
+            double floor_all = g_bw * 1e9 / ((double)tok_bytes + kv_bytes);
+            printf("  floor batch 1: %.3f GB weights + %.3f GB KV per token at %.0f GB/s -> %.1f tok/s "
+                   "(weights only %.1f); measured = %.1f%% of the floor\n",
+                   tok_bytes / 1e9, kv_bytes / 1e9, g_bw, floor_all, floor_w, 100 * tps / floor_all);
+            ROW("decode batch 1             %8.1f tok/s | floor %.1f tok/s (%.3f GB/tok) = %.1f%% (target 70%%)",
+                tps, floor_all, ((double)tok_bytes + kv_bytes) / 1e9, 100 * tps / floor_all);
+        } else {
+            ROW("decode batch %-2d            %8.1f tok/s (%.2f ms/step)", B, tps, dt / G * 1e3);
+        }
+    }
+    ROW("multi-adapter ratio        n/a (adapters are a later issue)");
+    done = true;
+fail:
+    if (!done) ROW("model benchmark failed: %s", err.msg);
+    free(pages);
+    free(logits);
+    kv_cache_free(&kv);
+    llama_free(m);
+}
+#endif
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (ps_backend_cuda_create(0, &be, &err) != PS_OK) {
+        printf("SKIP: no CUDA backend: %s\n", err.msg);
+        return 77;
+    }
+    ps_cuda_info info;
+    if (ps_cuda_get_info(be, &info, &err) == PS_OK)
+        printf("device: %s, %d SMs, %.1f GiB (%.1f free), L2 %.0f MB\n", info.name, info.sm_count,
+               info.total_mem / 1073741824.0, info.free_mem / 1073741824.0, info.l2_bytes / 1e6);
+    if (ps_cuda_read_bandwidth(be, (size_t)2 << 30, 10, &g_bw, &err) != PS_OK) {
+        printf("bandwidth probe failed: %s\n", err.msg);
+        ps_backend_destroy(be);
+        return 1;
+    }
+    printf("device read bandwidth: %.0f GB/s (2 GiB read kernel, median of 10)\n", g_bw);
+    ROW("device read bandwidth      %.0f GB/s (%s)", g_bw, info.name);
+    bench_layer("nf4 4096x4096", true, 4096, 4096);
+    bench_layer("nf4 11008x4096", true, 11008, 4096);
+    bench_layer("nf4 4096x11008", true, 4096, 11008);
+    bench_layer("f16 lm_head 32000x4096", false, 32000, 4096);
+#ifdef BENCH_HAVE_LLAMA
+    bench_model();
+#else
+    ROW("model benchmark            skipped: engine/models/llama.h not in this tree");
+#endif
+    int rc = ps_cuda_health(be, &err) == PS_OK ? 0 : 1;
+    if (rc) ROW("CUDA backend unhealthy: %s", err.msg);
+    ps_backend_destroy(be);
+    printf("\n==== bench_cuda summary ====\n");
+    for (int i = 0; i < n_rows; i++) printf("%s\n", rows[i]);
+    return rc;
+}
+#endif
