@@ -1,10 +1,10 @@
 /* Attention on CUDA: softmax(q k^T * scale) v with an online (streaming)
  * softmax in f32, as kernels/cpu/ops_attention.c computes it in one pass over
  * stored scores. Three kernels:
- *  - decode (paged or dense): one block per (token, head); its 4 warps take
- *    interleaved groups of keys, lanes split the head dim (coalesced rows),
- *    then the warps' partial (max, sum, output) are merged. Used for decode
- *    steps and for the dense encoder attention.
+ *  - decode (paged or dense): one block per (token, head); its 8 warps take
+ *    interleaved groups of 4 keys, lanes split the head dim (16-byte loads of
+ *    coalesced rows when D % 4 == 0), then the warps' partial (max, sum,
+ *    output) are merged. Used for decode steps and the dense encoder attention.
  *  - prefill (paged): a block takes 16 consecutive tokens of one head; the
  *    tokens are walked as runs of the same sequence, and each run's keys are
  *    staged 32 at a time in shared memory and shared by all its queries.
@@ -21,6 +21,8 @@
 #define ATT_DPL 8 /* head-dim elements per lane: D <= 256 */
 #define ATT_DMAX (32 * ATT_DPL)
 #define ATT_KU 4  /* keys in flight per warp (decode kernel) */
+#define DEC_THREADS 256 /* decode kernel: 8 warps split the keys of one (token, head) */
+#define DEC_WARPS (DEC_THREADS / 32)
 #define PF_QT 16  /* queries per block (prefill kernel), 4 per warp */
 #define PF_QW (PF_QT / ATT_WARPS)
 #define PF_KT 32  /* keys per shared-memory tile: one per lane */
@@ -57,41 +59,59 @@ struct att_dense {
     __device__ const float *v(int j) const { return V + first + j * stride; }
 };
 
-/* Streams keys [0, len) of one (token, head) through the block's warps and
- * writes out[0, D). q already points at this query's D floats. */
-template <class Src>
-__device__ static __forceinline__ void att_decode_row(float *out, const float *q, const Src &src, int len, int D,
-                                      float scale) {
-    __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS], s_o[ATT_WARPS][ATT_DMAX];
+/* Loads this lane's 8 elements of a D-float row: VEC = two 16-byte loads at
+ * dims 4*lane + 128*j (D % 4 == 0, aligned rows), else 8 scalars at
+ * lane + 32*i; elements past D are 0. att_dim gives element i's dim. */
+template <bool VEC> __device__ static __forceinline__ int att_dim(int lane, int i) {
+    return VEC ? 4 * lane + 128 * (i / 4) + i % 4 : lane + 32 * i;
+}
+template <bool VEC>
+__device__ static __forceinline__ void att_load8(const float *p, int lane, int D, float *v) {
+    if constexpr (VEC) {
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int d = 4 * lane + 128 * j;
+            float4 f = d < D ? *(const float4 *)(p + d) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            v[4 * j] = f.x, v[4 * j + 1] = f.y, v[4 * j + 2] = f.z, v[4 * j + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) {
+            int d = lane + 32 * i;
+            v[i] = d < D ? p[d] : 0.0f;
+        }
+    }
+}
+
+/* Streams keys [0, len) of one (token, head) through the block's DEC_WARPS
+ * warps (interleaved groups of ATT_KU keys, all loads of a group in flight
+ * together), then merges the warps' partial (max, sum, output) and writes
+ * out[0, D). q points at this query's D floats. */
+template <bool VEC, class Src>
+__device__ static __forceinline__ void att_decode_row(float *out, const float *q, const Src &src,
+                                                      int len, int D, float scale) {
+    __shared__ float s_m[DEC_WARPS], s_l[DEC_WARPS], s_o[DEC_WARPS][ATT_DMAX];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float qv[ATT_DPL], o[ATT_DPL];
+    att_load8<VEC>(q, lane, D, qv);
 #pragma unroll
-    for (int i = 0; i < ATT_DPL; i++) {
-        int d = lane + 32 * i;
-        qv[i] = d < D ? q[d] : 0.0f;
-        o[i] = 0.0f;
-    }
+    for (int i = 0; i < ATT_DPL; i++) o[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    for (int j0 = warp * ATT_KU; j0 < len; j0 += ATT_WARPS * ATT_KU) {
-        float sc[ATT_KU];
-        const float *vp[ATT_KU];
+    for (int j0 = warp * ATT_KU; j0 < len; j0 += DEC_WARPS * ATT_KU) {
+        float kv[ATT_KU][ATT_DPL], vv[ATT_KU][ATT_DPL], sc[ATT_KU];
 #pragma unroll
         for (int u = 0; u < ATT_KU; u++) {
             int j = j0 + u < len ? j0 + u : len - 1; /* clamp: masked below */
-            const float *kp = src.k(j);
-            vp[u] = src.v(j);
-            float part = 0.0f;
-#pragma unroll
-            for (int i = 0; i < ATT_DPL; i++) {
-                int d = lane + 32 * i;
-                if (d < D) part += qv[i] * kp[d];
-            }
-            sc[u] = part;
+            att_load8<VEC>(src.k(j), lane, D, kv[u]);
+            att_load8<VEC>(src.v(j), lane, D, vv[u]);
         }
         float mt = m;
 #pragma unroll
         for (int u = 0; u < ATT_KU; u++) {
-            sc[u] = j0 + u < len ? att_warp_sum(sc[u]) * scale : -INFINITY;
+            float part = 0.0f;
+#pragma unroll
+            for (int i = 0; i < ATT_DPL; i++) part += qv[i] * kv[u][i];
+            sc[u] = j0 + u < len ? att_warp_sum(part) * scale : -INFINITY;
             mt = fmaxf(mt, sc[u]);
         }
         float alpha = expf(m - mt); /* m = -inf at the start: 0 */
@@ -103,10 +123,7 @@ __device__ static __forceinline__ void att_decode_row(float *out, const float *q
             float pu = expf(sc[u] - mt); /* -inf (masked): 0 */
             l += pu;
 #pragma unroll
-            for (int i = 0; i < ATT_DPL; i++) {
-                int d = lane + 32 * i;
-                if (d < D) o[i] += pu * vp[u][d];
-            }
+            for (int i = 0; i < ATT_DPL; i++) o[i] += pu * vv[u][i];
         }
         m = mt;
     }
@@ -115,21 +132,21 @@ __device__ static __forceinline__ void att_decode_row(float *out, const float *q
         s_l[warp] = l;
     }
 #pragma unroll
-    for (int i = 0; i < ATT_DPL; i++) s_o[warp][lane + 32 * i] = o[i];
+    for (int i = 0; i < ATT_DPL; i++) s_o[warp][att_dim<VEC>(lane, i)] = o[i];
     __syncthreads();
     float M = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, s_m[w]);
-    float L = 0.0f, f[ATT_WARPS];
+    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_m[w]);
+    float L = 0.0f, f[DEC_WARPS];
 #pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) {
+    for (int w = 0; w < DEC_WARPS; w++) {
         f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* idle warps weigh 0 */
         L += s_l[w] * f[w];
     }
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.0f;
 #pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) acc += s_o[w][d] * f[w];
+        for (int w = 0; w < DEC_WARPS; w++) acc += s_o[w][d] * f[w];
         out[d] = acc / L;
     }
 }
@@ -161,7 +178,8 @@ typedef struct {
     cuda_flag *flag;
 } att_paged_args;
 
-__global__ void __launch_bounds__(ATT_THREADS) attn_decode_paged_kernel(att_paged_args a) {
+template <bool VEC>
+__global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_paged_args a) {
     __shared__ int s_len;
     int t = blockIdx.x, h = blockIdx.y;
     if (threadIdx.x == 0)
@@ -182,7 +200,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_decode_paged_kernel(att_page
     src.page_size = a.page_size;
     src.row = (int64_t)a.n_kv * a.D;
     src.off = (int64_t)kvh * a.D;
-    att_decode_row(out, a.q + ((int64_t)t * a.H + h) * a.D, src, len, a.D, a.scale);
+    att_decode_row<VEC>(out, a.q + ((int64_t)t * a.H + h) * a.D, src, len, a.D, a.scale);
 }
 
 /* ---- prefill: query tiles sharing K/V tiles ---- */
@@ -287,6 +305,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_prefill_kernel(att_paged_arg
     }
 }
 
+static bool att_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 static size_t att_prefill_smem(int D) {
     return sizeof(float) * ((size_t)2 * PF_KT * (D + 1) + (size_t)PF_QT * D);
 }
@@ -335,19 +355,23 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
     if (path == PS_CUDA_ATTN_AUTO)
         path = a.T >= PF_QT && a.T >= 4 * (a.n_seqs > 0 ? a.n_seqs : 1) ? PS_CUDA_ATTN_PREFILL
                                                                           : PS_CUDA_ATTN_DECODE;
+    /* 16-byte loads when every row starts 16-byte aligned */
+    bool vec = a.D % 4 == 0 && att_aligned(a.q) && att_aligned(a.K) && att_aligned(a.V);
     if (path == PS_CUDA_ATTN_PREFILL) {
         dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
         attn_prefill_kernel<<<grid, ATT_THREADS, att_prefill_smem(a.D), p->stream>>>(a);
     } else {
         dim3 grid((unsigned)a.T, (unsigned)a.H);
-        attn_decode_paged_kernel<<<grid, ATT_THREADS, 0, p->stream>>>(a);
+        if (vec) attn_decode_paged_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(a);
+        else attn_decode_paged_kernel<false><<<grid, DEC_THREADS, 0, p->stream>>>(a);
     }
     return cuda_op_done(p, "attention", err);
 }
 
 /* ---- dense (encoders): q, k, v, out (B, T, H, D) ---- */
 
-__global__ void __launch_bounds__(ATT_THREADS)
+template <bool VEC>
+__global__ void __launch_bounds__(DEC_THREADS)
 attn_dense_kernel(float *out, const float *q, const float *K, const float *V, int T, int H, int D,
                   bool causal, float scale) {
     int bt = blockIdx.x, h = blockIdx.y, t = bt % T, b = bt / T;
@@ -357,7 +381,7 @@ attn_dense_kernel(float *out, const float *q, const float *K, const float *V, in
     src.first = ((int64_t)b * T * H + h) * D;
     src.stride = (int64_t)H * D;
     int64_t at = ((int64_t)bt * H + h) * D;
-    att_decode_row(out + at, q + at, src, causal ? t + 1 : T, D, scale);
+    att_decode_row<VEC>(out + at, q + at, src, causal ? t + 1 : T, D, scale);
 }
 
 ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
@@ -374,8 +398,11 @@ ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *
                        (long long)(B * T));
     if (B * T * H * D == 0) return PS_OK;
     dim3 grid((unsigned)(B * T), (unsigned)H);
-    attn_dense_kernel<<<grid, ATT_THREADS, 0, p->stream>>>(
-        (float *)out->data, (const float *)q->data, (const float *)k->data, (const float *)v->data,
-        (int)T, (int)H, (int)D, causal, scale);
+    float *o = (float *)out->data;
+    const float *qd = (const float *)q->data, *kd = (const float *)k->data, *vd = (const float *)v->data;
+    if (D % 4 == 0 && att_aligned(qd) && att_aligned(kd) && att_aligned(vd))
+        attn_dense_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(o, qd, kd, vd, (int)T, (int)H, (int)D, causal, scale);
+    else
+        attn_dense_kernel<false><<<grid, DEC_THREADS, 0, p->stream>>>(o, qd, kd, vd, (int)T, (int)H, (int)D, causal, scale);
     return cuda_op_done(p, "attention_dense", err);
 }

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The one script to run on a GPU machine (see tests/gpu/README.md):
+#   1. configure + build with CUDA (build-gpu/, -j$(nproc));
+#   2. the CUDA kernel parity tests (ctest -L gpu: every op vs the CPU oracle);
+#   3. the unit tests (core parity: llama-tiny fixtures) on the CUDA backend,
+#      PS_TEST_DEVICE=cuda, in three modes: f32 linear everywhere
+#      (PS_CUDA_LINEAR=gemv, the CPU tolerances apply), the same with the
+#      query-tile attention kernel forced, and the default automatic paths
+#      (bf16 cuBLAS above 32 tokens: a failure against an f32 tolerance there
+#      is reported with its measured error);
+#   4. tests/bench/bench_cuda (bandwidth, GEMV, 7B-shaped model);
+#   then prints a summary table. Logs go to $OUT (or build-gpu/logs).
+# Dependencies the device image may lack (jansson, civetweb, libjpeg, libpng)
+# and the fixtures come from .gpu-carry/ when present (tests/gpu/prepare.sh).
+# Exit status: 0 when the build, the gpu tests and the f32-mode unit tests pass.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+out=${OUT:-$root/build-gpu/logs}
+mkdir -p "$out"
+jobs=$(nproc 2>/dev/null || echo 8)
+t_start=$(date +%s)
+summary=()
+status=0
+note() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
+elapsed() { echo "$(( $(date +%s) - t_start ))s"; }
+
+echo "== machine" | tee "$out/machine.log"
+{ nvidia-smi 2>&1 | head -20; nvcc --version 2>&1 | tail -2; cmake --version | head -1; nproc; } >>"$out/machine.log" 2>&1
+cat "$out/machine.log"
+gpu=$(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1)
+note "gpu" "${gpu:-unknown (nvidia-smi failed)}"
+
+# ---- fixtures ----
+if [ -z "${PEFTSERVE_FIXTURES:-}" ]; then
+  for d in "$root/shared/fixtures" "$root/../shared/fixtures" "$root/.gpu-carry/fixtures"; do
+    if [ -d "$d/llama-tiny" ]; then export PEFTSERVE_FIXTURES="$d"; break; fi
+  done
+fi
+note "fixtures" "${PEFTSERVE_FIXTURES:-NOT FOUND: parity tests will skip}"
+
+# ---- configure (system packages first, then the carried ones) ----
+export PATH="/usr/local/cuda/bin:$PATH"
+if command -v make >/dev/null; then gen="Unix Makefiles"; keep=(-k); else gen=Ninja; keep=(-k 0); fi
+cfg=(-S . -B build-gpu -DPS_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -G "$gen")
+if ! cmake "${cfg[@]}" >"$out/configure.log" 2>&1; then
+  carry="$root/.gpu-carry/root"
+  if [ -d "$carry" ]; then
+    echo "configure with system packages failed; using $carry"
+    lib="$carry/usr/lib/x86_64-linux-gnu"
+    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export PKG_CONFIG_PATH="$lib/pkgconfig:$carry/usr/share/pkgconfig"
+    export PKG_CONFIG_SYSROOT_DIR="$carry"
+    extra=(-DCMAKE_PREFIX_PATH="$carry/usr" -DCIVETWEB_LIB="$lib/libcivetweb.so"
+           -DCIVETWEB_INCLUDE="$carry/usr/include")
+    command -v pkg-config >/dev/null || extra+=(-DPKG_CONFIG_EXECUTABLE="$carry/usr/bin/pkgconf")
+    rm -rf build-gpu/CMakeCache.txt
+    cmake "${cfg[@]}" "${extra[@]}" >>"$out/configure.log" 2>&1 || true
+  fi
+fi
+if [ ! -f build-gpu/CMakeCache.txt ] || ! grep -q "CUDA backend ON" "$out/configure.log"; then
+  tail -30 "$out/configure.log"
+  note "configure" "FAILED (see configure.log; run tests/gpu/prepare.sh and carry .gpu-carry)"
+  printf '%s\n' "==== summary" "${summary[@]}"
+  exit 1
+fi
+note "configure" "ok, CUDA backend ON ($(elapsed))"
+
+# ---- build (keep going: run whatever built) ----
+if cmake --build build-gpu -j"$jobs" -- "${keep[@]}" >"$out/build.log" 2>&1; then
+  note "build" "ok ($(elapsed))"
+else
+  grep -E "error|Error" "$out/build.log" | head -20
+  note "build" "FAILED (see build.log)"
+  status=1
+fi
+
+# ---- CUDA kernel parity tests ----
+run_ctest() { # name, log, ctest args...
+  local name=$1 log=$2; shift 2
+  (cd build-gpu && ctest --output-on-failure --timeout 300 "$@") >"$out/$log" 2>&1
+  local rc=$?
+  local line; line=$(grep -E "tests passed|tests failed" "$out/$log" | tail -1)
+  local skipped; skipped=$(grep -cE "\(Skipped\)|\*\*\*Skipped" "$out/$log")
+  note "$name" "${line:-no result} (skipped: $skipped, $(elapsed))"
+  grep -E "^\s+[0-9]+ - .*\((Failed|Skipped|Not Run|Timeout|SEGFAULT|Subprocess aborted)\)" "$out/$log" | sed 's/^/    /' | head -20
+  return $rc
+}
+run_ctest "gpu kernel tests (ctest -L gpu)" gpu_tests.log -L gpu || status=1
+if grep -q "SKIP: no CUDA backend" "$out/gpu_tests.log"; then
+  note "  !" "the CUDA backend did not start: $(grep -m1 'SKIP: no CUDA' "$out/gpu_tests.log")"
+  status=1
+fi
+# the measured error of every op case, for the tolerance tables
+grep -h "rel_l2" "$out/gpu_tests.log" >"$out/gpu_measured_errors.txt" || true
+
+# ---- unit / parity tests on the CUDA backend ----
+export PS_TEST_DEVICE=cuda
+PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_cuda_f32.log -L unit -j4 || status=1
+PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill run_ctest "unit on cuda, f32, tile attention" \
+  unit_cuda_f32_tile.log -L unit -j4 || status=1
+if ! run_ctest "unit on cuda, auto (bf16 > 32 tok)" unit_cuda_auto.log -L unit -j4; then
+  note "  (info)" "auto mode uses bf16 cuBLAS for steps over 32 tokens; measured errors:"
+  grep -hE "rel_l2 [0-9.e+-]+ >" "$out/unit_cuda_auto.log" | head -8 | while read -r l; do note "" "$l"; done
+fi
+unset PS_TEST_DEVICE
+
+# ---- benchmark ----
+bench=build-gpu/tests/bench/bench_cuda
+if [ -x "$bench" ]; then
+  timeout "${PS_BENCH_TIMEOUT:-330}" "$bench" 2>&1 | tee "$out/bench.log"
+  rc=$?
+  if [ $rc -ne 0 ]; then note "bench_cuda" "exit $rc (124 = timed out; partial log in bench.log)"; fi
+else
+  note "bench_cuda" "not built"
+  status=1
+fi
+note "total time" "$(elapsed)"
+
+echo
+echo "==================== tests/gpu/run.sh summary ===================="
+printf '%s\n' "${summary[@]}"
+if [ -f "$out/bench.log" ]; then
+  echo "---- bench_cuda ----"
+  if grep -q "==== bench_cuda summary" "$out/bench.log"; then
+    sed -n '/==== bench_cuda summary/,$p' "$out/bench.log" | tail -n +2
+  else
+    tail -15 "$out/bench.log"
+  fi
+fi
+echo "logs: $out   exit: $status"
+exit $status
