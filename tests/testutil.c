@@ -85,6 +85,12 @@ const char *tu_device_name(void) {
     return d && *d ? d : "cpu";
 }
 
+double tu_logits_tol(double f32_tol) {
+    const char *lin = getenv("PS_CUDA_LINEAR");
+    if (strcmp(tu_device_name(), "cuda") != 0 || (lin && strcmp(lin, "gemv") == 0)) return f32_tol;
+    return f32_tol > 2e-2 ? f32_tol : 2e-2;
+}
+
 struct ps_backend *tu_backend_create(void) {
     ps_backend *be = NULL;
     ps_err err = {0};

@@ -39,6 +39,13 @@ struct ps_backend;
 struct ps_backend *tu_backend_create(void);
 /* "cpu" or "cuda": what tu_backend_create gives. */
 const char *tu_device_name(void);
+/* Logit tolerance (rel L2) for the backend in use: f32_tol on the CPU and on
+ * CUDA with PS_CUDA_LINEAR=gemv (f32 arithmetic everywhere). Otherwise CUDA
+ * runs the linear layers of steps over 32 tokens in bf16 through cuBLAS
+ * (x and W rounded to bf16): measured on llama-tiny up to 7.7e-3 for NF4
+ * logits and 9.4e-4 for F16 weights (kernels run in a CPU emulation; fixture
+ * README: bf16 <= 7e-2), so 2e-2, never below f32_tol. */
+double tu_logits_tol(double f32_tol);
 
 /* Deterministic uniform random floats in [-1, 1) (never all zeros). */
 void tu_rand_fill(float *x, int64_t n, uint64_t seed);

@@ -64,20 +64,20 @@ ps_status cuda_enter(cuda_impl *p, ps_err *err) {
 static ps_status cuda_flag_report(cuda_impl *p, const cuda_flag *f, ps_err *err) {
     switch (f->code) {
     case CUDA_FLAG_EMBED_ID:
-        return ps_errf(err, PS_EINVAL, "embed: token id %d out of range [0, %d) at row %d", f->a,
+        return ps_errf(err, PS_EINVAL, "embed: token id %d out of range [0, %d) at row %d (found on the device)", f->a,
                        f->b, f->c);
     case CUDA_FLAG_GATHER_ROW:
-        return ps_errf(err, PS_EINVAL, "gather_rows: row %d out of range [0, %d) at output %d",
+        return ps_errf(err, PS_EINVAL, "gather_rows: row %d out of range [0, %d) at output %d (found on the device)",
                        f->a, f->b, f->c);
     case CUDA_FLAG_KV_SLOT:
-        return ps_errf(err, PS_EINVAL, "kv_store: slot %d out of range [0, %d) for token %d", f->a,
+        return ps_errf(err, PS_EINVAL, "kv_store: slot %d out of range [0, %d) for token %d (found on the device)", f->a,
                        f->b, f->c);
     case CUDA_FLAG_ATTN_META:
         return ps_errf(err, PS_EINVAL,
-                       "attention: token %d has seq %d, kv_pos %d (out of n_seqs or max_pages)",
+                       "attention: token %d has seq %d, kv_pos %d: outside n_seqs or max_pages (found on the device)",
                        f->a, f->b, f->c);
     case CUDA_FLAG_ATTN_PAGE:
-        return ps_errf(err, PS_EINVAL, "attention: page id %d out of range [0, %d) for token %d",
+        return ps_errf(err, PS_EINVAL, "attention: page id %d out of range [0, %d) for token %d (found on the device)",
                        f->a, f->b, f->c);
     default:
         return ps_errf(err, PS_EINVAL, "cuda: unknown device flag %d", f->code);
@@ -93,16 +93,14 @@ ps_status cuda_sync_and_check(cuda_impl *p, ps_err *err) {
     CU_TRY(p, cudaMemsetAsync(p->d_flag, 0, sizeof(cuda_flag), p->stream));
     p->h_flag->code = CUDA_FLAG_NONE;
     ps_err local;
-    ps_status s = cuda_flag_report(p, &f, err ? err : &local);
-    ps_err_wrap(err, "cuda (found on the device)");
-    return s;
+    return cuda_flag_report(p, &f, err ? err : &local);
 }
 
 ps_status cuda_op_done(cuda_impl *p, const char *op, ps_err *err) {
     CU_LAUNCH_CHECK(p);
     if (!p->tune.sync_each_op) return PS_OK;
     ps_status s = cuda_sync_and_check(p, err);
-    if (s != PS_OK) ps_err_wrap(err, "cuda op %s", op);
+    if (s == PS_EDEVICE) ps_err_wrap(err, "cuda op %s", op); /* a bad index names its op already */
     return s;
 }
 

@@ -39,6 +39,9 @@ int main(void) {
 static ps_backend *be;
 static ps_err err;
 static double g_bw; /* measured read bandwidth, GB/s */
+/* PS_BENCH_SMOKE=1: every shape divided by 16 and few iterations, to check
+ * the program itself quickly (the numbers mean nothing then) */
+static int g_div = 1, g_iters = 1;
 
 /* the summary table printed last */
 #define MAX_ROWS 40
@@ -161,7 +164,8 @@ static ps_status time_linear(weight_set *s, int64_t T, int path, int iters, doub
 
 static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     weight_set s;
-    if (weight_set_init(&s, nf4, out, in, (size_t)512 << 20) != PS_OK) {
+    out /= g_div, in /= g_div;
+    if (weight_set_init(&s, nf4, out, in, ((size_t)512 << 20) / ((size_t)g_div * g_div)) != PS_OK) {
         ROW("%-22s setup failed: %s", name, err.msg);
         return;
     }
@@ -170,7 +174,7 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     for (int i = 0; i < 3; i++) {
         int64_t T = gemv_T[i];
         double us;
-        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200, &us) != PS_OK) {
+        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &us) != PS_OK) {
             ROW("%-22s gemv T=%-3lld failed: %s", name, (long long)T, err.msg);
             continue;
         }
@@ -185,7 +189,7 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     for (int i = 0; i < 2; i++) {
         int64_t T = gemm_T[i];
         double us;
-        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMM, 50, &us) != PS_OK) {
+        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMM, 50 / g_iters, &us) != PS_OK) {
             ROW("%-22s gemm T=%-3lld failed: %s", name, (long long)T, err.msg);
             continue;
         }
@@ -229,8 +233,10 @@ static ps_status step(llama_model *m, kv_cache *kv, int n_seqs, int n_new, int p
 static void bench_model(void) {
     const char *env = getenv("PS_BENCH_LAYERS");
     int L = env && atoi(env) > 0 ? atoi(env) : 32;
-    llama_config cfg = {32000, 4096, 11008, L, 32, 32, 128, 4096, 1e-5f, 10000.0f, false, 1, 2};
-    enum { P = 128, G = 32, WARM = 2, PF = 512, BMAX = 32 };
+    int d = g_div;
+    llama_config cfg = {32000 / d, 4096 / d, 11008 / d, L, 32 / d, 32 / d, 128, 4096, 1e-5f, 10000.0f, false, 1, 2};
+    enum { WARM = 2, BMAX = 32 };
+    const int P = 128 / d, G = 32 / d < 2 ? 2 : 32 / d, PF = 512 / d;
     int ctx_pages = (P + G + WARM + 15) / 16, pf_pages = PF / 16;
     llama_model *m = NULL;
     kv_cache kv = {0};
@@ -312,7 +318,9 @@ int main(void) {
     if (ps_cuda_get_info(be, &info, &err) == PS_OK)
         printf("device: %s, %d SMs, %.1f GiB (%.1f free), L2 %.0f MB\n", info.name, info.sm_count,
                info.total_mem / 1073741824.0, info.free_mem / 1073741824.0, info.l2_bytes / 1e6);
-    if (ps_cuda_read_bandwidth(be, (size_t)2 << 30, 10, &g_bw, &err) != PS_OK) {
+    const char *smoke = getenv("PS_BENCH_SMOKE");
+    if (smoke && atoi(smoke) > 0) g_div = 16, g_iters = 25;
+    if (ps_cuda_read_bandwidth(be, ((size_t)2 << 30) / ((size_t)g_div * g_div), 10, &g_bw, &err) != PS_OK) {
         printf("bandwidth probe failed: %s\n", err.msg);
         ps_backend_destroy(be);
         return 1;
