@@ -49,11 +49,15 @@ static void test_buffers(void) {
 
 /* ---- binary element-wise ops on (R, C) ---- */
 
-static void test_elementwise(int64_t n, uint64_t seed) {
+static void test_elementwise(int64_t n, uint64_t seed, bool extreme) {
     char what[96];
     int64_t C = n >= 17 ? 17 : n, R = n / C; /* add_bias needs a row width */
     n = R * C;
     float *x = gu_rand(n, seed, 3.0f), *y = gu_rand(n, seed + 1, 3.0f), *b = gu_rand(C, seed + 2, 1.0f);
+    if (extreme) { /* expf overflows to inf inside silu(-x): the fast-math division must give -0, not NaN */
+        static const float big[] = {-100.0f, 100.0f, -1e4f, 1e4f, -88.5f, 30.0f, -1e30f, 1e30f};
+        for (int64_t i = 0; i < n && i < 8; i++) x[i] = big[i];
+    }
     float *want = malloc(sizeof(float) * (size_t)n), *got = malloc(sizeof(float) * (size_t)n);
 
     /* add: x += y */
@@ -65,7 +69,7 @@ static void test_elementwise(int64_t n, uint64_t seed) {
     GU_OK(op_add(gu_gpu, &gx, &gy, &gu_err), "cuda add");
     gu_download(&dx, got);
     gu_guard_check(&dx, "add");
-    snprintf(what, sizeof what, "add n=%lld", (long long)n);
+    snprintf(what, sizeof what, "add n=%lld%s", (long long)n, extreme ? " extreme" : "");
     gu_check(what, got, want, n, TOL_EXACT);
     gu_free(&dx);
 
@@ -97,7 +101,7 @@ static void test_elementwise(int64_t n, uint64_t seed) {
     GU_OK(op_silu_mul(gu_gpu, &go, &gx, &gy, &gu_err), "cuda silu_mul");
     gu_download(&dout, got);
     gu_guard_check(&dout, "silu_mul");
-    snprintf(what, sizeof what, "silu_mul n=%lld", (long long)n);
+    snprintf(what, sizeof what, "silu_mul n=%lld%s", (long long)n, extreme ? " extreme" : "");
     gu_check(what, got, want, n, TOL_ACT);
     gu_free(&dout), gu_free(&dx);
 
@@ -111,7 +115,7 @@ static void test_elementwise(int64_t n, uint64_t seed) {
         GU_OK(op_activate(gu_gpu, &gx, act, &gu_err), "cuda activate");
         gu_download(&dx, got);
         gu_guard_check(&dx, "activate");
-        snprintf(what, sizeof what, "activate %s n=%lld", names[act], (long long)n);
+        snprintf(what, sizeof what, "activate %s n=%lld%s", names[act], (long long)n, extreme ? " extreme" : "");
         gu_check(what, got, want, n, act == PS_ACT_RELU ? TOL_EXACT : TOL_ACT);
         gu_free(&dx);
     }
@@ -333,7 +337,9 @@ static void test_errors(void) {
 int main(void) {
     gu_init();
     test_buffers();
-    for (int i = 0; i < N_SIZES; i++) test_elementwise(SIZES[i], 100 + i);
+    for (int i = 0; i < N_SIZES; i++) test_elementwise(SIZES[i], 100 + i, false);
+    test_elementwise(8, 200, true);
+    test_elementwise(17, 201, true);
     const ps_dtype dts[3] = {PS_DT_F32, PS_DT_F16, PS_DT_BF16};
     for (int d = 0; d < 3; d++) {
         test_embed(1000, 127, 17, dts[d]);

@@ -1,0 +1,223 @@
+/* The CPU emulator's runtime (see include/emu_prelude.h): fibers with a
+ * hand-written x86-64 context switch, block/warp barriers, shuffles, kernel
+ * launches, and the CUDA runtime / cuBLAS calls kernels/cuda makes
+ * (device memory is host memory; cuBLAS is a naive column-major GEMM with f32
+ * accumulation that checks its leading dimensions like the real one). */
+#include "cublas_v2.h"
+#include <stdio.h>
+#include <vector>
+
+extern "C" void emu_swap(void **from_sp, void *to_sp);
+asm(R"(
+.text
+.globl emu_swap
+.type emu_swap,@function
+emu_swap:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+)");
+
+struct emu_fiber {
+    void *sp;
+    char *stack;
+    emu_uint3 tid;
+    int lane, warp;
+    bool done;
+};
+
+thread_local emu_fiber *emu_cur;
+emu_uint3 emu_bid, emu_bdim, emu_gdim;
+void *emu_dyn_smem;
+static void *sched_sp;
+static const std::function<void()> *cur_body;
+static std::vector<emu_fiber> fibers;
+static const size_t STACK = 256 * 1024;
+
+/* barriers */
+static int blk_alive, blk_arrived; static unsigned blk_gen;
+struct warp_state { int alive, arrived; unsigned gen; uint64_t slot[32]; };
+static std::vector<warp_state> warps;
+
+emu_uint3 &emu_tid(void) { return emu_cur->tid; }
+
+static void yield_to_sched(void) { emu_swap(&emu_cur->sp, sched_sp); }
+
+static void fiber_main(void) {
+    (*cur_body)();
+    emu_cur->done = true;
+    blk_alive--;
+    warp_state &w = warps[emu_cur->warp];
+    w.alive--;
+    if (blk_alive > 0 && blk_arrived == blk_alive) { blk_arrived = 0; blk_gen++; }
+    if (w.alive > 0 && w.arrived == w.alive) { w.arrived = 0; w.gen++; }
+    yield_to_sched();
+    abort();
+}
+
+void __syncthreads(void) {
+    unsigned g = blk_gen;
+    if (++blk_arrived == blk_alive) { blk_arrived = 0; blk_gen++; return; }
+    while (blk_gen == g) yield_to_sched();
+}
+
+static void warp_barrier(void) {
+    warp_state &w = warps[emu_cur->warp];
+    unsigned g = w.gen;
+    if (++w.arrived == w.alive) { w.arrived = 0; w.gen++; return; }
+    while (w.gen == g) yield_to_sched();
+}
+
+uint64_t emu_shfl(uint64_t v, int m, bool xor_mode) {
+    warp_state &w = warps[emu_cur->warp];
+    if (w.alive != 32) { fprintf(stderr, "EMU: shuffle with %d live lanes\n", w.alive); abort(); }
+    w.slot[emu_cur->lane] = v;
+    warp_barrier();
+    int src = xor_mode ? (emu_cur->lane ^ m) : (m & 31);
+    uint64_t r = w.slot[src];
+    warp_barrier();
+    return r;
+}
+
+static void fiber_init(emu_fiber &f) {
+    if (!f.stack) f.stack = (char *)aligned_alloc(64, STACK);
+    uintptr_t top = ((uintptr_t)(f.stack + STACK)) & ~(uintptr_t)15;
+    void **sp = (void **)top;
+    *--sp = 0;                    /* padding so the entry sees rsp%16 == 8 */
+    *--sp = (void *)fiber_main;   /* ret target */
+    for (int i = 0; i < 6; i++) *--sp = 0; /* rbp rbx r12 r13 r14 r15 */
+    f.sp = sp;
+    f.done = false;
+}
+
+void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    int nt = (int)(block.x * block.y * block.z);
+    if (nt <= 0 || nt > 1024) { fprintf(stderr, "EMU: bad block size %d\n", nt); abort(); }
+    emu_gdim = {grid.x, grid.y, grid.z};
+    emu_bdim = {block.x, block.y, block.z};
+    if (fibers.size() < (size_t)nt) fibers.resize(nt, emu_fiber{nullptr, nullptr, {0, 0, 0}, 0, 0, false});
+    std::vector<char> dyn(smem + 16);
+    emu_dyn_smem = dyn.data();
+    cur_body = &body;
+    int nw = (nt + 31) / 32;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                emu_bid = {bx, by, bz};
+                memset(dyn.data(), 0xCD, dyn.size()); /* uninitialised shared memory */
+                warps.assign(nw, warp_state{0, 0, 0, {0}});
+                for (int t = 0; t < nt; t++) {
+                    emu_fiber &f = fibers[t];
+                    fiber_init(f);
+                    f.tid = {(unsigned)(t % block.x), (unsigned)((t / block.x) % block.y), (unsigned)(t / (block.x * block.y))};
+                    f.lane = t % 32; f.warp = t / 32;
+                    warps[f.warp].alive++;
+                }
+                blk_alive = nt; blk_arrived = 0;
+                int live = nt;
+                while (live > 0) {
+                    live = 0;
+                    for (int t = 0; t < nt; t++) {
+                        if (fibers[t].done) continue;
+                        emu_cur = &fibers[t];
+                        emu_swap(&sched_sp, fibers[t].sp);
+                        if (!fibers[t].done) live++;
+                    }
+                }
+            }
+}
+
+/* ---- runtime ---- */
+static size_t g_allocated;
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
+    memset(p, 0, sizeof *p);
+    strcpy(p->name, "CPU emulation of sm_90");
+    p->multiProcessorCount = 4; p->major = 9; p->minor = 0;
+    p->totalGlobalMem = (size_t)80 << 30; p->sharedMemPerBlockOptin = 232448; p->l2CacheSize = 50 << 20;
+    return cudaSuccess;
+}
+cudaError_t cudaMalloc(void **p, size_t n) {
+    if (n > ((size_t)64 << 30)) { *p = nullptr; return cudaErrorMemoryAllocation; }
+    *p = aligned_alloc(256, (n + 255) & ~(size_t)255);
+    if (!*p) return cudaErrorMemoryAllocation;
+    memset(*p, 0xEE, n); /* garbage, not zeros */
+    g_allocated += n;
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { *p = malloc(n); return cudaSuccess; }
+cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t) { memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) { memset(d, v, n); return cudaSuccess; }
+cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = (cudaStream_t)malloc(8); return cudaSuccess; }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *t = (size_t)80 << 30; *f = *t - g_allocated; return cudaSuccess; }
+const char *cudaGetErrorName(cudaError_t e) { return e == cudaErrorMemoryAllocation ? "cudaErrorMemoryAllocation" : "cudaError"; }
+const char *cudaGetErrorString(cudaError_t) { return "emulated error"; }
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)malloc(8); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) { *ms = 1.0f; return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+
+/* ---- cuBLAS (column-major, naive, f32 accumulation) ---- */
+cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = (cublasHandle_t)malloc(8); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasDestroy(cublasHandle_t h) { free(h); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
+const char *cublasGetStatusName(cublasStatus_t) { return "CUBLAS_STATUS_X"; }
+const char *cublasGetStatusString(cublasStatus_t) { return "emulated"; }
+static float ld(const void *p, cudaDataType_t t, size_t i) {
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    uint16_t h = ((const uint16_t *)p)[i];
+    if (t == CUDA_R_16BF) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 0x3ff;
+    float f;
+    if (e == 0) { f = m * 5.9604644775390625e-8f; return sign ? -f : f; }
+    uint32_t u = sign | ((e + 112) << 23) | (m << 13); memcpy(&f, &u, 4); return f;
+}
+static cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                           const void *A, cudaDataType_t at, int lda, const void *B, cudaDataType_t bt, int ldb,
+                           float beta, float *C, int ldc) {
+    if (m < 0 || n < 0 || k < 0 || lda < (ta ? k : m) || ldb < (tb ? n : k) || ldc < m) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float s = 0;
+            for (int l = 0; l < k; l++) {
+                float a = ta ? ld(A, at, (size_t)i * lda + l) : ld(A, at, (size_t)l * lda + i);
+                float b = tb ? ld(B, bt, (size_t)l * ldb + j) : ld(B, bt, (size_t)j * ldb + l);
+                s += a * b;
+            }
+            C[(size_t)j * ldc + i] = alpha * s + (beta != 0 ? beta * C[(size_t)j * ldc + i] : 0);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float *alpha, const float *A, int lda, const float *B, int ldb,
+                           const float *beta, float *C, int ldc) {
+    return gemm(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, ldc);
+}
+cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
+                            cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
+                            cublasComputeType_t, cublasGemmAlgo_t) {
+    if (ct != CUDA_R_32F || at != bt) return CUBLAS_STATUS_INVALID_VALUE;
+    return gemm(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, (float *)C, ldc);
+}

@@ -1,0 +1,57 @@
+/* CPU emulation of the CUDA subset kernels/cuda uses, for running the CUDA
+ * backend's kernels and host code on a machine without a GPU (see
+ * tests/gpu/emu/run_emu.sh). Every CUDA thread is a fiber; the threads of one
+ * block run cooperatively and switch at __syncthreads and warp shuffles, so
+ * barriers, shuffles and shared memory behave as on the device. Blocks run
+ * one after another. Not emulated: fast-math precision, timing, memory
+ * model races between blocks, launch limits beyond block size. x86-64 only. */
+#pragma once
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <stdlib.h>
+#include <math.h>
+#include <algorithm>
+#include <functional>
+using std::min; using std::max;
+
+#define __global__
+#define __device__
+#define __host__
+#define __constant__
+#define __shared__ static
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+struct emu_uint3 { unsigned x, y, z; };
+struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
+struct __attribute__((aligned(16))) uint4 { unsigned x, y, z, w; };
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
+static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { uint4 r = {a, b, c, d}; return r; }
+static inline float4 make_float4(float a, float b, float c, float d) { float4 r = {a, b, c, d}; return r; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+
+struct emu_fiber;
+extern thread_local emu_fiber *emu_cur;
+emu_uint3 &emu_tid(void);
+extern emu_uint3 emu_bid, emu_bdim, emu_gdim;
+extern void *emu_dyn_smem;
+#define threadIdx (emu_tid())
+#define blockIdx (emu_bid)
+#define blockDim (emu_bdim)
+#define gridDim (emu_gdim)
+
+void __syncthreads(void);
+uint64_t emu_shfl(uint64_t v, int src_lane_or_mask, bool xor_mode);
+template <typename T> T __shfl_xor_sync(unsigned, T v, int m) {
+    uint64_t u = 0; memcpy(&u, &v, sizeof(T)); u = emu_shfl(u, m, true); T r; memcpy(&r, &u, sizeof(T)); return r;
+}
+template <typename T> T __shfl_sync(unsigned, T v, int src) {
+    uint64_t u = 0; memcpy(&u, &v, sizeof(T)); u = emu_shfl(u, src, false); T r; memcpy(&r, &u, sizeof(T)); return r;
+}
+static inline int atomicCAS(int *a, int cmp, int val) { int old = *a; if (old == cmp) *a = val; return old; }
+template <typename T> static inline T __ldg(const T *p) { return *p; }
+template <typename T> static inline T __ldcs(const T *p) { return *p; }
+
+void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+static inline dim3 emu_dim(dim3 d) { return d; }
