@@ -59,9 +59,32 @@ static img_mode png_mode(png_structp png, int depth, int color_type) {
     }
 }
 
+static ps_status check_limits(uint32_t w, uint32_t h, const img_limits *lim, ps_err *err) {
+    if ((int64_t)w > lim->max_side || (int64_t)h > lim->max_side ||
+        (int64_t)w * (int64_t)h > lim->max_pixels)
+        return ps_errf(err, PS_ETOOLARGE,
+                       "image is %ux%u (%lld pixels); the limit is %lld pixels and %d per side",
+                       (unsigned)w, (unsigned)h, (long long)w * h, (long long)lim->max_pixels,
+                       lim->max_side);
+    return PS_OK;
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 ps_status img_decode_png(const void *data, size_t n, const img_limits *lim_in, img_image *out,
                          ps_err *err) {
     img_limits lim = lim_in ? *lim_in : img_limits_default();
+    const uint8_t *b = data;
+    /* IHDR must be the first chunk: refuse a huge image before libpng reads on */
+    if (n >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
+        ps_status st = check_limits(be32(b + 16), be32(b + 20), &lim, err);
+        if (st) {
+            memset(out, 0, sizeof *out);
+            return st;
+        }
+    }
     png_reader rd = {data, n, 0, {0}};
     png_bytep *volatile rows = NULL;
     ps_status volatile code = PS_EFORMAT;
@@ -85,14 +108,7 @@ ps_status img_decode_png(const void *data, size_t n, const img_limits *lim_in, i
     png_uint_32 w, h;
     int depth, color_type, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &color_type, &interlace, NULL, NULL);
-    if ((int64_t)w > lim.max_side || (int64_t)h > lim.max_side ||
-        (int64_t)w * (int64_t)h > lim.max_pixels) {
-        code = ps_errf(err, PS_ETOOLARGE,
-                       "image is %ux%u (%lld pixels); the limit is %lld pixels and %d per side",
-                       (unsigned)w, (unsigned)h, (long long)w * h, (long long)lim.max_pixels,
-                       lim.max_side);
-        png_longjmp(png, 1);
-    }
+    if ((code = check_limits(w, h, &lim, err)) != PS_OK) png_longjmp(png, 1);
     img_mode mode = png_mode(png, depth, color_type);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
