@@ -23,6 +23,13 @@ typedef struct {
 /* OpenAI's values for a given input resolution. */
 clip_image_cfg clip_image_cfg_openai(int size);
 
+/* dir/preprocessor_config.json (HF CLIPImageProcessor: size.shortest_edge or
+ * size, crop_size {height, width} or int, image_mean, image_std, resample 3);
+ * OpenAI's values for image_size when the file is absent. A resample other
+ * than bicubic or do_center_crop false is PS_ENOTSUP (OpenAI's transform
+ * always does both). */
+ps_status clip_image_cfg_load(const char *dir, int image_size, clip_image_cfg *cfg, ps_err *err);
+
 /* Output geometry of the resize: shorter side n, longer floor(n * long / short)
  * (torchvision's int(n * long / short)); ETOOLARGE when the longer side would
  * pass 2^24 (a degenerate aspect ratio). */
