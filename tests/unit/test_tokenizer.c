@@ -243,6 +243,21 @@ static void test_llama_tiny(void) {
             free(gids);
         }
     }
+    /* adapters' greedy continuations (prompt "en") */
+    json_t *ad, *adapters = json_object_get(root, "adapters");
+    const char *aname;
+    json_object_foreach(adapters, aname, ad) {
+        const char *kinds[] = {"fp", "nf4"};
+        for (int k = 0; k < 2; k++) {
+            json_t *g = json_object_get(json_object_get(ad, kinds[k]), "greedy");
+            json_t *gt = json_object_get(g, "text");
+            if (!gt) continue;
+            int ng;
+            int32_t *gids = json_ids(json_object_get(g, "ids"), &ng);
+            check_decode(&dec_t, tk, aname, gids, ng, json_string_value(gt), json_string_length(gt));
+            free(gids);
+        }
+    }
     tally_report(&ids_t);
     tally_report(&dec_t);
     TU_CHECK(ids_t.total == 6, "expected 6 llama-tiny prompts, read %d", ids_t.total);
