@@ -10,15 +10,21 @@
 #include "tokenizer.h"
 
 static void fz_exercise(const tokenizer *t) {
-    static const char *texts[] = {"", "Hello world", "  a  b\tc\n", "\xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80",
-                                  "<s>ab<sep>c", "\xFF\xFE", "aaaaaaaaaaaaaaaaaaaa"};
+    static const char *texts[] = {"",
+                                  "Hello world",
+                                  "  a  b\tc\n",
+                                  "\xE4\xB8\xAD\xE6\x96\x87 \xF0\x9F\x98\x80",
+                                  "<s>ab<sep>c",
+                                  "\xFF\xFE",
+                                  "aaaaaaaaaaaaaaaaaaaa"};
     int cap = tok_max_token_bytes(t) + 1;
     char *buf = malloc((size_t)cap);
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         int32_t *ids = NULL;
         int n = 0;
         ps_err err;
-        if (tok_encode(t, texts[i], strlen(texts[i]), tok_bos(t) >= 0, &ids, &n, &err) != PS_OK) continue;
+        if (tok_encode(t, texts[i], strlen(texts[i]), tok_bos(t) >= 0, &ids, &n, &err) != PS_OK)
+            continue;
         tok_decoder d;
         tok_decoder_init(&d, true);
         for (int k = 0; k < n; k++) {

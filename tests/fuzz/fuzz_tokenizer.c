@@ -48,11 +48,24 @@ static bool fz_utf8_valid(const unsigned char *s, size_t n) {
         unsigned c = s[i];
         size_t len;
         uint32_t cp, min;
-        if (c < 0x80) { i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
-        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
-        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
-        else return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            cp = c & 0x1F;
+            min = 0x80;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            cp = c & 0x0F;
+            min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            cp = c & 0x07;
+            min = 0x10000;
+        } else
+            return false;
         if (i + len > n) return false;
         for (size_t k = 1; k < len; k++) {
             if ((s[i + k] & 0xC0) != 0x80) return false;
@@ -106,7 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int32_t *ids = NULL;
         int n = 0;
         ps_err err;
-        if (tok_encode(t, (const char *)data, size, m > 0, &ids, &n, &err) != PS_OK) fz_fail(err.msg);
+        if (tok_encode(t, (const char *)data, size, m > 0, &ids, &n, &err) != PS_OK)
+            fz_fail(err.msg);
         for (int i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= tok_vocab_size(t)) fz_fail("id out of range");
         size_t len = fz_decode(t, ids, n, m > 0, out);
