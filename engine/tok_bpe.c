@@ -156,7 +156,9 @@ static int32_t tok_piece_id(const tokenizer *t, const char *s, size_t len) {
     return id >= 0 ? id : t->unk_id;
 }
 
-/* One final piece -> ids, with byte fallback / unk-run merging. */
+/* One final piece -> ids, with byte fallback / unk-run merging. A symbol that
+ * names a control piece (only possible with odd vocabularies) is emitted as
+ * that id; sentencepiece would fail the whole encode there instead. */
 static void tok_emit(const tokenizer *t, const char *s, size_t len, int32_t *ids, int *n,
                      bool *prev_unk) {
     int32_t id = tok_piece_id(t, s, len);
