@@ -171,10 +171,9 @@ static ps_status warm_up(clip_service *s, ps_err *err) {
     return st;
 }
 
-static ps_status load(clip_service *s, ps_err *err) {
+static ps_status load_on_backend(clip_service *s, ps_err *err) {
     const clip_service_opts *o = &s->opts;
     ps_status st;
-    if ((st = open_backend(s, err))) return st;
     if ((st = clip_load(o->dir, s->be, &s->model, err))) return st;
     const clip_config *c = clip_get_config(s->model);
     s->E = c->projection_dim;
@@ -189,6 +188,20 @@ static ps_status load(clip_service *s, ps_err *err) {
                        s->img.crop_w, s->img.crop_h, c->image_size);
     if ((st = clip_cache_init(&s->cache, o->cache_capacity, s->E, err))) return st;
     return warm_up(s, err);
+}
+
+/* Opens the backend and loads; with device auto, a CUDA backend that cannot
+ * run CLIP (an op missing) falls back to the CPU instead of failing. */
+static ps_status load(clip_service *s, ps_err *err) {
+    ps_status st = open_backend(s, err);
+    if (st == PS_OK) st = load_on_backend(s, err);
+    if (st == PS_OK || s->opts.device || !s->be || strcmp(s->device, "cuda") != 0) return st;
+    PS_LOG_WARN("clip", "CUDA backend cannot run CLIP (%s): using the CPU", err ? err->msg : "");
+    clip_cache_free(s->cache), clip_tok_free(s->tok), clip_free(s->model), ps_backend_destroy(s->be);
+    s->cache = NULL, s->tok = NULL, s->model = NULL, s->be = NULL;
+    s->device = "cpu";
+    if ((st = ps_backend_cpu_create(s->opts.threads, &s->be, err))) return st;
+    return load_on_backend(s, err);
 }
 
 /* Last path component of dir ("a/b/clip-vit/" -> "clip-vit"), malloc'd. */

@@ -52,7 +52,9 @@ typedef struct {
 clip_service_opts clip_service_opts_default(void);
 
 ps_status clip_service_init(clip_service **out, const clip_service_opts *opts, ps_err *err);
-void clip_service_free(clip_service *s); /* accepts NULL; waits for running work */
+/* Accepts NULL. Call it once no caller is inside a clip_service_* call
+ * (the server stops its HTTP workers first). */
+void clip_service_free(clip_service *s);
 
 typedef struct {
     const char *model_id, *device; /* owned by the service */
