@@ -9,7 +9,10 @@
  *   *_embeds normalised              max abs <= 1e-5
  *   rel L2 (reported)                <= 1e-5
  * Batch invariance: one image / text alone and inside a batch agree to 1e-6
- * (texts are cut to the batch's last pooled position, so a batch changes T). */
+ * (texts are cut to the batch's last pooled position, so a batch changes T).
+ * When a CUDA device is usable the same model runs there too: its normalised
+ * embeddings must agree with the reference to 2e-3 (a bound for fp16/tf32
+ * arithmetic inside the CUDA kernels; not measured yet: no GPU here). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,8 @@
 #include "base/safetensors.h"
 #include "models/clip.h"
 #include "testutil.h"
+
+static double tol_raw = 1e-4, tol_norm = 1e-5, tol_rel = 1e-5, tol_batch = 1e-6;
 
 static void normalize_rows(float *x, int n, int d) {
     for (int i = 0; i < n; i++) {
@@ -41,7 +46,7 @@ static void compare(const char *what, const float *got, const float *want, int64
     tu_cmp c = tu_compare(got, want, n);
     printf("  %-24s rel_l2 %.3g  max_abs %.3g (at %lld)\n", what, c.rel_l2, c.max_abs,
            (long long)c.max_index);
-    TU_CHECK(c.max_abs <= atol && c.rel_l2 <= 1e-5, "%s: max_abs %.3g > %.1g or rel_l2 %.3g", what,
+    TU_CHECK(c.max_abs <= atol && c.rel_l2 <= tol_rel, "%s: max_abs %.3g > %.1g or rel_l2 %.3g", what,
              c.max_abs, atol, c.rel_l2);
     if (c.max_abs > atol) tu_print_diff(what, got, want, n);
 }
@@ -56,13 +61,13 @@ static void test_images(clip_model *m, const st_set *pre, const st_set *emb) {
     ps_err err = {0};
     if (!px || !want || !want_n) goto done;
     TU_CHECK(clip_encode_images(m, px, N, got, &err) == PS_OK, "encode_images: %s", err.msg);
-    compare("image_embeds", got, want, (int64_t)N * E, 1e-4);
+    compare("image_embeds", got, want, (int64_t)N * E, tol_raw);
     /* image 5 alone equals image 5 in the batch of 13 */
     TU_CHECK(clip_encode_images(m, px + (size_t)5 * 3 * S * S, 1, one, &err) == PS_OK, "%s", err.msg);
     tu_cmp b = tu_compare(one, got + 5 * E, E);
-    TU_CHECK(b.max_abs <= 1e-6, "image batch invariance: max_abs %.3g", b.max_abs);
+    TU_CHECK(b.max_abs <= tol_batch, "image batch invariance: max_abs %.3g", b.max_abs);
     normalize_rows(got, N, E);
-    compare("image_embeds_norm", got, want_n, (int64_t)N * E, 1e-5);
+    compare("image_embeds_norm", got, want_n, (int64_t)N * E, tol_norm);
 done:
     free(px), free(want), free(want_n), free(got), free(one);
 }
@@ -81,12 +86,12 @@ static void test_texts(clip_model *m, const st_set *txt) {
     ps_err err = {0};
     if (!want || !want_n) goto done;
     TU_CHECK(clip_encode_texts(m, ids, N, got, &err) == PS_OK, "encode_texts: %s", err.msg);
-    compare("text_embeds", got, want, (int64_t)N * E, 1e-4);
+    compare("text_embeds", got, want, (int64_t)N * E, tol_raw);
     TU_CHECK(clip_encode_texts(m, ids, 1, one, &err) == PS_OK, "%s", err.msg);
     tu_cmp b = tu_compare(one, got, E);
-    TU_CHECK(b.max_abs <= 1e-6, "text batch invariance: max_abs %.3g", b.max_abs);
+    TU_CHECK(b.max_abs <= tol_batch, "text batch invariance: max_abs %.3g", b.max_abs);
     normalize_rows(got, N, E);
-    compare("text_embeds_norm", got, want_n, (int64_t)N * E, 1e-5);
+    compare("text_embeds_norm", got, want_n, (int64_t)N * E, tol_norm);
     ids[5] = c->vocab; /* out of range: a clean error, not a crash */
     TU_CHECK(clip_encode_texts(m, ids, 1, one, &err) == PS_EINVAL, "bad id accepted");
 done:
@@ -122,6 +127,22 @@ int main(void) {
         test_texts(m, txt);
     }
     test_bad_folder(be);
+    ps_backend *gpu = NULL;
+    ps_status gs = ps_backend_cuda_create(0, &gpu, &err);
+    if (gs == PS_OK && m && pre && emb && txt) {
+        clip_model *mg = NULL;
+        TU_CHECK(clip_load(tu_path("clip-tiny"), gpu, &mg, &err) == PS_OK, "cuda load: %s", err.msg);
+        if (mg) {
+            printf("cuda backend:\n");
+            tol_raw = 2e-2, tol_norm = 2e-3, tol_rel = 5e-3, tol_batch = 1e-2;
+            test_images(mg, pre, emb);
+            test_texts(mg, txt);
+        }
+        clip_free(mg);
+    } else {
+        printf("  cuda backend: not tested (%s)\n", err.msg);
+    }
+    ps_backend_destroy(gpu);
     st_close(pre), st_close(emb), st_close(txt);
     clip_free(m);
     ps_backend_destroy(be);
