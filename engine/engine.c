@@ -176,6 +176,8 @@ static ps_status engine_alloc_step(engine *e, const engine_opts *o, ps_err *err)
 static ps_status engine_start(engine *e, ps_err *err) {
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
+    pthread_cond_init(&e->debug_cv, NULL);
+    e->debug_budget = -1;
     e->mu_ready = true;
     e->healthy = true;
     e->stat_kv_free = e->kv.n_free;
@@ -224,6 +226,7 @@ void engine_free(engine *e) {
         sched_fail_all(e, &shut);
         pthread_mutex_destroy(&e->mu);
         pthread_cond_destroy(&e->cv);
+        pthread_cond_destroy(&e->debug_cv);
     }
     kv_cache_free(&e->kv);
     llama_free(e->model);

@@ -77,6 +77,9 @@ struct engine {
     ps_err device_err;   /* the sticky error when !healthy */
     int stat_running, stat_kv_free;
     uint64_t stat_requests, stat_generated, stat_prompt;
+    int debug_budget;    /* steps left before pausing; < 0 = no limit (engine_debug.h) */
+    bool debug_paused;
+    pthread_cond_t debug_cv;
     pthread_t thread;
 
     /* engine thread only */

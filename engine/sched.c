@@ -24,12 +24,24 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "engine_debug.h"
 #include "engine_internal.h"
 #include "stream.h"
 
 static int sched_pages_needed(const sched_req *r) {
     int kv = r->n_prompt + (r->max_tokens > 0 ? r->max_tokens - 1 : 0);
     return (kv + ENGINE_PAGE_SIZE - 1) / ENGINE_PAGE_SIZE;
+}
+
+static void sched_publish_stats(engine *e) {
+    pthread_mutex_lock(&e->mu);
+    e->stat_running = e->n_running;
+    e->stat_kv_free = e->kv.n_free;
+    e->stat_generated += e->stat_step_generated;
+    e->stat_prompt += e->stat_step_prompt;
+    pthread_mutex_unlock(&e->mu);
+    e->stat_step_generated = 0;
+    e->stat_step_prompt = 0;
 }
 
 void sched_seq_release(engine *e, int slot) {
@@ -48,6 +60,7 @@ void sched_seq_release(engine *e, int slot) {
             break;
         }
     }
+    sched_publish_stats(e);
 }
 
 static void sched_seq_start(engine *e, sched_req *r) {
@@ -201,30 +214,46 @@ void sched_fail_all(engine *e, const ps_err *err) {
     pthread_mutex_unlock(&e->mu);
 }
 
-static void sched_publish_stats(engine *e) {
+/* Sleeps until there is work (or a stop); returns false on stop. */
+static bool sched_wait_work(engine *e) {
     pthread_mutex_lock(&e->mu);
-    e->stat_running = e->n_running;
-    e->stat_kv_free = e->kv.n_free;
-    e->stat_generated += e->stat_step_generated;
-    e->stat_prompt += e->stat_step_prompt;
+    for (;;) {
+        if (e->stopping) break;
+        bool spent = e->debug_budget == 0;
+        if (spent != e->debug_paused) {
+            e->debug_paused = spent;
+            pthread_cond_broadcast(&e->debug_cv);
+        }
+        if (!spent && (e->n_waiting > 0 || e->n_running > 0)) break;
+        pthread_cond_wait(&e->cv, &e->mu);
+    }
+    if (e->debug_budget > 0) e->debug_budget--;
+    bool go = !e->stopping;
     pthread_mutex_unlock(&e->mu);
-    e->stat_step_generated = 0;
-    e->stat_step_prompt = 0;
+    return go;
 }
 
 void *sched_thread_main(void *arg) {
     engine *e = arg;
-    for (;;) {
-        pthread_mutex_lock(&e->mu);
-        while (!e->stopping && e->n_waiting == 0 && e->n_running == 0)
-            pthread_cond_wait(&e->cv, &e->mu);
-        bool stop = e->stopping;
-        pthread_mutex_unlock(&e->mu);
-        if (stop) break;
+    while (sched_wait_work(e)) {
         sched_drop_cancelled(e);
         sched_admit(e);
         if (sched_build_batch(e) > 0 && sched_run_step(e) == PS_OK) sched_emit_tokens(e);
         sched_publish_stats(e);
     }
     return NULL;
+}
+
+void engine_debug_step_budget(engine *e, int steps) {
+    pthread_mutex_lock(&e->mu);
+    e->debug_budget = steps;
+    if (steps != 0) e->debug_paused = false; /* a waiter must see the next pause, not this one */
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void engine_debug_wait_paused(engine *e) {
+    pthread_mutex_lock(&e->mu);
+    while (!e->debug_paused && !e->stopping) pthread_cond_wait(&e->debug_cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
 }

@@ -41,25 +41,35 @@ static void sched_send_text(engine_stream *st, const engine_event *tmpl, const c
     } while (n > 0);
 }
 
+/* The sequence leaves first (pages back, counters published), then the
+ * final event goes out: a client that saw it sees the freed state in
+ * engine_get_info. */
+static void sched_end(engine *e, int slot, const engine_event *ev) {
+    sched_req *r = e->seqs[slot].req;
+    engine_stream *st = r->stream;
+    r->stream = NULL; /* the engine's reference moves here */
+    sched_seq_release(e, slot);
+    stream_push(st, ev);
+    stream_engine_release(st);
+}
+
 void sched_finish(engine *e, int slot, const char *reason) {
     sched_seq *s = &e->seqs[slot];
     sched_req *r = s->req;
     engine_event ev = {.kind = ENGINE_EV_DONE, .finish_reason = reason, .token = -1,
                        .prompt_tokens = r->n_prompt, .completion_tokens = s->n_generated};
-    stream_push(r->stream, &ev);
     PS_LOG_INFO("engine", "req=%llu finished reason=%s prompt=%d tokens=%d ms=%.1f",
                 (unsigned long long)r->id, reason, r->n_prompt, s->n_generated,
                 1e3 * (engine_now() - r->t_submit));
-    sched_seq_release(e, slot);
+    sched_end(e, slot, &ev);
 }
 
 void sched_fail(engine *e, int slot, const ps_err *err) {
     sched_seq *s = &e->seqs[slot];
     engine_event ev = {.kind = ENGINE_EV_ERROR, .token = -1, .err = *err,
                        .prompt_tokens = s->req->n_prompt, .completion_tokens = s->n_generated};
-    stream_push(s->req->stream, &ev);
     PS_LOG_INFO("engine", "req=%llu failed: %s", (unsigned long long)s->req->id, err->msg);
-    sched_seq_release(e, slot);
+    sched_end(e, slot, &ev);
 }
 
 /* Decodes id into e->piece (growing it); returns the byte count. 16 bytes

@@ -62,7 +62,8 @@ static size_t stop_hold_len(const stop_matcher *m) {
         if (h > hold) hold = h;
     }
     /* Defensive: never cut inside a UTF-8 character (continuation bytes are 10xxxxxx). */
-    while (hold < m->n_buf && ((unsigned char)m->buf[m->n_buf - hold] & 0xC0) == 0x80) hold++;
+    while (hold > 0 && hold < m->n_buf && ((unsigned char)m->buf[m->n_buf - hold] & 0xC0) == 0x80)
+        hold++;
     return hold;
 }
 
