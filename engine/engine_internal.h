@@ -14,7 +14,6 @@
 
 #include "chat_template.h"
 #include "engine.h"
-#include "kv_cache.h"
 #include "models/llama.h"
 #include "sampler.h"
 #include "stop.h"

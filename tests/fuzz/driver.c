@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
         }
         LLVMFuzzerTestOneInput(buf, n);
     }
+    free(buf);
     printf("fuzz: %d seeds, %ld mutations, no crash\n", n_seeds, iters);
     return 0;
 }
