@@ -51,7 +51,8 @@ ps_status chat_template_detect_dir(const char *dir, chat_tmpl *out, ps_err *err)
         return ps_errf(err, PS_EIO, "%s: %s", path, strerror(errno));
     }
     json_error_t je;
-    json_t *root = json_loadf(f, 0, &je);
+    /* ints as reals: HF writes model_max_length as 1e30 spelled out in digits */
+    json_t *root = json_loadf(f, JSON_DECODE_INT_AS_REAL, &je);
     fclose(f);
     if (!root) return ps_errf(err, PS_EFORMAT, "%s: line %d: %s", path, je.line, je.text);
     json_t *ct = json_object_get(root, "chat_template");

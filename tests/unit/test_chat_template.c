@@ -170,6 +170,11 @@ static void test_detect(void) {
                      " {\"name\": \"default\", \"template\": \"[INST] x [/INST]\"}]}");
     TU_CHECK(chat_template_detect_dir(dir, &t, &err) == PS_OK && t == CHAT_TMPL_LLAMA2,
              "list form: default wins");
+    /* HF's tokenizer_config.json spells model_max_length out as a 31-digit integer */
+    write_file(path, "{\"model_max_length\": 1000000000000000019884624838656, "
+                     "\"chat_template\": \"{{ '[INST] ' }}\"}");
+    TU_CHECK(chat_template_detect_dir(dir, &t, &err) == PS_OK && t == CHAT_TMPL_LLAMA2,
+             "huge integer: %s", err.msg);
     write_file(path, "{\"add_bos_token\": true}");
     TU_CHECK(chat_template_detect_dir(dir, &t, &err) == PS_OK && t == CHAT_TMPL_NONE, "no key");
     write_file(path, "{\"chat_template\": ");
