@@ -316,14 +316,12 @@ ps_status engine_tokenize(engine *e, const char *text, bool add_bos, int32_t **i
         if (mark_id[0] < 0) return ps_errf(err, PS_EINVAL, "tokenize: the tokenizer has no BOS token");
         if ((st = engine_ids_add(&v, &mark_id[0], 1, err))) goto fail;
     }
-    const char *p = text;
+    /* next occurrence of each marker, searched again only once passed: linear in the text */
+    const char *p = text, *next[2];
+    for (int m = 0; m < 2; m++) next[m] = mark[m] ? strstr(p, mark[m]) : NULL;
     for (;;) {
-        const char *hit = NULL;
-        int which = -1;
-        for (int m = 0; m < 2; m++) {
-            const char *h = mark[m] ? strstr(p, mark[m]) : NULL;
-            if (h && (!hit || h < hit)) hit = h, which = m;
-        }
+        int which = next[0] && (!next[1] || next[0] < next[1]) ? 0 : next[1] ? 1 : -1;
+        const char *hit = which >= 0 ? next[which] : NULL;
         size_t len = hit ? (size_t)(hit - p) : strlen(p);
         if (len > 0) {
             int32_t *seg;
@@ -336,6 +334,8 @@ ps_status engine_tokenize(engine *e, const char *text, bool add_bos, int32_t **i
         if (!hit) break;
         if ((st = engine_ids_add(&v, &mark_id[which], 1, err))) goto fail;
         p = hit + strlen(mark[which]);
+        for (int m = 0; m < 2; m++)
+            if (next[m] && next[m] < p) next[m] = strstr(p, mark[m]);
     }
     *ids = v.ids;
     *n = v.n;

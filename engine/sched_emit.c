@@ -8,38 +8,14 @@
  * token ends with "length". On every finish the decoder's pending bytes and
  * any text held back for a stop string are released, so no text is lost.
  *
- * Text longer than an event's buffer is split over continuation events at
- * UTF-8 character boundaries: never truncated, never a split character. */
+ * Text longer than an event's buffer goes out as continuation events
+ * (stream_push_text): never truncated, never a split character. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
 #include "engine_internal.h"
 #include "stream.h"
-
-/* Sends text as one TOKEN event (carrying *tmpl's token fields) plus cont
- * events for what does not fit. as_cont: every event is a continuation. */
-static void sched_send_text(engine_stream *st, const engine_event *tmpl, const char *text,
-                            size_t n, bool as_cont) {
-    engine_event ev = *tmpl;
-    ev.cont = as_cont;
-    const size_t room = sizeof ev.text - 1;
-    do {
-        size_t k = n;
-        if (k > room) {
-            k = room;
-            while (k > 0 && ((unsigned char)text[k] & 0xC0) == 0x80) k--; /* back to a char start */
-            if (k == 0) k = room; /* not UTF-8 at all: cut anyway rather than loop */
-        }
-        memcpy(ev.text, text, k);
-        ev.text[k] = 0;
-        stream_push(st, &ev);
-        text += k;
-        n -= k;
-        ev.cont = true; /* the token's data went with the first part */
-        ev.n_top = 0;
-    } while (n > 0);
-}
 
 /* The sequence leaves first (pages back, counters published), then the
  * final event goes out: a client that saw it sees the freed state in
@@ -100,7 +76,12 @@ static void sched_on_token(engine *e, int slot, const engine_event *tmpl) {
     ps_err err = {0};
     if (tmpl->token == e->eos_id && !r->ignore_eos) {
         if (sched_drain(e, s, 0, &res, &err)) goto fail;
-        if (res.n > 0) sched_send_text(r->stream, tmpl, res.text, res.n, true);
+        if (res.n > 0) { /* held-back text: more of the previous token, EOS itself is not sent */
+            engine_event ev = *tmpl;
+            ev.token = s->next_token;
+            ev.completion_tokens = s->n_generated;
+            stream_push_text(r->stream, &ev, res.text, res.n, true);
+        }
         sched_finish(e, slot, "stop");
         return;
     }
@@ -117,7 +98,7 @@ static void sched_on_token(engine *e, int slot, const engine_event *tmpl) {
         goto fail;
     engine_event ev = *tmpl;
     ev.completion_tokens = s->n_generated;
-    sched_send_text(r->stream, &ev, res.text, res.n, false);
+    stream_push_text(r->stream, &ev, res.text, res.n, false);
     if (res.stopped)
         sched_finish(e, slot, "stop");
     else if (last)

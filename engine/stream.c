@@ -79,6 +79,29 @@ out:
     pthread_mutex_unlock(&s->mu);
 }
 
+void stream_push_text(engine_stream *s, const engine_event *tmpl, const char *text, size_t n,
+                      bool as_cont) {
+    engine_event ev = *tmpl;
+    ev.cont = as_cont;
+    if (as_cont) ev.n_top = 0;
+    const size_t room = sizeof ev.text - 1;
+    do {
+        size_t k = n;
+        if (k > room) {
+            k = room;
+            while (k > 0 && ((unsigned char)text[k] & 0xC0) == 0x80) k--; /* back to a char start */
+            if (k == 0) k = room; /* not UTF-8 at all: cut anyway rather than loop */
+        }
+        memcpy(ev.text, text, k);
+        ev.text[k] = 0;
+        stream_push(s, &ev);
+        text += k;
+        n -= k;
+        ev.cont = true; /* the token's own data went with the first part */
+        ev.n_top = 0;
+    } while (n > 0);
+}
+
 bool stream_cancelled(engine_stream *s) {
     pthread_mutex_lock(&s->mu);
     bool c = s->cancelled;

@@ -26,6 +26,14 @@ ps_status stream_create(uint64_t req_id, engine_stream **out, ps_err *err);
  * reports itself cancelled so the engine drops the request. */
 void stream_push(engine_stream *s, const engine_event *ev);
 
+/* Sends text as one event made from *tmpl (kind TOKEN, its token fields)
+ * plus continuation events (cont = true, n_top = 0) for what does not fit
+ * the event's text buffer, cut at UTF-8 character starts: no truncation, no
+ * split character. as_cont: every event is a continuation (text released
+ * after the last token). n == 0 sends one event with empty text. */
+void stream_push_text(engine_stream *s, const engine_event *tmpl, const char *text, size_t n,
+                      bool as_cont);
+
 /* True once the client freed its end (or the stream failed): stop working on it. */
 bool stream_cancelled(engine_stream *s);
 
