@@ -1,7 +1,8 @@
-/* Sampling (see sampler.h). The candidate set is built in three steps that
- * each shrink it: top-k selection (a bounded min-heap, O(V log k)), a sort by
- * logit only when top-p needs the order, then the top-p cut. Probabilities are
- * exp((l - max) / T) in double so the cut and the draw see the same masses. */
+/* Sampling (see sampler.h). The candidate set is built in steps that each
+ * shrink it: top-k selection (a bounded min-heap, O(V log k)), a sort by
+ * logit only of what top-p needs, then the top-p cut. Probabilities are
+ * exp((l - max) / T), summed in double, so the cut and the draw see the same
+ * masses. */
 #include "sampler.h"
 
 #include <math.h>
@@ -106,52 +107,84 @@ static void sampler_sort(const float *logits, int32_t *idx, int n) {
     sampler_sort_logits = NULL;
 }
 
+/* prob[id] = exp((l - mx) / T) for the n candidates idx[0..n); returns their sum. */
+static double sampler_weights(const float *logits, const int32_t *idx, int n, float mx, double inv_t,
+                              float *prob) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        prob[idx[i]] = (float)exp(((double)logits[idx[i]] - mx) * inv_t);
+        sum += prob[idx[i]];
+    }
+    return sum;
+}
+
+/* Smallest prefix of the sorted candidates idx[0..n) whose mass reaches
+ * top_p of `sum` (at least one); *kept = its mass. */
+static int sampler_top_p_cut(const sampler_params *p, const int32_t *idx, int n, const float *prob,
+                             double sum, double *kept) {
+    double want = (double)p->top_p * sum, cum = 0.0;
+    int keep = 0;
+    while (keep < n) {
+        cum += prob[idx[keep++]];
+        if (cum >= want) break;
+    }
+    *kept = cum;
+    return keep;
+}
+
+/* Top-p over the whole vocabulary without sorting all of it. The nucleus is
+ * a prefix of the sorted order, so it lies inside {prob >= thr} as soon as
+ * that set's mass reaches top_p of the total: thr starts at the top
+ * probability and drops by e each pass (a pass is a compare-and-add over V),
+ * then only that set is sorted. The result equals a full sort's. */
+static int sampler_nucleus_all(const sampler_params *p, const float *logits, sampler_scratch *s,
+                               float mx, double inv_t, double *kept) {
+    int V = s->V;
+    for (int v = 0; v < V; v++) s->idx[v] = v;
+    double total = sampler_weights(logits, s->idx, V, mx, inv_t, s->prob);
+    double want = (double)p->top_p * total;
+    float thr = 1.0f; /* the top token's weight is exactly 1 */
+    for (;;) {
+        double mass = 0.0;
+        for (int v = 0; v < V; v++)
+            if (s->prob[v] >= thr) mass += s->prob[v];
+        if (mass >= want || thr == 0.0f) break;
+        thr *= 0.36787944f; /* 1/e */
+        if (thr < 1e-30f) thr = 0.0f;
+    }
+    int n = 0;
+    for (int v = 0; v < V; v++)
+        if (s->prob[v] >= thr) s->idx[n++] = v;
+    sampler_sort(logits, s->idx, n);
+    return sampler_top_p_cut(p, s->idx, n, s->prob, total, kept);
+}
+
 int32_t sampler_sample(const sampler_params *p, sampler_rng *r, const float *logits,
                        sampler_scratch *s) {
     int V = s->V;
     if (p->temperature <= 0.0f) return sampler_argmax(logits, V);
     double u = sampler_rng_uniform(r); /* drawn first: one draw per call, whatever the path */
-
-    int32_t *idx = s->idx;
-    int n = V;
-    bool sorted = false;
+    float mx = logits[sampler_argmax(logits, V)];
+    double inv_t = 1.0 / (double)p->temperature, sum;
+    int n;
     if (p->top_k > 0 && p->top_k < V) {
-        n = sampler_top_k(logits, V, p->top_k, idx);
-        sampler_sort(logits, idx, n);
-        sorted = true;
+        n = sampler_top_k(logits, V, p->top_k, s->idx);
+        sampler_sort(logits, s->idx, n);
+        sum = sampler_weights(logits, s->idx, n, mx, inv_t, s->prob);
+        if (p->top_p < 1.0f) n = sampler_top_p_cut(p, s->idx, n, s->prob, sum, &sum);
+    } else if (p->top_p < 1.0f) {
+        n = sampler_nucleus_all(p, logits, s, mx, inv_t, &sum);
     } else {
-        for (int v = 0; v < V; v++) idx[v] = v;
-    }
-    if (p->top_p < 1.0f && !sorted) {
-        sampler_sort(logits, idx, n);
-        sorted = true;
-    }
-
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (logits[idx[i]] > mx) mx = logits[idx[i]];
-    double inv_t = 1.0 / (double)p->temperature, sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        s->prob[i] = (float)exp(((double)logits[idx[i]] - mx) * inv_t);
-        sum += s->prob[i];
-    }
-    if (p->top_p < 1.0f) {
-        /* smallest sorted prefix with mass >= top_p; at least one token */
-        double want = (double)p->top_p * sum, cum = 0.0;
-        int keep = 0;
-        while (keep < n) {
-            cum += s->prob[keep++];
-            if (cum >= want) break;
-        }
-        n = keep;
-        sum = cum;
+        n = V;
+        for (int v = 0; v < V; v++) s->idx[v] = v;
+        sum = sampler_weights(logits, s->idx, n, mx, inv_t, s->prob);
     }
     double target = u * sum, cum = 0.0;
     for (int i = 0; i < n; i++) {
-        cum += s->prob[i];
-        if (target < cum) return idx[i];
+        cum += s->prob[s->idx[i]];
+        if (target < cum) return s->idx[i];
     }
-    return idx[n - 1]; /* rounding left target == sum */
+    return s->idx[n - 1]; /* rounding left target == sum */
 }
 
 float sampler_logprobs(const float *logits, int V, int32_t chosen, int n_top, int32_t *top_ids,

@@ -42,7 +42,7 @@ typedef struct {
 /* Per-vocabulary work arrays, allocated once (never per token). */
 typedef struct {
     int V;
-    float *prob;   /* (V) */
+    float *prob;   /* (V) candidate weights, indexed by token id */
     int32_t *idx;  /* (V) candidate token ids */
 } sampler_scratch;
 
