@@ -16,15 +16,15 @@
 #include "tok_internal.h"
 
 typedef struct {
-    int32_t prev, next; /* -1 at the ends */
-    uint32_t start, len;/* span of the normalised text; len 0 = merged away */
-    bool freeze;        /* user-defined piece: never merged */
+    int32_t prev, next;  /* -1 at the ends */
+    uint32_t start, len; /* span of the normalised text; len 0 = merged away */
+    bool freeze;         /* user-defined piece: never merged */
 } tok_sym;
 
 typedef struct {
     float score;
     int32_t left, right;
-    uint32_t size;      /* bytes of the merged piece, to detect stale entries */
+    uint32_t size; /* bytes of the merged piece, to detect stale entries */
 } tok_pair;
 
 typedef struct {
@@ -84,8 +84,8 @@ typedef struct {
 
 static tok_rev *tok_rev_slot(tok_rev_map *m, const char *norm, const char *key, uint32_t len) {
     uint32_t i = (uint32_t)tok_hash_bytes(key, len) & m->mask;
-    while (m->slot[i].len && !(m->slot[i].len == len &&
-                               memcmp(norm + m->slot[i].start, key, len) == 0))
+    while (m->slot[i].len &&
+           !(m->slot[i].len == len && memcmp(norm + m->slot[i].start, key, len) == 0))
         i = (i + 1) & m->mask;
     return &m->slot[i];
 }
@@ -156,13 +156,16 @@ static int32_t tok_piece_id(const tokenizer *t, const char *s, size_t len) {
     return id >= 0 ? id : t->unk_id;
 }
 
-/* One final piece -> ids, with byte fallback / unk-run merging. */
+/* One final piece -> ids, with byte fallback / unk-run merging. A symbol that
+ * names a control piece (only possible with odd vocabularies) is emitted as
+ * that id; sentencepiece would fail the whole encode there instead. */
 static void tok_emit(const tokenizer *t, const char *s, size_t len, int32_t *ids, int *n,
                      bool *prev_unk) {
     int32_t id = tok_piece_id(t, s, len);
     bool unk = t->spec.pieces[id].type == TOK_T_UNKNOWN;
     if (unk && t->spec.byte_fallback) {
-        for (size_t k = 0; k < len; k++) ids[(*n)++] = t->byte_id[(unsigned char)s[k]];
+        for (size_t k = 0; k < len; k++)
+            ids[(*n)++] = t->byte_id[(unsigned char)s[k]];
     } else if (!(unk && *prev_unk)) { /* a run of unknown pieces is one <unk> */
         ids[(*n)++] = id;
     }
@@ -240,8 +243,8 @@ ps_status tok_bpe_encode(const tokenizer *t, const char *norm, size_t len, int32
             m = (size_t)tok_utf8_len((unsigned char)norm[at]);
             if (m > len - at) m = len - at;
         }
-        b.sym[n_sym] = (tok_sym){n_sym - 1, at + m < len ? n_sym + 1 : -1, (uint32_t)at,
-                                 (uint32_t)m, freeze};
+        b.sym[n_sym] =
+            (tok_sym){n_sym - 1, at + m < len ? n_sym + 1 : -1, (uint32_t)at, (uint32_t)m, freeze};
         n_sym++;
         at += m;
     }
@@ -265,7 +268,8 @@ ps_status tok_encode(const tokenizer *t, const char *text, size_t len, bool add_
                      int32_t **ids_out, int *n_out, ps_err *err) {
     *ids_out = NULL;
     *n_out = 0;
-    if (!t || (!text && len > 0)) return ps_errf(err, PS_EINVAL, "tok_encode: NULL tokenizer or text");
+    if (!t || (!text && len > 0))
+        return ps_errf(err, PS_EINVAL, "tok_encode: NULL tokenizer or text");
     if (len > TOK_MAX_TEXT_BYTES)
         return ps_errf(err, PS_ETOOLARGE, "tok_encode: text of %zu bytes, limit %zu", len,
                        TOK_MAX_TEXT_BYTES);
@@ -286,7 +290,8 @@ ps_status tok_encode(const tokenizer *t, const char *text, size_t len, bool add_
     int n = 0;
     if (add_bos) ids[n++] = t->bos_id;
     if (t->spec.model_type == TOK_MODEL_BYTES) {
-        for (size_t i = 0; i < len; i++) ids[n++] = t->byte_id[(unsigned char)text[i]];
+        for (size_t i = 0; i < len; i++)
+            ids[n++] = t->byte_id[(unsigned char)text[i]];
     } else if ((st = tok_bpe_encode(t, norm, n_norm, ids, &n, err))) {
         free(norm);
         free(ids);

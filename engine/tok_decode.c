@@ -44,7 +44,8 @@ static size_t tok_drain(tok_decoder *d, bool final, char *out) {
         const unsigned char *p = d->pending;
         size_t have = (size_t)d->n_pending, need = tok_lead_len(p[0]), used = 1;
         bool bad = need == 0;
-        for (size_t k = 1; !bad && k < need && k < have; k++) bad = (p[k] & 0xC0) != 0x80;
+        for (size_t k = 1; !bad && k < need && k < have; k++)
+            bad = (p[k] & 0xC0) != 0x80;
         if (!bad && have < need && !final) break; /* wait for the rest */
         if (!bad && have >= need && tok_utf8_decode(p, need, &used) >= 0) {
             memcpy(out + o, p, used);
@@ -77,8 +78,8 @@ static size_t tok_copy_piece(const char *p, size_t len, char *out) {
 }
 
 /* Commits the work buffer when it fits cap; otherwise leaves everything as it was. */
-static int tok_commit(tok_decoder *d, const tok_decoder *work, const char *buf, size_t n,
-                      char *out, int cap) {
+static int tok_commit(tok_decoder *d, const tok_decoder *work, const char *buf, size_t n, char *out,
+                      int cap) {
     if (cap < 0 || n > (size_t)cap) return -1;
     memcpy(out, buf, n);
     if (n < (size_t)cap) out[n] = '\0';

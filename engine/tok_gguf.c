@@ -19,8 +19,20 @@
 #include "tok_internal.h"
 
 enum {
-    GGUF_U8 = 0, GGUF_I8, GGUF_U16, GGUF_I16, GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL,
-    GGUF_STRING, GGUF_ARRAY, GGUF_U64, GGUF_I64, GGUF_F64, GGUF_NTYPES
+    GGUF_U8 = 0,
+    GGUF_I8,
+    GGUF_U16,
+    GGUF_I16,
+    GGUF_U32,
+    GGUF_I32,
+    GGUF_F32,
+    GGUF_BOOL,
+    GGUF_STRING,
+    GGUF_ARRAY,
+    GGUF_U64,
+    GGUF_I64,
+    GGUF_F64,
+    GGUF_NTYPES
 };
 
 typedef struct {
@@ -52,7 +64,8 @@ static ps_status gguf_need(gguf_reader *r, uint64_t n, const char *what, ps_err 
 
 static uint64_t gguf_le(const uint8_t *p, int n) {
     uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
     return v;
 }
 
@@ -111,8 +124,10 @@ static ps_status gguf_skip(gguf_reader *r, uint32_t t, int depth, ps_err *err) {
                        gguf_off(r));
     if (et < GGUF_NTYPES && gguf_type_size(et) > 0) {
         if (n > (uint64_t)(r->end - r->p) / gguf_type_size(et))
-            return ps_errf(err, PS_EFORMAT, "gguf: offset %zu: array of %llu x %zu bytes exceeds the %zu bytes left",
-                           gguf_off(r), (unsigned long long)n, gguf_type_size(et), (size_t)(r->end - r->p));
+            return ps_errf(err, PS_EFORMAT,
+                           "gguf: offset %zu: array of %llu x %zu bytes exceeds the %zu bytes left",
+                           gguf_off(r), (unsigned long long)n, gguf_type_size(et),
+                           (size_t)(r->end - r->p));
         r->p += n * gguf_type_size(et);
         return PS_OK;
     }
@@ -160,15 +175,18 @@ static ps_status gguf_kv(gguf_reader *r, const char *key, size_t klen, gguf_voca
     ps_status st = gguf_u32(r, &t, "value type", err);
     if (st) return st;
 #define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, klen) == 0)
-    if (KEY_IS("tokenizer.ggml.tokens")) return gguf_array_at(r, "tokenizer.ggml.tokens", t, &v->tokens, err);
-    if (KEY_IS("tokenizer.ggml.scores")) return gguf_array_at(r, "tokenizer.ggml.scores", t, &v->scores, err);
+    if (KEY_IS("tokenizer.ggml.tokens"))
+        return gguf_array_at(r, "tokenizer.ggml.tokens", t, &v->tokens, err);
+    if (KEY_IS("tokenizer.ggml.scores"))
+        return gguf_array_at(r, "tokenizer.ggml.scores", t, &v->scores, err);
     if (KEY_IS("tokenizer.ggml.token_type"))
         return gguf_array_at(r, "tokenizer.ggml.token_type", t, &v->types, err);
     if (KEY_IS("tokenizer.ggml.model")) {
         const char *m;
         uint64_t n;
         if (t != GGUF_STRING)
-            return ps_errf(err, PS_EFORMAT, "gguf: tokenizer.ggml.model has type %u, expected string (8)", t);
+            return ps_errf(err, PS_EFORMAT,
+                           "gguf: tokenizer.ggml.model has type %u, expected string (8)", t);
         if ((st = gguf_str(r, &m, &n, "tokenizer.ggml.model", err))) return st;
         snprintf(v->model, sizeof v->model, "%.*s", (int)(n < 31 ? n : 31), m);
         v->has_model = true;
@@ -182,8 +200,10 @@ static ps_status gguf_kv(gguf_reader *r, const char *key, size_t klen, gguf_voca
     if (!(bos || eos || unk || space || extra)) return gguf_skip(r, t, 0, err);
     if ((st = gguf_int_value(r, bos ? "bos_token_id" : eos ? "eos_token_id" : "flag", t, &iv, err)))
         return st;
-    if (bos) s->bos_id = iv == 0xFFFFFFFFll || iv < 0 ? -1 : (int32_t)(iv > INT32_MAX ? INT32_MAX : iv);
-    if (eos) s->eos_id = iv == 0xFFFFFFFFll || iv < 0 ? -1 : (int32_t)(iv > INT32_MAX ? INT32_MAX : iv);
+    if (bos)
+        s->bos_id = iv == 0xFFFFFFFFll || iv < 0 ? -1 : (int32_t)(iv > INT32_MAX ? INT32_MAX : iv);
+    if (eos)
+        s->eos_id = iv == 0xFFFFFFFFll || iv < 0 ? -1 : (int32_t)(iv > INT32_MAX ? INT32_MAX : iv);
     if (unk) v->unk_id = iv;
     if (space) s->add_dummy_prefix = iv != 0;
     if (extra) s->remove_extra_whitespaces = iv != 0;
@@ -196,7 +216,8 @@ static ps_status gguf_header(gguf_reader *r, uint64_t *n_kv, ps_err *err) {
     ps_status st;
     if ((st = gguf_u32(r, &magic, "magic", err))) return st;
     if (magic != 0x46554747u) /* "GGUF" */
-        return ps_errf(err, PS_EFORMAT, "gguf: magic 0x%08x, expected 0x46554747 (\"GGUF\")", magic);
+        return ps_errf(err, PS_EFORMAT, "gguf: magic 0x%08x, expected 0x46554747 (\"GGUF\")",
+                       magic);
     if ((st = gguf_u32(r, &version, "version", err))) return st;
     if (version == 1)
         return ps_errf(err, PS_ENOTSUP, "gguf: version 1 is not supported (only 2 and 3)");
@@ -211,15 +232,19 @@ static ps_status gguf_pieces(const gguf_reader *r, const gguf_vocab *v, tok_spec
     ps_status st;
     if (!v->tokens.present) return ps_errf(err, PS_EFORMAT, "gguf: no tokenizer.ggml.tokens");
     if (v->tokens.type != GGUF_STRING)
-        return ps_errf(err, PS_EFORMAT, "gguf: tokenizer.ggml.tokens has element type %u, expected string (8)",
+        return ps_errf(err, PS_EFORMAT,
+                       "gguf: tokenizer.ggml.tokens has element type %u, expected string (8)",
                        v->tokens.type);
     if (v->scores.present && (v->scores.type != GGUF_F32 || v->scores.n != v->tokens.n))
-        return ps_errf(err, PS_EFORMAT, "gguf: tokenizer.ggml.scores is %llu of type %u, expected %llu f32 (6)",
-                       (unsigned long long)v->scores.n, v->scores.type, (unsigned long long)v->tokens.n);
+        return ps_errf(err, PS_EFORMAT,
+                       "gguf: tokenizer.ggml.scores is %llu of type %u, expected %llu f32 (6)",
+                       (unsigned long long)v->scores.n, v->scores.type,
+                       (unsigned long long)v->tokens.n);
     if (v->types.present && (v->types.type != GGUF_I32 || v->types.n != v->tokens.n))
         return ps_errf(err, PS_EFORMAT,
                        "gguf: tokenizer.ggml.token_type is %llu of type %u, expected %llu i32 (5)",
-                       (unsigned long long)v->types.n, v->types.type, (unsigned long long)v->tokens.n);
+                       (unsigned long long)v->types.n, v->types.type,
+                       (unsigned long long)v->tokens.n);
     if (v->tokens.n > TOK_MAX_PIECES)
         return ps_errf(err, PS_ETOOLARGE, "gguf: %llu tokens, limit %d",
                        (unsigned long long)v->tokens.n, TOK_MAX_PIECES);
@@ -237,7 +262,8 @@ static ps_status gguf_pieces(const gguf_reader *r, const gguf_vocab *v, tok_spec
         if (v->types.present) {
             int64_t ty = (int32_t)gguf_le(v->types.data + 4 * i, 4);
             if (ty < TOK_T_NORMAL || ty > TOK_T_BYTE)
-                return ps_errf(err, PS_EFORMAT, "gguf: token %llu has token_type %lld, expected 1..6",
+                return ps_errf(err, PS_EFORMAT,
+                               "gguf: token %llu has token_type %lld, expected 1..6",
                                (unsigned long long)i, (long long)ty);
             type = (int)ty;
         }
@@ -248,7 +274,8 @@ static ps_status gguf_pieces(const gguf_reader *r, const gguf_vocab *v, tok_spec
      * GGUF types <unk> as control and its [PAD] tokens as unknown. Other
      * unknown-typed tokens become control: never produced, decode to nothing. */
     if (v->unk_id < 0 || v->unk_id >= s->n)
-        return ps_errf(err, PS_EFORMAT, "gguf: tokenizer.ggml.unknown_token_id %lld outside the %d tokens",
+        return ps_errf(err, PS_EFORMAT,
+                       "gguf: tokenizer.ggml.unknown_token_id %lld outside the %d tokens",
                        (long long)v->unk_id, s->n);
     for (int i = 0; i < s->n; i++)
         if (s->pieces[i].type == TOK_T_UNKNOWN) s->pieces[i].type = TOK_T_CONTROL;
@@ -281,9 +308,10 @@ ps_status tok_gguf_parse(const uint8_t *buf, size_t n, tok_spec *s, ps_err *err)
     }
     if (!v.has_model) return ps_errf(err, PS_EFORMAT, "gguf: no tokenizer.ggml.model key");
     if (strcmp(v.model, "llama") != 0)
-        return ps_errf(err, PS_ENOTSUP,
-                       "gguf: tokenizer.ggml.model '%s' is not supported (only 'llama', SentencePiece)",
-                       v.model);
+        return ps_errf(
+            err, PS_ENOTSUP,
+            "gguf: tokenizer.ggml.model '%s' is not supported (only 'llama', SentencePiece)",
+            v.model);
     return gguf_pieces(&r, &v, s, err);
 }
 

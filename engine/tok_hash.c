@@ -19,7 +19,8 @@ uint64_t tok_hash_bytes(const char *key, size_t len) {
 
 ps_status tok_hash_init(tok_hash *h, int n_keys, ps_err *err) {
     uint32_t cap = 16;
-    while (cap < (uint32_t)n_keys * 2u) cap <<= 1; /* load <= 1/2 */
+    while (cap < (uint32_t)n_keys * 2u)
+        cap <<= 1; /* load <= 1/2 */
     h->slot = malloc(sizeof(int32_t) * cap);
     if (!h->slot) return ps_errf(err, PS_ENOMEM, "tokenizer: piece table of %u slots", cap);
     memset(h->slot, 0xff, sizeof(int32_t) * cap); /* all -1 */

@@ -25,8 +25,13 @@ enum {
 };
 
 /* sentencepiece TrainerSpec.ModelType; TOK_MODEL_BYTES is our demo model */
-enum { TOK_MODEL_UNIGRAM = 1, TOK_MODEL_BPE = 2, TOK_MODEL_WORD = 3, TOK_MODEL_CHAR = 4,
-       TOK_MODEL_BYTES = 100 };
+enum {
+    TOK_MODEL_UNIGRAM = 1,
+    TOK_MODEL_BPE = 2,
+    TOK_MODEL_WORD = 3,
+    TOK_MODEL_CHAR = 4,
+    TOK_MODEL_BYTES = 100
+};
 
 /* Limits well above any real vocabulary (LLaMA 32000 pieces of <= 16 chars);
  * they bound memory and keep every offset in 32 bits. */
@@ -44,11 +49,11 @@ typedef struct {
 
 /* What a parser extracts from a file. Owning; tok_spec_free accepts zeroed. */
 typedef struct {
-    char *blob;                 /* piece bytes, each followed by a NUL */
+    char *blob; /* piece bytes, each followed by a NUL */
     size_t blob_len, blob_cap;
     tok_entry *pieces;
     int n, cap;
-    int model_type;             /* TOK_MODEL_* */
+    int model_type; /* TOK_MODEL_* */
     bool byte_fallback;
     bool add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces;
     bool treat_ws_as_suffix;
@@ -57,7 +62,7 @@ typedef struct {
     int32_t bos_id, eos_id;
     char bos_piece[TOK_SURFACE_MAX], eos_piece[TOK_SURFACE_MAX];
     char unk_surface[TOK_SURFACE_MAX];
-    const char *what;           /* file kind for messages: "tokenizer.model", "gguf" */
+    const char *what; /* file kind for messages: "tokenizer.model", "gguf" */
 } tok_spec;
 
 void tok_spec_init(tok_spec *s, const char *what); /* sentencepiece proto defaults */
@@ -82,14 +87,13 @@ int32_t tok_hash_insert(tok_hash *h, const tok_spec *s, int32_t id);
 uint64_t tok_hash_bytes(const char *key, size_t len);
 
 struct tokenizer {
-    tok_spec spec;          /* pieces + options */
-    tok_hash normal;        /* NORMAL / USER_DEFINED / UNUSED: what merges can make */
-    tok_hash reserved;      /* CONTROL / UNKNOWN / BYTE: exact lookup, checked first */
-    tok_hash user;          /* USER_DEFINED: the prefix matcher (may be empty) */
+    tok_spec spec;     /* pieces + options */
+    tok_hash normal;   /* NORMAL / USER_DEFINED / UNUSED: what merges can make */
+    tok_hash reserved; /* CONTROL / UNKNOWN / BYTE: exact lookup, checked first */
+    tok_hash user;     /* USER_DEFINED: the prefix matcher (may be empty) */
     int user_max_len;
     uint32_t user_first[8]; /* bitmap of first bytes of user-defined pieces */
-    bool has_unused;
-    int32_t byte_id[256];   /* id of <0xXX>, -1 when absent */
+    int32_t byte_id[256]; /* id of <0xXX>, -1 when absent */
     int32_t unk_id, bos_id, eos_id;
     int max_piece_len;
 };
@@ -111,8 +115,8 @@ static inline int tok_utf8_len(unsigned char lead) {
 size_t tok_user_match(const tokenizer *t, const char *s, size_t n);
 /* Normalises text as sentencepiece's Normalizer::Normalize does for an identity
  * model; *out malloc'd (NULL when *n_out == 0). */
-ps_status tok_normalize(const tokenizer *t, const char *text, size_t len, char **out,
-                        size_t *n_out, ps_err *err);
+ps_status tok_normalize(const tokenizer *t, const char *text, size_t len, char **out, size_t *n_out,
+                        ps_err *err);
 /* BPE over normalised text; appends ids to ids[*n] (capacity >= len). */
 ps_status tok_bpe_encode(const tokenizer *t, const char *norm, size_t len, int32_t *ids, int *n,
                          ps_err *err);

@@ -37,8 +37,8 @@ ps_status tok_spec_add(tok_spec *s, const char *piece, size_t len, float score, 
                        ps_err *err) {
     if (len == 0) return ps_errf(err, PS_EFORMAT, "%s: piece %d is empty", s->what, s->n);
     if (len > TOK_MAX_PIECE_BYTES)
-        return ps_errf(err, PS_ETOOLARGE, "%s: piece %d is %zu bytes, limit %d", s->what, s->n,
-                       len, TOK_MAX_PIECE_BYTES);
+        return ps_errf(err, PS_ETOOLARGE, "%s: piece %d is %zu bytes, limit %d", s->what, s->n, len,
+                       TOK_MAX_PIECE_BYTES);
     if (s->n >= TOK_MAX_PIECES)
         return ps_errf(err, PS_ETOOLARGE, "%s: more than %d pieces", s->what, TOK_MAX_PIECES);
     if (s->n == s->cap) {
@@ -50,7 +50,8 @@ ps_status tok_spec_add(tok_spec *s, const char *piece, size_t len, float score, 
     }
     if (s->blob_len + len + 1 > s->blob_cap) {
         size_t cap = s->blob_cap ? s->blob_cap : 16384;
-        while (cap < s->blob_len + len + 1) cap *= 2;
+        while (cap < s->blob_len + len + 1)
+            cap *= 2;
         char *b = realloc(s->blob, cap);
         if (!b) return ps_errf(err, PS_ENOMEM, "%s: %zu bytes of pieces", s->what, cap);
         s->blob = b;
@@ -90,8 +91,8 @@ static ps_status tok_build_piece(tokenizer *t, int32_t i, ps_err *err) {
     tok_spec *s = &t->spec;
     const tok_entry *e = &s->pieces[i];
     const char *p = s->blob + e->off;
-    bool normal = e->type == TOK_T_NORMAL || e->type == TOK_T_USER_DEFINED ||
-                  e->type == TOK_T_UNUSED;
+    bool normal =
+        e->type == TOK_T_NORMAL || e->type == TOK_T_USER_DEFINED || e->type == TOK_T_UNUSED;
     if (e->type < TOK_T_NORMAL || e->type > TOK_T_BYTE)
         return ps_errf(err, PS_EFORMAT, "%s: piece %d has type %d, expected 1..6", s->what, i,
                        e->type);
@@ -100,7 +101,6 @@ static ps_status tok_build_piece(tokenizer *t, int32_t i, ps_err *err) {
         return ps_errf(err, PS_EFORMAT, "%s: piece %d '%.64s' (%s) is already defined as piece %d",
                        s->what, i, p, tok_type_name(e->type), dup);
     if ((int)e->len > t->max_piece_len) t->max_piece_len = (int)e->len;
-    if (e->type == TOK_T_UNUSED) t->has_unused = true;
     if (e->type == TOK_T_USER_DEFINED && strlen(p) == e->len) {
         /* sentencepiece's matcher keys are C strings; pieces with a NUL inside are
          * left out rather than truncated */
@@ -164,7 +164,9 @@ ps_status tok_build(tok_spec *spec, tokenizer **out, ps_err *err) {
     }
     if ((st = tok_hash_init(&t->normal, t->spec.n, err))) goto fail;
     if ((st = tok_hash_init(&t->reserved, t->spec.n, err))) goto fail;
-    if ((st = tok_hash_init(&t->user, t->spec.n, err))) goto fail;
+    int n_user = 0;
+    for (int32_t i = 0; i < t->spec.n; i++) n_user += t->spec.pieces[i].type == TOK_T_USER_DEFINED;
+    if ((st = tok_hash_init(&t->user, n_user, err))) goto fail;
     for (int32_t i = 0; i < t->spec.n; i++)
         if ((st = tok_build_piece(t, i, err))) goto fail;
     if (t->unk_id < 0) {

@@ -33,8 +33,8 @@ int32_t tok_utf8_decode(const unsigned char *s, size_t n, size_t *mblen) {
             return c;
         }
     } else if (n >= 4 && (s[0] & 0xF8) == 0xF0) {
-        int32_t c = ((s[0] & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) |
-                    (s[3] & 0x3F);
+        int32_t c =
+            ((s[0] & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
         if (tok_is_trail(s[1]) && tok_is_trail(s[2]) && tok_is_trail(s[3]) && c >= 0x10000 &&
             tok_valid_cp(c)) {
             *mblen = 4;
@@ -128,7 +128,8 @@ ps_status tok_normalize(const tokenizer *t, const char *in, size_t n, char **out
     if (s->remove_extra_whitespaces) { /* trailing spaces */
         size_t sl = s->escape_whitespaces ? 3 : 1;
         const char *sp = s->escape_whitespaces ? tok_space_symbol : " ";
-        while (o >= sl && memcmp(buf + o - sl, sp, sl) == 0) o -= sl;
+        while (o >= sl && memcmp(buf + o - sl, sp, sl) == 0)
+            o -= sl;
     }
     if (s->treat_ws_as_suffix && s->add_dummy_prefix) tok_put_space(t, buf, &o);
     if (o == 0) {

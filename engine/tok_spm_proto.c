@@ -55,9 +55,10 @@ static ps_status pb_key(pb_reader *r, uint32_t *field, int *wire, ps_err *err) {
         return ps_errf(err, PS_EFORMAT, "%s: offset %zu: field number %llu, expected 1..2^29-1",
                        r->what, at, (unsigned long long)(k >> 3));
     if (*wire != PB_VARINT && *wire != PB_I64 && *wire != PB_LEN && *wire != PB_I32)
-        return ps_errf(err, PS_EFORMAT,
-                       "%s: offset %zu: field %u has wire type %d (groups and 6/7 are not valid here)",
-                       r->what, at, *field, *wire);
+        return ps_errf(
+            err, PS_EFORMAT,
+            "%s: offset %zu: field %u has wire type %d (groups and 6/7 are not valid here)",
+            r->what, at, *field, *wire);
     return PS_OK;
 }
 
@@ -94,8 +95,9 @@ static ps_status pb_skip(pb_reader *r, int wire, ps_err *err) {
 static ps_status pb_expect(const pb_reader *r, const char *msg, uint32_t field, const char *name,
                            int wire, int want, ps_err *err) {
     if (wire == want) return PS_OK;
-    return ps_errf(err, PS_EFORMAT, "%s: offset %zu: %s field %u (%s) has wire type %d, expected %d",
-                   r->what, pb_off(r), msg, field, name, wire, want);
+    return ps_errf(err, PS_EFORMAT,
+                   "%s: offset %zu: %s field %u (%s) has wire type %d, expected %d", r->what,
+                   pb_off(r), msg, field, name, wire, want);
 }
 
 static ps_status pb_float(pb_reader *r, float *f, ps_err *err) {
@@ -163,8 +165,8 @@ static ps_status tok_spm_trainer(pb_reader *r, tok_spec *s, ps_err *err) {
         case 3:  /* model_type */
         case 24: /* treat_whitespace_as_suffix */
         case 35: /* byte_fallback */
-            if ((st = pb_expect(r, "trainer_spec", f, f == 3 ? "model_type" : "bool", w,
-                                PB_VARINT, err)))
+            if ((st = pb_expect(r, "trainer_spec", f, f == 3 ? "model_type" : "bool", w, PB_VARINT,
+                                err)))
                 return st;
             if ((st = pb_varint(r, &v, err))) return st;
             if (f == 3 && (v < TOK_MODEL_UNIGRAM || v > TOK_MODEL_CHAR))
@@ -178,8 +180,8 @@ static ps_status tok_spm_trainer(pb_reader *r, tok_spec *s, ps_err *err) {
         case 46: /* bos_piece */
         case 47: /* eos_piece */
             if ((st = pb_expect(r, "trainer_spec", f, "string", w, PB_LEN, err))) return st;
-            st = f == 44 ? pb_string(r, "trainer_spec.unk_surface", s->unk_surface,
-                                     sizeof s->unk_surface, err)
+            st = f == 44   ? pb_string(r, "trainer_spec.unk_surface", s->unk_surface,
+                                       sizeof s->unk_surface, err)
                  : f == 46 ? pb_string(r, "trainer_spec.bos_piece", s->bos_piece,
                                        sizeof s->bos_piece, err)
                            : pb_string(r, "trainer_spec.eos_piece", s->eos_piece,
@@ -250,16 +252,18 @@ ps_status tok_spm_parse(const uint8_t *buf, size_t n, tok_spec *s, ps_err *err) 
         if (f == 5) st = tok_spm_normalizer(&sub, s, true, denorm_name, &decharsmap, err);
         if (st) return st;
     }
-    if (s->n == 0) return ps_errf(err, PS_EFORMAT, "%s: no pieces (not a sentencepiece model?)", s->what);
+    if (s->n == 0)
+        return ps_errf(err, PS_EFORMAT, "%s: no pieces (not a sentencepiece model?)", s->what);
     if (charsmap > 0)
         return ps_errf(err, PS_ENOTSUP,
                        "%s: normalizer '%s' uses a precompiled charsmap (%zu bytes); only identity "
                        "normalisation is supported",
                        s->what, norm_name, charsmap);
     if (decharsmap > 0)
-        return ps_errf(err, PS_ENOTSUP,
-                       "%s: denormalizer '%s' uses a precompiled charsmap (%zu bytes); not supported",
-                       s->what, denorm_name, decharsmap);
+        return ps_errf(
+            err, PS_ENOTSUP,
+            "%s: denormalizer '%s' uses a precompiled charsmap (%zu bytes); not supported", s->what,
+            denorm_name, decharsmap);
     return PS_OK;
 }
 
@@ -270,6 +274,10 @@ ps_status tok_load_spm_buffer(const void *buf, size_t n, tokenizer **out, ps_err
     if (n > TOK_MAX_FILE_BYTES)
         return ps_errf(err, PS_ETOOLARGE, "tokenizer.model: %zu bytes, limit %zu", n,
                        TOK_MAX_FILE_BYTES);
+    if (n >= 4 && memcmp(buf, "GGUF", 4) == 0)
+        return ps_errf(
+            err, PS_EFORMAT,
+            "tokenizer.model: starts with \"GGUF\": a GGUF file, not a sentencepiece model");
     tok_spec_init(&s, "tokenizer.model");
     ps_status st = tok_spm_parse(buf, n, &s, err);
     if (st) {
@@ -306,7 +314,7 @@ ps_status tok_load_spm(const char *path, tokenizer **out, ps_err *err) {
         goto fail;
     }
     st = tok_load_spm_buffer(buf, (size_t)size, out, err);
-    if (st) ps_err_wrap(err, "'%s'", path);
+    if (st) ps_err_wrap(err, "tokenizer '%s'", path);
 fail:
     free(buf);
     fclose(f);

@@ -58,8 +58,8 @@ int32_t tok_eos(const tokenizer *t); /* -1 when the model has none */
  * (EINVAL if the model has no BOS). No EOS is appended. *ids is malloc'd (the
  * caller frees it; NULL when *n == 0). Errors: EINVAL, ENOMEM, ETOOLARGE
  * (text over 256 MiB). */
-ps_status tok_encode(const tokenizer *t, const char *text, size_t len, bool add_bos,
-                     int32_t **ids, int *n, ps_err *err);
+ps_status tok_encode(const tokenizer *t, const char *text, size_t len, bool add_bos, int32_t **ids,
+                     int *n, ps_err *err);
 
 /* Raw piece as stored in the model (with '▁', "<0x0A>", "<s>"), NUL-terminated;
  * NULL if id is out of range. Valid as long as t. */
@@ -70,9 +70,9 @@ const char *tok_piece(const tokenizer *t, int32_t id);
  * piece emits the model's unk surface (" ⁇ "). Bytes that cannot form a valid
  * character become U+FFFD (one per byte, as sentencepiece's decoder does). */
 typedef struct {
-    unsigned char pending[8];  /* bytes of an incomplete UTF-8 character */
+    unsigned char pending[8]; /* bytes of an incomplete UTF-8 character */
     int n_pending;
-    bool at_start;             /* nothing emitted yet and no leading space dropped */
+    bool at_start; /* nothing emitted yet and no leading space dropped */
     bool strip_leading_space;
 } tok_decoder;
 

@@ -20,10 +20,13 @@
 #include "models/llama_internal.h"
 
 #define ALIGN_ELEMS 16 /* 64-byte alignment of each scratch region */
+/* Step limits far above any real batch; they keep every size below in int range. */
+#define LLAMA_MAX_STEP_TOKENS (1 << 20)
+#define LLAMA_MAX_STEP_PAGES (1 << 26)
 
 static int64_t align_up(int64_t n) { return (n + ALIGN_ELEMS - 1) / ALIGN_ELEMS * ALIGN_ELEMS; }
 
-/* Floats of the per-token activations for T tokens (layout in carve_tok). */
+/* Floats of the per-token activations for T tokens (layout in carve). */
 static int64_t tok_floats(const llama_config *c, int64_t T) {
     int64_t C = c->hidden, HD = (int64_t)c->n_heads * c->head_dim,
             KD = (int64_t)c->n_kv_heads * c->head_dim, F = c->ffn;
@@ -80,9 +83,11 @@ static ps_status check_batch(const llama_model *m, const kv_cache *kv, const lla
                              ps_err *err) {
     const llama_config *c = &m->cfg;
     if (b->n_tokens < 1 || b->n_out < 0 || b->n_out > b->n_tokens || b->n_seqs < 1 ||
-        b->max_pages < 1)
+        b->max_pages < 1 || b->n_tokens > LLAMA_MAX_STEP_TOKENS ||
+        (int64_t)b->n_seqs * b->max_pages > LLAMA_MAX_STEP_PAGES)
         return ps_errf(err, PS_EINVAL, "llama batch: %d tokens, %d outputs, %d sequences, %d pages "
-                                       "(need tokens >= 1, 0 <= outputs <= tokens, >= 1 seq and page)",
+                                       "(need 1 <= tokens <= 2^20, 0 <= outputs <= tokens, >= 1 seq and "
+                                       "page, seqs * pages <= 2^26)",
                        b->n_tokens, b->n_out, b->n_seqs, b->max_pages);
     if (!kv || kv->n_layers != c->n_layers || kv->be != m->be || !kv->layers ||
         kv->layers[0].k.shape[2] != c->n_kv_heads || kv->layers[0].k.shape[3] != c->head_dim)
@@ -223,9 +228,9 @@ ps_status llama_forward(llama_model *m, kv_cache *kv, const llama_batch *b, floa
     step_meta sm;
     acts a;
     ps_status st;
+    if ((st = check_batch(m, kv, b, err))) return st;
     int meta_ints = 5 * b->n_tokens + b->n_out + b->n_seqs * b->max_pages;
-    if ((st = check_batch(m, kv, b, err)) || (st = scratch_reserve(m, b, meta_ints, err)) ||
-        (st = upload_meta(m, kv, b, &sm, err)))
+    if ((st = scratch_reserve(m, b, meta_ints, err)) || (st = upload_meta(m, kv, b, &sm, err)))
         return st;
     carve(m, b->n_tokens, b->n_out, &a);
 

@@ -22,6 +22,7 @@ typedef struct {
     const st_set *set;
     float *buf; /* reusable float32 conversion buffer */
     int64_t buf_cap;
+    int n_bnb;  /* projections taken pre-quantised from a bnb-4bit checkpoint */
 } loader;
 
 static void fmt_shape(char *b, size_t cap, int ndim, const int64_t *shape) {
@@ -73,7 +74,10 @@ static ps_status load_dense(loader *ld, const char *name, int ndim, const int64_
 
 static ps_status load_proj(loader *ld, const char *name, int64_t out, int64_t in, ps_weight *w,
                            ps_err *err) {
-    if (llama_bnb_present(ld->set, name)) return llama_bnb_load(ld->m, ld->set, name, out, in, w, err);
+    if (llama_bnb_present(ld->set, name)) {
+        ld->n_bnb++;
+        return llama_bnb_load(ld->m, ld->set, name, out, in, w, err);
+    }
     int64_t shape[2] = {out, in};
     memset(w, 0, sizeof *w);
     if (ld->m->quant == LLAMA_QUANT_NONE) {
@@ -151,6 +155,9 @@ ps_status llama_load(const char *dir, llama_quant q, ps_backend *be, llama_model
     ld.set = set;
     if ((st = load_weights(&ld, err))) goto fail;
     if ((st = ps_backend_sync(be, err))) goto fail;
+    if (ld.n_bnb && q == LLAMA_QUANT_NONE)
+        PS_LOG_WARN("llama", "%s is a bitsandbytes 4-bit checkpoint: its %d projections stay NF4 "
+                             "(no unquantised weights to load)", dir, ld.n_bnb);
     PS_LOG_INFO("llama", "loaded %s: %d layers, hidden %d, vocab %d, %lld bytes of weights", dir,
                 cfg.n_layers, cfg.hidden, cfg.vocab, (long long)ld.m->weight_bytes);
     *out = ld.m;

@@ -20,7 +20,8 @@
  * (with the naive oracle linear: 8.2e-07, 1.3e-06, 8.1e-07, 1.2e-06, 8.1e-07).
  * NF4 quantised on load and the bnb checkpoint give bit-identical logits.
  * Greedy: 16/16 tokens identical for every prompt (fp, NF4, bnb); a step may
- * only differ where the reference top-2 margin is below 1e-3 (README 9). */
+ * only differ where the reference top-2 margin is below 2x our measured max
+ * abs logit error (~1e-5; the smallest reference margin is 9.7e-4). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,6 @@
 #include "testutil.h"
 
 #define REL_TOL 2e-5
-#define MARGIN_MIN 1e-3 /* README 9: greedy identical while the margin exceeds this */
 #define N_GREEDY 16
 #define PAGE 16
 
@@ -133,8 +133,11 @@ static double check_row(const char *what, const char *id, const float *got, cons
     return c.max_abs;
 }
 
+/* A greedy step may differ from the reference only where its top-2 margin is
+ * below our logit error (README 10): 2x the max abs error measured on the
+ * model's last-position logits (top-1 and top-2 can move in opposite ways). */
 static void check_greedy(const char *what, llama_model *m, const prompt *p, const int32_t *want,
-                         const double *margins) {
+                         const double *margins, double logit_err) {
     int V = llama_get_config(m)->vocab;
     float *lg = malloc(sizeof(float) * (size_t)V);
     seq s;
@@ -144,8 +147,9 @@ static void check_greedy(const char *what, llama_model *m, const prompt *p, cons
     for (int k = 0; k < N_GREEDY; k++) {
         int32_t tok = argmax(lg, V);
         if (tok != want[k]) {
-            TU_CHECK(margins[k] <= MARGIN_MIN, "%s %s: step %d token %d, expected %d (margin %.3g)",
-                     what, p->id, k, tok, want[k], margins[k]);
+            TU_CHECK(margins[k] <= 2 * logit_err,
+                     "%s %s: step %d token %d, expected %d (margin %.3g, our logit error %.3g)", what,
+                     p->id, k, tok, want[k], margins[k], logit_err);
             printf("  %s %s: diverged at step %d where the reference margin is %.3g\n", what, p->id,
                    k, margins[k]);
             break;
@@ -189,9 +193,10 @@ static void check_model(const char *what, llama_model *m, st_set *ref, const cha
         kv_cache_free(&s.kv);
     }
     printf("%s: max rel L2 over %d prompts %.3g, max abs %.3g\n", what, n_prompts, worst, worst_abs);
+    double logit_err = worst_abs;
     for (int i = 0; i < n_prompts; i++)
         check_greedy(what, m, &prompts[i], greedy_nf4 ? prompts[i].greedy_nf4 : prompts[i].greedy_fp,
-                     greedy_nf4 ? prompts[i].margin_nf4 : prompts[i].margin_fp);
+                     greedy_nf4 ? prompts[i].margin_nf4 : prompts[i].margin_fp, logit_err);
     free(lg);
 }
 

@@ -48,7 +48,8 @@ static void tally_report(const tally *t) {
 static int32_t *json_ids(json_t *arr, int *n) {
     *n = (int)json_array_size(arr);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(*n + 1));
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    for (int i = 0; i < *n; i++)
+        ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
     return ids;
 }
 
@@ -62,7 +63,8 @@ static char *decode_stream(const tokenizer *t, const int32_t *ids, int n, bool s
     tok_decoder d;
     tok_decoder_init(&d, strip);
     for (int i = 0; i <= n; i++) {
-        int k = i < n ? tok_decode_next(t, &d, ids[i], chunk, cap) : tok_decode_flush(t, &d, chunk, cap);
+        int k = i < n ? tok_decode_next(t, &d, ids[i], chunk, cap)
+                      : tok_decode_flush(t, &d, chunk, cap);
         if (k < 0) {
             (*bad_chunks)++;
             continue;
@@ -88,8 +90,8 @@ static void check_decode(tally *t, const tokenizer *tk, const char *what, const 
     } else {
         tu_failures++;
         if (t->shown++ < MAX_SHOWN)
-            fprintf(stderr, "MISMATCH %s %s: decoded '%s' want '%.*s' (%d invalid chunks)\n", t->name,
-                    what, got, (int)want_len, want, bad);
+            fprintf(stderr, "MISMATCH %s %s: decoded '%s' want '%.*s' (%d invalid chunks)\n",
+                    t->name, what, got, (int)want_len, want, bad);
     }
     free(got);
 }
@@ -128,7 +130,8 @@ static void test_llama2(const tokenizer *tk) {
             tu_failures++;
             fprintf(stderr, "MISMATCH pieces for '%.80s'\n", text);
         }
-        check_decode(&dec_t, tk, "decode", want, nwant, json_string_value(jd), json_string_length(jd));
+        check_decode(&dec_t, tk, "decode", want, nwant, json_string_value(jd),
+                     json_string_length(jd));
         free(want);
         free(got);
         json_decref(c);
@@ -140,7 +143,8 @@ static void test_llama2(const tokenizer *tk) {
     free(buf);
 }
 
-/* llama.cpp tests/test-tokenizer-0.cpp read_tests: .inp split on the separator, .out one line each. */
+/* llama.cpp tests/test-tokenizer-0.cpp read_tests: .inp split on the separator, .out one line each.
+ */
 static void test_gguf_file(const char *name, bool expect_ok) {
     char rel[200], inp_rel[256], out_rel[256];
     snprintf(rel, sizeof rel, "tokenizers/gguf/ggml-vocab-%s.gguf", name);
@@ -150,7 +154,8 @@ static void test_gguf_file(const char *name, bool expect_ok) {
     ps_err err = {0};
     ps_status st = tok_load_gguf(tu_path(rel), &tk, &err);
     if (!expect_ok) {
-        TU_CHECK(st == PS_ENOTSUP, "%s: expected ENOTSUP, got %s (%s)", name, ps_status_name(st), err.msg);
+        TU_CHECK(st == PS_ENOTSUP, "%s: expected ENOTSUP, got %s (%s)", name, ps_status_name(st),
+                 err.msg);
         printf("%-28s refused: %s\n", name, err.msg);
         tok_free(tk);
         return;
@@ -203,7 +208,8 @@ static void test_gguf_same_vocab(const tokenizer *spm) {
     ps_err err = {0};
     if (tok_load_gguf(tu_path("tokenizers/gguf/ggml-vocab-llama-spm.gguf"), &g, &err)) return;
     int diff = tok_vocab_size(g) != tok_vocab_size(spm);
-    for (int i = 0; !diff && i < tok_vocab_size(g); i++) diff += strcmp(tok_piece(g, i), tok_piece(spm, i)) != 0;
+    for (int i = 0; !diff && i < tok_vocab_size(g); i++)
+        diff += strcmp(tok_piece(g, i), tok_piece(spm, i)) != 0;
     TU_CHECK(diff == 0, "llama-spm gguf pieces differ from llama2 tokenizer.model");
     TU_CHECK(tok_bos(g) == 1 && tok_eos(g) == 2, "gguf bos/eos %d/%d", tok_bos(g), tok_eos(g));
     tok_free(g);
@@ -239,7 +245,8 @@ static void test_llama_tiny(void) {
             if (!g || !gt) continue;
             int ng;
             int32_t *gids = json_ids(json_object_get(g, "ids"), &ng);
-            check_decode(&dec_t, tk, kinds[k], gids, ng, json_string_value(gt), json_string_length(gt));
+            check_decode(&dec_t, tk, kinds[k], gids, ng, json_string_value(gt),
+                         json_string_length(gt));
             free(gids);
         }
     }
@@ -254,7 +261,8 @@ static void test_llama_tiny(void) {
             if (!gt) continue;
             int ng;
             int32_t *gids = json_ids(json_object_get(g, "ids"), &ng);
-            check_decode(&dec_t, tk, aname, gids, ng, json_string_value(gt), json_string_length(gt));
+            check_decode(&dec_t, tk, aname, gids, ng, json_string_value(gt),
+                         json_string_length(gt));
             free(gids);
         }
     }
@@ -265,6 +273,46 @@ static void test_llama_tiny(void) {
     tok_free(tk);
 }
 
+/* Property on the real model: for valid UTF-8 x (random code points mixed
+ * with ASCII words and runs of spaces), decode(encode(x)) == x, a '▁' in x
+ * reading as ' '. */
+static void test_round_trip(const tokenizer *tk) {
+    static const char *words[] = {" ", "  ", "the", " a", "\n", "\xE2\x96\x81", "12", "\t"};
+    uint64_t r = 777;
+    int ok = 0, total = 300;
+    for (int it = 0; it < total; it++) {
+        char s[1024], want[1024];
+        size_t len = 0, wl = 0;
+        for (int part = 0; part < 8; part++) {
+            len += tt_random_utf8(&r, s + len, 4);
+            const char *w = words[tt_rand(&r) % 8];
+            memcpy(s + len, w, strlen(w));
+            len += strlen(w);
+        }
+        for (size_t i = 0; i < len;) {
+            bool sp = i + 3 <= len && memcmp(s + i, "\xE2\x96\x81", 3) == 0;
+            want[wl++] = sp ? ' ' : s[i];
+            i += sp ? 3 : 1;
+        }
+        int32_t *ids = NULL;
+        int n = 0, bad = 0;
+        ps_err err = {0};
+        size_t got_len = 0;
+        char *got = NULL;
+        if (tok_encode(tk, s, len, false, &ids, &n, &err) == PS_OK)
+            got = decode_stream(tk, ids, n, true, &got_len, &bad);
+        bool same = got && bad == 0 && got_len == wl && memcmp(got, want, wl) == 0;
+        ok += same;
+        if (!same && it - ok < 3)
+            fprintf(stderr, "round trip %d: '%.*s' -> '%s' (%d bad chunks) %s\n", it, (int)wl, want,
+                    got ? got : "", bad, err.msg);
+        free(got);
+        free(ids);
+    }
+    printf("%-28s %d/%d exact\n", "llama2 random round trip", ok, total);
+    TU_CHECK(ok == total, "round trip %d/%d", ok, total);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -273,8 +321,9 @@ static double now_s(void) {
 
 /* Mixed English/code/CJK text repeated to `n` bytes (cut at a character boundary). */
 static char *make_text(size_t n) {
-    static const char *chunk = "The quick brown fox jumps over the lazy dog. def f(x):\n    return x * 2.0\n"
-                               "大语言模型的参数高效微调方法有哪些？ 2023年5月 😀  done!\t";
+    static const char *chunk =
+        "The quick brown fox jumps over the lazy dog. def f(x):\n    return x * 2.0\n"
+        "大语言模型的参数高效微调方法有哪些？ 2023年5月 😀  done!\t";
     size_t cl = strlen(chunk);
     char *s = malloc(n + cl + 1);
     size_t len = 0;
@@ -304,7 +353,8 @@ static void test_timing(const tokenizer *tk) {
             free(ids);
         }
         printf("encode %zu bytes -> %d ids: %.3f ms (best of %d)\n", len, n, best * 1e3, reps);
-        TU_CHECK(best < limits[k], "encoding %zu bytes took %.3f s (limit %.2f s)", len, best, limits[k]);
+        TU_CHECK(best < limits[k], "encoding %zu bytes took %.3f s (limit %.2f s)", len, best,
+                 limits[k]);
         free(text);
     }
 }
@@ -323,8 +373,10 @@ int main(void) {
     test_gguf_file("llama-spm", true);
     test_gguf_file("phi-3", true);
     const char *refused[] = {"gpt-2", "falcon", "deepseek-coder", "bert-bge"};
-    for (int i = 0; i < 4; i++) test_gguf_file(refused[i], false);
+    for (int i = 0; i < 4; i++)
+        test_gguf_file(refused[i], false);
     test_llama_tiny();
+    test_round_trip(tk);
     test_timing(tk);
     tok_free(tk);
     return tu_finish("tokenizer");

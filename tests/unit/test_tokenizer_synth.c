@@ -19,10 +19,10 @@
 #define SP "\xE2\x96\x81" /* '▁' */
 
 static const tm_piece base_pieces[] = {
-    {"<unk>", 0, TM_UNKNOWN}, {"<s>", 0, TM_CONTROL}, {"</s>", 0, TM_CONTROL},
-    {SP, -10, TM_NORMAL},     {"a", -11, TM_NORMAL},  {"b", -12, TM_NORMAL},
-    {"c", -13, TM_NORMAL},    {"ab", -1, TM_NORMAL},  {"bc", -2, TM_NORMAL},
-    {"abc", -3, TM_NORMAL},   {SP "a", -4, TM_NORMAL}, {"aa", -5, TM_NORMAL},
+    {"<unk>", 0, TM_UNKNOWN}, {"<s>", 0, TM_CONTROL},   {"</s>", 0, TM_CONTROL},
+    {SP, -10, TM_NORMAL},     {"a", -11, TM_NORMAL},    {"b", -12, TM_NORMAL},
+    {"c", -13, TM_NORMAL},    {"ab", -1, TM_NORMAL},    {"bc", -2, TM_NORMAL},
+    {"abc", -3, TM_NORMAL},   {SP "a", -4, TM_NORMAL},  {"aa", -5, TM_NORMAL},
     {"<sep>", 0, TM_USER},    {"xy", -0.5f, TM_UNUSED}, {"x", -14, TM_NORMAL},
     {"y", -15, TM_NORMAL},    {SP "xy", -6, TM_NORMAL}, {"z", -16, TM_NORMAL},
     {"zw", -0.5f, TM_UNUSED}, {"w", -17, TM_NORMAL},
@@ -124,7 +124,8 @@ static void test_normalizer_options(void) {
 }
 
 /* Streams ids; the concatenation goes to out (NUL-terminated); returns its length. */
-static size_t decode_ids(const tokenizer *t, bool strip, const int32_t *ids, int n, char *out, size_t cap) {
+static size_t decode_ids(const tokenizer *t, bool strip, const int32_t *ids, int n, char *out,
+                         size_t cap) {
     tok_decoder d;
     char chunk[256];
     size_t len = 0;
@@ -142,8 +143,8 @@ static size_t decode_ids(const tokenizer *t, bool strip, const int32_t *ids, int
     return len;
 }
 
-static void expect_decode(const tokenizer *t, bool strip, const int32_t *ids, int n, const char *want,
-                          const char *label) {
+static void expect_decode(const tokenizer *t, bool strip, const int32_t *ids, int n,
+                          const char *want, const char *label) {
     char got[256];
     decode_ids(t, strip, ids, n, got, sizeof got);
     TU_CHECK(strcmp(got, want) == 0, "decode %s: '%s', want '%s'", label, got, want);
@@ -177,19 +178,29 @@ static void test_decode_rules(void) {
 
 /* ids of raw bytes in the byte tokenizer */
 static int bytes_to_ids(const char *s, size_t n, int32_t *ids) {
-    for (size_t i = 0; i < n; i++) ids[i] = 3 + (unsigned char)s[i];
+    for (size_t i = 0; i < n; i++)
+        ids[i] = 3 + (unsigned char)s[i];
     return (int)n;
 }
 
 static void test_byte_invalid(const tokenizer *t) {
-    static const struct { const char *in; size_t n; const char *want; } cases[] = {
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *want;
+    } cases[] = {
         /* ProcessBytePieces: each byte that does not start a valid character is one U+FFFD */
-        {"\xE4\xB8", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"},                  /* truncated at the end */
-        {"\xE4" "A", 2, "\xEF\xBF\xBD" "A"},                           /* interrupted */
-        {"\xC0\x80", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"},                  /* overlong */
-        {"\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},  /* surrogate */
-        {"\xF4\x90\x80\x80", 4, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* > U+10FFFF */
-        {"\xFF\xE4\xB8\xAD", 4, "\xEF\xBF\xBD\xE4\xB8\xAD"},          /* bad then 中 */
+        {"\xE4\xB8", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"}, /* truncated at the end */
+        {"\xE4"
+         "A",
+         2,
+         "\xEF\xBF\xBD"
+         "A"},                                                       /* interrupted */
+        {"\xC0\x80", 2, "\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* overlong */
+        {"\xED\xA0\x80", 3, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* surrogate */
+        {"\xF4\x90\x80\x80", 4,
+         "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* > U+10FFFF */
+        {"\xFF\xE4\xB8\xAD", 4, "\xEF\xBF\xBD\xE4\xB8\xAD"},  /* bad then 中 */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int32_t ids[8];
@@ -209,8 +220,10 @@ static void test_byte_tokenizer(void) {
     TU_CHECK(tok_init_bytes(&t, &err) == PS_OK, "tok_init_bytes: %s", err.msg);
     if (!t) return;
     TU_CHECK(tok_vocab_size(t) == 259 && tok_bos(t) == 1 && tok_eos(t) == 2, "byte vocab");
-    TU_CHECK(strcmp(tok_piece(t, 0), "<unk>") == 0 && strcmp(tok_piece(t, 3 + 0x41), "<0x41>") == 0 &&
-             tok_piece(t, 259) == NULL && tok_piece(t, -1) == NULL, "byte pieces");
+    TU_CHECK(strcmp(tok_piece(t, 0), "<unk>") == 0 &&
+                 strcmp(tok_piece(t, 3 + 0x41), "<0x41>") == 0 && tok_piece(t, 259) == NULL &&
+                 tok_piece(t, -1) == NULL,
+             "byte pieces");
     const char *text = "h\xC3\xA9llo \xF0\x9F\x98\x80";
     int32_t *ids;
     int n;
@@ -223,34 +236,28 @@ static void test_byte_tokenizer(void) {
     TU_CHECK(tok_decode_next(t, &d, ids[0], out, sizeof out) == 0, "bos emits nothing");
     TU_CHECK(tok_decode_next(t, &d, ids[1], out, sizeof out) == 1 && out[0] == 'h', "h");
     TU_CHECK(tok_decode_next(t, &d, ids[2], out, sizeof out) == 0, "half of é held back");
-    TU_CHECK(tok_decode_next(t, &d, ids[3], out, sizeof out) == 2 && memcmp(out, "\xC3\xA9", 2) == 0, "é");
+    TU_CHECK(tok_decode_next(t, &d, ids[3], out, sizeof out) == 2 &&
+                 memcmp(out, "\xC3\xA9", 2) == 0,
+             "é");
     /* cap too small: -1 and nothing consumed; then it works */
-    for (int i = 4; i < n - 1; i++) tok_decode_next(t, &d, ids[i], out, sizeof out);
+    for (int i = 4; i < n - 1; i++)
+        tok_decode_next(t, &d, ids[i], out, sizeof out);
     TU_CHECK(tok_decode_next(t, &d, ids[n - 1], out, 3) == -1, "cap 3 for a 4-byte char");
     TU_CHECK(tok_decode_next(t, &d, ids[n - 1], out, 5) == 4 && out[4] == 0, "emoji after retry");
-    TU_CHECK(tok_decode_next(t, &d, 259, out, sizeof out) == -1 && tok_decode_next(t, &d, -5, out, 8) == -1,
+    TU_CHECK(tok_decode_next(t, &d, 259, out, sizeof out) == -1 &&
+                 tok_decode_next(t, &d, -5, out, 8) == -1,
              "out-of-range ids");
     free(ids);
     test_byte_invalid(t);
     /* random valid UTF-8 round trips */
     uint64_t r = 12345;
     for (int it = 0; it < 300; it++) {
-        char s[256];
-        size_t len = 0;
-        int nch = (int)(r % 40);
-        for (int c = 0; c < nch; c++) {
-            r ^= r << 13; r ^= r >> 7; r ^= r << 17;
-            uint32_t cp = (uint32_t)(r % 4 == 0 ? r % 0x80 : r % 4 == 1 ? 0x80 + r % 0x780
-                                     : r % 4 == 2 ? 0x800 + r % 0xF800 : 0x10000 + r % 0x100000);
-            if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0x4E2D;
-            if (cp < 0x80) s[len++] = (char)cp;
-            else if (cp < 0x800) { s[len++] = (char)(0xC0 | cp >> 6); s[len++] = (char)(0x80 | (cp & 0x3F)); }
-            else if (cp < 0x10000) { s[len++] = (char)(0xE0 | cp >> 12); s[len++] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[len++] = (char)(0x80 | (cp & 0x3F)); }
-            else { s[len++] = (char)(0xF0 | cp >> 18); s[len++] = (char)(0x80 | ((cp >> 12) & 0x3F)); s[len++] = (char)(0x80 | ((cp >> 6) & 0x3F)); s[len++] = (char)(0x80 | (cp & 0x3F)); }
+        char s[256], back[512];
+        size_t len = tt_random_utf8(&r, s, 40);
+        if (tok_encode(t, s, len, false, &ids, &n, &err) != PS_OK) {
+            TU_CHECK(0, "encode: %s", err.msg);
+            continue;
         }
-        r ^= r << 13; r ^= r >> 7; r ^= r << 17;
-        if (tok_encode(t, s, len, false, &ids, &n, &err) != PS_OK) { TU_CHECK(0, "encode"); continue; }
-        char back[512];
         size_t blen = decode_ids(t, false, ids, n, back, sizeof back);
         TU_CHECK(blen == len && memcmp(back, s, len) == 0, "round trip %d", it);
         free(ids);
@@ -258,7 +265,8 @@ static void test_byte_tokenizer(void) {
     tok_free(t);
 }
 
-static void expect_load_error(const tm_buf *m, ps_status want, const char *substr, const char *label) {
+static void expect_load_error(const tm_buf *m, ps_status want, const char *substr,
+                              const char *label) {
     tokenizer *t = NULL;
     ps_err err = {0};
     ps_status st = tok_load_spm_buffer(m->b, m->n, &t, &err);
@@ -275,7 +283,10 @@ static void test_bad_models(void) {
     tm_put(&m, "\x0A\x80", 2);
     expect_load_error(&m, PS_EFORMAT, "truncated varint", "truncated varint");
     m.n = 0;
-    tm_put(&m, "\x0A\x05" "ab", 4);
+    tm_put(&m,
+           "\x0A\x05"
+           "ab",
+           4);
     expect_load_error(&m, PS_EFORMAT, "exceeds the 2 bytes left", "length past end");
     m.n = 0;
     tm_put(&m, "\x08\x01", 2);
@@ -288,12 +299,38 @@ static void test_bad_models(void) {
     expect_load_error(&m, PS_EFORMAT, "varint", "varint over 64 bits");
     free(m.b);
 
-    struct { tm_piece p[4]; int n; int byte_fallback; ps_status st; const char *msg; } cases[] = {
-        {{{"<s>", 0, TM_CONTROL}, {"a", 0, TM_NORMAL}}, 2, 0, PS_EFORMAT, "no piece of type unknown"},
-        {{{"<unk>", 0, TM_UNKNOWN}, {"<u2>", 0, TM_UNKNOWN}}, 2, 0, PS_EFORMAT, "both of type unknown"},
-        {{{"<unk>", 0, TM_UNKNOWN}, {"a", 0, TM_NORMAL}, {"a", 0, TM_NORMAL}}, 3, 0, PS_EFORMAT, "already defined"},
-        {{{"<unk>", 0, TM_UNKNOWN}, {"<0x41>", 0, TM_BYTE}}, 2, 0, PS_EFORMAT, "byte_fallback is false"},
-        {{{"<unk>", 0, TM_UNKNOWN}, {"<0x41>", 0, TM_BYTE}}, 2, -2, PS_EFORMAT, "<0x00> is missing"},
+    struct {
+        tm_piece p[4];
+        int n;
+        int byte_fallback;
+        ps_status st;
+        const char *msg;
+    } cases[] = {
+        {{{"<s>", 0, TM_CONTROL}, {"a", 0, TM_NORMAL}},
+         2,
+         0,
+         PS_EFORMAT,
+         "no piece of type unknown"},
+        {{{"<unk>", 0, TM_UNKNOWN}, {"<u2>", 0, TM_UNKNOWN}},
+         2,
+         0,
+         PS_EFORMAT,
+         "both of type unknown"},
+        {{{"<unk>", 0, TM_UNKNOWN}, {"a", 0, TM_NORMAL}, {"a", 0, TM_NORMAL}},
+         3,
+         0,
+         PS_EFORMAT,
+         "already defined"},
+        {{{"<unk>", 0, TM_UNKNOWN}, {"<0x41>", 0, TM_BYTE}},
+         2,
+         0,
+         PS_EFORMAT,
+         "byte_fallback is false"},
+        {{{"<unk>", 0, TM_UNKNOWN}, {"<0x41>", 0, TM_BYTE}},
+         2,
+         -2,
+         PS_EFORMAT,
+         "<0x00> is missing"},
         {{{"<unk>", 0, TM_UNKNOWN}, {"<0xzz>", 0, TM_BYTE}}, 2, -2, PS_EFORMAT, "expected <0xXX>"},
         {{{"<unk>", 0, TM_UNKNOWN}, {"a", 0, 9}}, 2, 0, PS_EFORMAT, "type 9, expected 1..6"},
         {{{"<unk>", 0, TM_UNKNOWN}, {"", 0, TM_NORMAL}}, 2, 0, PS_EFORMAT, "piece 1 is empty"},
@@ -336,7 +373,8 @@ static void test_bad_models(void) {
     tokenizer *t = NULL;
     ps_err err = {0};
     TU_CHECK(tok_load_spm("/nonexistent/tokenizer.model", &t, &err) == PS_EIO &&
-             strstr(err.msg, "/nonexistent/tokenizer.model"), "missing file: %s", err.msg);
+                 strstr(err.msg, "/nonexistent/tokenizer.model"),
+             "missing file: %s", err.msg);
 }
 
 static void test_gguf(void) {

@@ -30,7 +30,9 @@ static inline void tm_varint(tm_buf *w, uint64_t v) {
         tm_put(w, &c, 1);
     } while (v);
 }
-static inline void tm_key(tm_buf *w, uint32_t field, int wire) { tm_varint(w, (uint64_t)field << 3 | (uint64_t)wire); }
+static inline void tm_key(tm_buf *w, uint32_t field, int wire) {
+    tm_varint(w, (uint64_t)field << 3 | (uint64_t)wire);
+}
 static inline void tm_bytes(tm_buf *w, uint32_t field, const void *p, size_t n) {
     tm_key(w, field, 2);
     tm_varint(w, n);
@@ -63,14 +65,14 @@ typedef struct {
 } tm_piece;
 
 typedef struct {
-    int model_type;           /* 2 = bpe; 0 = field absent */
-    int byte_fallback;        /* -1 = absent */
-    int add_dummy_prefix;     /* -1 = absent (proto default true) */
-    int remove_extra_ws;      /* -1 = absent (proto default true) */
-    int escape_ws;            /* -1 = absent */
-    int ws_suffix;            /* -1 = absent */
-    const char *unk_surface;  /* NULL = absent */
-    const char *charsmap;     /* NULL = absent */
+    int model_type;          /* 2 = bpe; 0 = field absent */
+    int byte_fallback;       /* -1 = absent */
+    int add_dummy_prefix;    /* -1 = absent (proto default true) */
+    int remove_extra_ws;     /* -1 = absent (proto default true) */
+    int escape_ws;           /* -1 = absent */
+    int ws_suffix;           /* -1 = absent */
+    const char *unk_surface; /* NULL = absent */
+    const char *charsmap;    /* NULL = absent */
 } tm_opts;
 
 static inline tm_opts tm_opts_bpe(void) {
@@ -89,7 +91,8 @@ static inline void tm_add_piece(tm_buf *w, const char *p, float score, int type)
 /* pieces, then (when byte_fallback > 0) the 256 byte pieces, then the specs. */
 static inline tm_buf tm_spm_model(const tm_piece *pieces, int n, const tm_opts *o) {
     tm_buf w = {0}, tr = {0}, nm = {0};
-    for (int i = 0; i < n; i++) tm_add_piece(&w, pieces[i].piece, pieces[i].score, pieces[i].type);
+    for (int i = 0; i < n; i++)
+        tm_add_piece(&w, pieces[i].piece, pieces[i].score, pieces[i].type);
     if (o->byte_fallback > 0) {
         for (int b = 0; b < 256; b++) {
             char p[8];
@@ -101,7 +104,7 @@ static inline tm_buf tm_spm_model(const tm_piece *pieces, int n, const tm_opts *
     if (o->ws_suffix >= 0) tm_uint(&tr, 24, (uint64_t)o->ws_suffix);
     if (o->byte_fallback >= 0) tm_uint(&tr, 35, (uint64_t)o->byte_fallback);
     if (o->unk_surface) tm_bytes(&tr, 44, o->unk_surface, strlen(o->unk_surface));
-    tm_uint(&tr, 41, 1); /* bos_id: an int32 field the parser must skip */
+    tm_uint(&tr, 41, 1);            /* bos_id: an int32 field the parser must skip */
     tm_uint(&tr, 43, (uint64_t)-1); /* pad_id = -1: a 10-byte varint */
     tm_msg(&w, 2, &tr);
     tm_bytes(&nm, 1, "identity", 8);
@@ -116,7 +119,8 @@ static inline tm_buf tm_spm_model(const tm_piece *pieces, int n, const tm_opts *
 /* ---- GGUF v3 ---- */
 static inline void tm_le(tm_buf *w, uint64_t v, int n) {
     uint8_t b[8];
-    for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < n; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
     tm_put(w, b, (size_t)n);
 }
 static inline void tm_gstr(tm_buf *w, const char *s) {
@@ -129,22 +133,41 @@ static inline tm_buf tm_gguf(const char *model, const tm_piece *pieces, int n, i
     tm_buf w = {0};
     tm_put(&w, "GGUF", 4);
     tm_le(&w, (uint64_t)version, 4);
-    tm_le(&w, 0, 8);      /* tensors */
-    tm_le(&w, 7, 8);      /* key/values */
-    tm_gstr(&w, "general.architecture"); tm_le(&w, 8, 4); tm_gstr(&w, "llama");
-    tm_gstr(&w, "tokenizer.ggml.model"); tm_le(&w, 8, 4); tm_gstr(&w, model);
-    tm_gstr(&w, "tokenizer.ggml.tokens"); tm_le(&w, 9, 4); tm_le(&w, 8, 4); tm_le(&w, (uint64_t)n, 8);
-    for (int i = 0; i < n; i++) tm_gstr(&w, pieces[i].piece);
-    tm_gstr(&w, "tokenizer.ggml.scores"); tm_le(&w, 9, 4); tm_le(&w, 6, 4); tm_le(&w, (uint64_t)n, 8);
+    tm_le(&w, 0, 8); /* tensors */
+    tm_le(&w, 7, 8); /* key/values */
+    tm_gstr(&w, "general.architecture");
+    tm_le(&w, 8, 4);
+    tm_gstr(&w, "llama");
+    tm_gstr(&w, "tokenizer.ggml.model");
+    tm_le(&w, 8, 4);
+    tm_gstr(&w, model);
+    tm_gstr(&w, "tokenizer.ggml.tokens");
+    tm_le(&w, 9, 4);
+    tm_le(&w, 8, 4);
+    tm_le(&w, (uint64_t)n, 8);
+    for (int i = 0; i < n; i++)
+        tm_gstr(&w, pieces[i].piece);
+    tm_gstr(&w, "tokenizer.ggml.scores");
+    tm_le(&w, 9, 4);
+    tm_le(&w, 6, 4);
+    tm_le(&w, (uint64_t)n, 8);
     for (int i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &pieces[i].score, 4);
         tm_le(&w, u, 4);
     }
-    tm_gstr(&w, "tokenizer.ggml.token_type"); tm_le(&w, 9, 4); tm_le(&w, 5, 4); tm_le(&w, (uint64_t)n, 8);
-    for (int i = 0; i < n; i++) tm_le(&w, (uint64_t)pieces[i].type, 4);
-    tm_gstr(&w, "tokenizer.ggml.bos_token_id"); tm_le(&w, 4, 4); tm_le(&w, 1, 4);
-    tm_gstr(&w, "tokenizer.ggml.eos_token_id"); tm_le(&w, 4, 4); tm_le(&w, 2, 4);
+    tm_gstr(&w, "tokenizer.ggml.token_type");
+    tm_le(&w, 9, 4);
+    tm_le(&w, 5, 4);
+    tm_le(&w, (uint64_t)n, 8);
+    for (int i = 0; i < n; i++)
+        tm_le(&w, (uint64_t)pieces[i].type, 4);
+    tm_gstr(&w, "tokenizer.ggml.bos_token_id");
+    tm_le(&w, 4, 4);
+    tm_le(&w, 1, 4);
+    tm_gstr(&w, "tokenizer.ggml.eos_token_id");
+    tm_le(&w, 4, 4);
+    tm_le(&w, 2, 4);
     return w;
 }
 
