@@ -105,7 +105,8 @@ typedef struct {
 
 typedef enum {
     ENGINE_EV_TOKEN = 0, /* one generated token (text may be empty: partial UTF-8) */
-    ENGINE_EV_DONE,      /* finished; finish_reason set, no more events */
+    ENGINE_EV_DONE,      /* finished; finish_reason set, no more events (an EOS
+                          * token ends with "stop" and is neither sent nor counted) */
     ENGINE_EV_ERROR,     /* failed; err set, no more events */
 } engine_event_kind;
 

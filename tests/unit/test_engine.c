@@ -6,7 +6,7 @@
  *    tokens prefilled in chunks and in one piece
  *  - cancellation mid-stream gives the KV pages back; queue full -> EBUSY;
  *    request validation (ETOOLARGE with both numbers, EINVAL, ENOTFOUND)
- *  - stop strings, logprobs, max_tokens 0, token text, shutdown -> ESHUTDOWN
+ *  - stop strings, EOS, logprobs, max_tokens 0, token text, shutdown -> ESHUTDOWN
  * Worker threads only record; every check runs on the main thread. The step
  * budget hook of engine_debug.h pauses the scheduler where a check needs a
  * request to be still running. */
@@ -334,6 +334,35 @@ static void test_logprobs_and_zero(engine *e) {
              "max_tokens 0");
 }
 
+/* EOS ends a request with "stop" and is neither sent nor counted: the same
+ * seed with ignore_eos gives the same tokens, then EOS (id 2) right there.
+ * Hot sampling on the random demo model hits EOS now and then; seeds are
+ * tried until one does (P(no EOS in 24 runs of 200 tokens) is negligible). */
+static void test_eos(engine *e) {
+    int32_t p[10];
+    make_prompt(p, 10, 8);
+    for (uint64_t seed = 1; seed <= 24; seed++) {
+        engine_request q = req_default(p, 10, 200);
+        q.temperature = 2.0f;
+        q.seed = seed;
+        q.has_seed = true;
+        q.ignore_eos = false;
+        result a, b;
+        run(e, &q, &a, NULL);
+        if (strcmp(a.last.finish_reason, "stop") != 0) continue;
+        q.ignore_eos = true;
+        run(e, &q, &b, NULL);
+        int n = a.last.completion_tokens;
+        TU_CHECK(n == a.n_tok && n < 200, "eos: %d tokens sent, done says %d", a.n_tok, n);
+        TU_CHECK(memcmp(a.toks, b.toks, (size_t)n * sizeof(int32_t)) == 0 && b.toks[n] == 2,
+                 "eos (seed %llu): token %d is %d, want EOS after the same %d tokens",
+                 (unsigned long long)seed, n, b.toks[n], n);
+        for (int i = 0; i < n; i++) TU_CHECK(a.toks[i] != 2, "EOS sent as a token");
+        return;
+    }
+    TU_CHECK(0, "no EOS in 24 sampled runs of 200 tokens on the demo model");
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -436,6 +465,7 @@ int main(void) {
     test_concurrent(e);
     test_stop(e);
     test_logprobs_and_zero(e);
+    test_eos(e);
     test_cancel(e);
     test_queue_and_chunks(e, e2);
     engine_free(e2);

@@ -7,7 +7,10 @@
  * 'mixed'), far above float32's logit error (~7e-6 max abs, fixture README),
  * so exact token agreement is the right bar. The streamed text must equal
  * sentencepiece's decode of the same ids, with the leading space kept
- * (the engine decodes continuations, sp.decode strips it). */
+ * (the engine decodes continuations, sp.decode strips it). Marker text in
+ * a prompt ("</s><s>" between turns, as the llama-2 template renders) must
+ * give what Meta's chat_completion builds by encoding each turn on its own:
+ * ids(turn 1) + [EOS] + ids(turn 2), ids from cases.json. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +83,21 @@ static void run_quant(const char *dir, const char *quant, int qi, fx_case *cs, i
                  strstr(err.msg, "--chat-template"),
              "no template: %s", err.msg);
 
+    if (n >= 2) { /* two cases.json prompts as two turns */
+        char text[1024];
+        snprintf(text, sizeof text, "%s</s><s>%s", cs[0].text, cs[1].text);
+        int32_t *ids, want[256];
+        int k, nw = 0;
+        memcpy(want, cs[0].ids, (size_t)cs[0].n * 4);
+        nw = cs[0].n;
+        want[nw++] = 2;
+        memcpy(want + nw, cs[1].ids, (size_t)cs[1].n * 4); /* starts with its BOS */
+        nw += cs[1].n;
+        st = engine_tokenize(e, text, true, &ids, &k, &err);
+        TU_CHECK(st == PS_OK && k == nw && memcmp(ids, want, (size_t)k * 4) == 0,
+                 "turns '%s' + '%s' with markers: %d ids, want %d", cs[0].id, cs[1].id, k, nw);
+        free(ids);
+    }
     engine_stream *s[MAX_CASES] = {0};
     for (int i = 0; i < n; i++) {
         int32_t *ids;
