@@ -78,6 +78,7 @@ struct engine {
     uint64_t stat_requests, stat_generated, stat_prompt;
     int debug_budget;    /* steps left before pausing; < 0 = no limit (engine_debug.h) */
     bool debug_paused;
+    ps_status debug_fault; /* engine_debug_fail_next_step; taken by the engine thread */
     pthread_cond_t debug_cv;
     pthread_t thread;
 

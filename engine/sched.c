@@ -174,7 +174,14 @@ static ps_status sched_run_step(engine *e) {
         .out_rows = e->out_rows,
     };
     ps_err err = {0};
-    ps_status st = llama_forward(e->model, &e->kv, &b, e->logits, &err);
+    pthread_mutex_lock(&e->mu);
+    ps_status st = e->debug_fault;
+    e->debug_fault = PS_OK;
+    pthread_mutex_unlock(&e->mu);
+    if (st)
+        ps_errf(&err, st, "injected fault (engine_debug_fail_next_step)");
+    else
+        st = llama_forward(e->model, &e->kv, &b, e->logits, &err);
     if (st == PS_EDEVICE) {
         PS_LOG_ERROR("engine", "device error, engine now unhealthy: %s", err.msg);
         pthread_mutex_lock(&e->mu);
@@ -249,6 +256,12 @@ void engine_debug_step_budget(engine *e, int steps) {
     e->debug_budget = steps;
     if (steps != 0) e->debug_paused = false; /* a waiter must see the next pause, not this one */
     pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void engine_debug_fail_next_step(engine *e, ps_status code) {
+    pthread_mutex_lock(&e->mu);
+    e->debug_fault = code;
     pthread_mutex_unlock(&e->mu);
 }
 

@@ -7,6 +7,7 @@
  *  - cancellation mid-stream gives the KV pages back; queue full -> EBUSY;
  *    request validation (ETOOLARGE with both numbers, EINVAL, ENOTFOUND)
  *  - stop strings, EOS, logprobs, max_tokens 0, token text, shutdown -> ESHUTDOWN
+ *  - a failed step fails its requests only; a device error is sticky
  * Worker threads only record; every check runs on the main thread. The step
  * budget hook of engine_debug.h pauses the scheduler where a check needs a
  * request to be still running. */
@@ -455,6 +456,57 @@ static void test_shutdown(engine *e) {
     engine_stream_free(s);
 }
 
+/* A failed batch fails only the requests in it; a device error is sticky:
+ * everything fails, the engine reports unhealthy, new requests get EDEVICE.
+ * Runs on its own engine (it ends unhealthy). */
+static void test_faults(void) {
+    engine *e = open_engine(2, 64, 4);
+    if (!e) return;
+    int32_t p[10];
+    make_prompt(p, 10, 2);
+    engine_request q = req_default(p, 10, 50);
+    engine_stream *a, *b;
+    engine_event ev;
+    engine_debug_step_budget(e, 1);
+    TU_CHECK(engine_submit(e, &q, &a, NULL) == PS_OK, "a");
+    engine_debug_wait_paused(e);
+    engine_debug_fail_next_step(e, PS_EINVAL);
+    engine_debug_step_budget(e, -1);
+    engine_stream_next(a, &ev); /* the token from the first step */
+    engine_stream_next(a, &ev);
+    TU_CHECK(ev.kind == ENGINE_EV_ERROR && ev.err.code == PS_EINVAL && ev.completion_tokens == 1,
+             "failed batch: kind %d code %s after %d tokens", ev.kind, ps_status_name(ev.err.code),
+             ev.completion_tokens);
+    engine_stream_free(a);
+    result r;
+    TU_CHECK(run(e, &q, &r, NULL) == PS_OK && r.n_tok == 50, "engine goes on after a failed batch");
+    engine_info in;
+    engine_get_info(e, &in);
+    TU_CHECK(in.healthy && in.kv_pages_free == in.kv_pages_total, "healthy, pages back");
+
+    engine_debug_step_budget(e, 1);
+    TU_CHECK(engine_submit(e, &q, &a, NULL) == PS_OK, "a2");
+    engine_debug_wait_paused(e);
+    TU_CHECK(engine_submit(e, &q, &b, NULL) == PS_OK, "b"); /* admitted with a at the next step */
+    engine_debug_fail_next_step(e, PS_EDEVICE);
+    engine_debug_step_budget(e, -1);
+    do engine_stream_next(a, &ev);
+    while (ev.kind == ENGINE_EV_TOKEN);
+    TU_CHECK(ev.kind == ENGINE_EV_ERROR && ev.err.code == PS_EDEVICE, "device error reaches a");
+    do engine_stream_next(b, &ev);
+    while (ev.kind == ENGINE_EV_TOKEN);
+    TU_CHECK(ev.kind == ENGINE_EV_ERROR && ev.err.code == PS_EDEVICE, "device error reaches b");
+    engine_stream_free(a);
+    engine_stream_free(b);
+    engine_get_info(e, &in);
+    TU_CHECK(!in.healthy && in.running == 0 && in.kv_pages_free == in.kv_pages_total,
+             "after a device error: healthy %d running %d", in.healthy, in.running);
+    ps_err err = {0};
+    TU_CHECK(engine_submit(e, &q, &a, &err) == PS_EDEVICE && strstr(err.msg, "unhealthy"),
+             "submit when unhealthy: %s", err.msg);
+    engine_free(e);
+}
+
 int main(void) {
     engine *e = open_engine(4, 48, 32);
     engine *e2 = open_engine(1, 256, 1);
@@ -470,5 +522,6 @@ int main(void) {
     test_queue_and_chunks(e, e2);
     engine_free(e2);
     test_shutdown(e); /* frees e */
+    test_faults();
     return tu_finish("engine");
 }
