@@ -1,2 +1,90 @@
-/* placeholder until the server lands */
-int main(void) { return 0; }
+/* peftserve: parse flags, load the engine, serve HTTP until SIGINT/SIGTERM,
+ * then stop accepting, let in-flight requests end, and free the engine.
+ * A second signal during shutdown exits at once. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "cli.h"
+#include "engine.h"
+#include "http.h"
+#include "server.h"
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+    if (stop_signal) _exit(128 + sig);
+    stop_signal = sig;
+}
+
+static void log_model(const server *srv, engine *eng) {
+    engine_info in;
+    engine_get_info(eng, &in);
+    PS_LOG_INFO("server", "model id=%s arch=%s device=%s quant=%s ctx=%d vocab=%d layers=%d hidden=%d weights=%.1fMiB "
+                          "template=%s",
+                srv->model_id, in.architecture ? in.architecture : "?", srv->device, srv->quant, srv->ctx_len,
+                in.vocab_size, in.n_layers, in.hidden, (double)in.weight_bytes / (1 << 20),
+                srv->chat_template[0] ? srv->chat_template : "-");
+    if (in.demo)
+        PS_LOG_WARN("server", "no --model given: serving the built-in demo model (random weights: its text is noise)");
+    if (srv->opts.adapters_dir)
+        PS_LOG_WARN("server", "--adapters-dir %s stored; adapters are not served yet", srv->opts.adapters_dir);
+}
+
+/* Blocks until SIGINT/SIGTERM, without the check-then-pause race. */
+static void wait_for_signal(void) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    while (!stop_signal) sigsuspend(&old);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+int main(int argc, char **argv) {
+    cli_opts o;
+    char msg[300];
+    switch (cli_parse(argc, argv, &o, msg, sizeof msg)) {
+    case CLI_HELP: cli_usage(stdout); return 0;
+    case CLI_ERROR:
+        fprintf(stderr, "peftserve: %s\n\n", msg);
+        cli_usage(stderr);
+        return 2;
+    case CLI_RUN: break;
+    }
+    ps_log_threshold = (ps_log_level)o.log_level;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client that left is seen as a failed write */
+
+    engine *eng = NULL;
+    ps_err err = {0};
+    if (engine_init(&eng, &o.eng, &err) != PS_OK) {
+        PS_LOG_ERROR("server", "cannot start the engine: %s", err.msg);
+        return 1;
+    }
+    static server srv;
+    server_init(&srv, eng, &o.srv);
+    log_model(&srv, eng);
+    if (http_start(&srv, &err) != PS_OK) {
+        PS_LOG_ERROR("server", "%s", err.msg);
+        engine_free(eng);
+        return 1;
+    }
+    PS_LOG_INFO("server", "listening on http://%s:%d (%d http threads, %d concurrent generations%s)", srv.opts.host,
+                http_bound_port(&srv), srv.opts.http_threads, srv.opts.max_streams,
+                srv.opts.api_key ? ", API key required on /v1" : "");
+    wait_for_signal();
+    PS_LOG_INFO("server", "signal %d: stopping (in-flight requests end first)", (int)stop_signal);
+    atomic_store(&srv.stopping, true);
+    http_stop(&srv);
+    engine_free(eng);
+    PS_LOG_INFO("server", "stopped");
+    return 0;
+}
