@@ -42,6 +42,7 @@ static const flag flags[] = {
     {"--max-streams", "N", F_INT, S(max_streams), 0, 4096, NULL, "concurrent generations (0 = http-threads - 4)"},
     {"--max-body", "BYTES", F_SIZE, S(max_body), 1024, 1LL << 32, NULL, "request body limit"},
     {"--max-tokens-default", "N", F_INT, S(default_max_tokens), 1, 1 << 24, NULL, "max_tokens when a request omits it"},
+    {"--shutdown-grace", "SECONDS", F_INT, S(shutdown_grace_s), 0, 3600, NULL, "on SIGTERM, time for running generations"},
     {"--adapters-dir", "DIR", F_STR, S(adapters_dir), 0, 0, NULL, "adapter folder (stored; adapters are not served yet)"},
     {"--log-level", "LEVEL", F_LEVEL, offsetof(cli_opts, log_level), 0, 0, NULL, "error|warn|info|debug"},
 };

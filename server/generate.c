@@ -177,7 +177,7 @@ bool gen_collect(gen_job *job, api_error *e) {
             ok = api_errorf(e, SRV_ERR_INTERNAL, NULL, "out of memory collecting the completion");
             break;
         }
-        if (atomic_load(&job->srv->stopping)) {
+        if (atomic_load(&job->srv->cancel_all)) {
             ok = api_errorf(e, SRV_ERR_UNAVAILABLE, NULL, "the server is shutting down");
             break;
         }
@@ -282,7 +282,7 @@ int gen_stream(gen_job *job, const gen_stream_shape *shape) {
         }
         /* empty text = a partial UTF-8 character: wait for the rest */
         if (job->text_len > 0) flush_pending(job, &w, shape);
-        if (atomic_load(&job->srv->stopping)) {
+        if (atomic_load(&job->srv->cancel_all)) {
             api_errorf(&e, SRV_ERR_UNAVAILABLE, NULL, "the server is shutting down");
             job->failed = true;
             send_error_event(&w, &e);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "base/log.h"
 #include "openai_chat.h"
 #include "openai_completions.h"
@@ -46,22 +47,6 @@ static bool path_matches(const http_route *r, const char *path) {
     return strcmp(path, r->path) == 0;
 }
 
-/* constant time in the key's length, so timing does not leak a prefix */
-bool http_auth_ok(const char *authorization, const char *key, bool *missing) {
-    *missing = false;
-    if (!key || !*key) return true;
-    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) {
-        *missing = true;
-        return false;
-    }
-    const char *got = authorization + 7;
-    while (*got == ' ') got++;
-    size_t n = strlen(key), m = strlen(got);
-    unsigned diff = (unsigned)(n ^ m);
-    for (size_t i = 0; i < n; i++) diff |= (unsigned char)key[i] ^ (unsigned char)(i < m ? got[i] : 0);
-    return diff == 0;
-}
-
 static int reply_method_not_allowed(http_req *rq, const char *method, const char *path) {
     char methods[64] = "", header[96];
     for (int i = 0; i < N_ROUTES; i++) {
@@ -91,7 +76,7 @@ static int dispatch(http_req *rq, const char *method, const char *path, int *rou
     const http_route *r = &routes[found];
     *quiet = r->quiet;
     bool missing;
-    if (r->auth && !http_auth_ok(mg_get_header(rq->conn, "Authorization"), rq->srv->opts.api_key, &missing))
+    if (r->auth && !auth_bearer_ok(mg_get_header(rq->conn, "Authorization"), rq->srv->opts.api_key, &missing))
         return reply_errorf(rq->conn, SRV_ERR_AUTH, NULL,
                             missing ? "missing API key: send the header 'Authorization: Bearer <key>'"
                                     : "incorrect API key provided");

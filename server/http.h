@@ -35,7 +35,4 @@ int http_bound_port(const server *srv);
  * http_start failed or never ran. */
 void http_stop(server *srv);
 
-/* Bearer-token check on an Authorization header value; key NULL/"" = open. */
-bool http_auth_ok(const char *authorization, const char *key, bool *missing);
-
 #endif

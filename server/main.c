@@ -81,8 +81,9 @@ int main(int argc, char **argv) {
                 http_bound_port(&srv), srv.opts.http_threads, srv.opts.max_streams,
                 srv.opts.api_key ? ", API key required on /v1" : "");
     wait_for_signal();
-    PS_LOG_INFO("server", "signal %d: stopping (in-flight requests end first)", (int)stop_signal);
-    atomic_store(&srv.stopping, true);
+    PS_LOG_INFO("server", "signal %d: stopping (in-flight generations get %d s to finish)", (int)stop_signal,
+                srv.opts.shutdown_grace_s);
+    server_drain(&srv, srv.opts.shutdown_grace_s);
     http_stop(&srv);
     engine_free(eng);
     PS_LOG_INFO("server", "stopped");

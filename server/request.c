@@ -10,6 +10,11 @@
 #include <string.h>
 #include <strings.h>
 
+/* CivetWeb workers run on small stacks and jansson's parser recurses per
+ * nesting level (its own cap is 2048): a 2000-deep body overflowed a 100 KiB
+ * worker stack. OpenAI bodies nest a handful of levels. */
+#define REQUEST_JSON_MAX_DEPTH 64
+
 /* beyond this we stop draining an oversized body and close the connection */
 #define REQUEST_DRAIN_MAX ((long long)64 << 20)
 
@@ -25,10 +30,38 @@ bool request_check_content_type(const char *ct, api_error *e) {
                       "content type '%.*s' cannot carry a JSON body (send application/json)", (int)(n > 100 ? 100 : n), ct);
 }
 
+/* Nesting depth of brackets outside strings; stops counting past the cap. */
+static bool json_depth_ok(const char *buf, size_t len, size_t *at) {
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (in_str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > REQUEST_JSON_MAX_DEPTH) {
+                *at = i;
+                return false;
+            }
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return true;
+}
+
 bool request_parse_json(const char *buf, size_t len, json_t **out, api_error *e) {
     json_error_t jerr;
+    size_t at = 0;
     *out = NULL;
     if (len == 0) return api_errorf(e, SRV_ERR_INVALID_JSON, NULL, "request body is empty, expected a JSON object");
+    if (!json_depth_ok(buf, len, &at))
+        return api_errorf(e, SRV_ERR_INVALID_JSON, NULL, "JSON nesting is deeper than %d levels (at byte %zu)",
+                          REQUEST_JSON_MAX_DEPTH, at);
     json_t *root = json_loadb(buf, len, 0, &jerr);
     if (!root)
         return api_errorf(e, SRV_ERR_INVALID_JSON, NULL, "invalid JSON body at line %d column %d: %s", jerr.line,

@@ -8,16 +8,6 @@
 #include <time.h>
 #include <unistd.h>
 
-server_opts server_opts_default(void) {
-    server_opts o = {0};
-    o.host = "127.0.0.1";
-    o.port = 8080;
-    o.http_threads = 32;
-    o.max_body = 4u << 20;       /* a ctx-length prompt as text or ids is well under this */
-    o.default_max_tokens = 512;  /* long enough to be useful, short enough on a CPU */
-    return o;
-}
-
 static uint64_t splitmix64(uint64_t x) {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -66,6 +56,22 @@ bool server_gen_acquire(server *srv) {
 }
 
 void server_gen_release(server *srv) { atomic_fetch_sub(&srv->active_gens, 1); }
+
+static bool wait_idle(server *srv, double ms) {
+    double end = server_now_ms() + ms;
+    while (atomic_load(&srv->active_gens) > 0 && server_now_ms() < end) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&srv->active_gens) == 0;
+}
+
+void server_drain(server *srv, int grace_s) {
+    atomic_store(&srv->stopping, true);
+    if (wait_idle(srv, grace_s * 1e3)) return;
+    atomic_store(&srv->cancel_all, true);
+    wait_idle(srv, 5e3);
+}
 
 double server_now_ms(void) {
     struct timespec ts;

@@ -24,6 +24,7 @@ typedef struct {
     size_t max_body;          /* request body cap in bytes */
     int default_max_tokens;   /* cap when a request gives no max_tokens */
     const char *adapters_dir; /* stored; adapters are issue 3 */
+    int shutdown_grace_s;     /* on SIGTERM: how long in-flight generations may finish */
 } server_opts;
 
 server_opts server_opts_default(void);
@@ -40,6 +41,7 @@ typedef struct server {
     /* live state */
     atomic_int active_gens;   /* generations holding a worker now */
     atomic_bool stopping;     /* set on SIGINT/SIGTERM: new generations get 503 */
+    atomic_bool cancel_all;   /* grace over: running generations end now */
     atomic_uint_fast64_t id_counter;
     uint64_t id_salt;
     server_metrics metrics;
@@ -56,6 +58,11 @@ void server_new_id(server *srv, const char *prefix, char *buf, size_t cap);
 /* Takes one generation slot; false when max_streams are busy or stopping. */
 bool server_gen_acquire(server *srv);
 void server_gen_release(server *srv);
+
+/* Shutdown, before http_stop (CivetWeb refuses writes once stopping): new
+ * generations get 503, running ones get grace_s to finish, then are cut
+ * with an error event; returns when none holds a worker (or after 5 s more). */
+void server_drain(server *srv, int grace_s);
 
 /* Monotonic milliseconds. */
 double server_now_ms(void);
