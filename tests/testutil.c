@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ops.h"
+
 int tu_failures = 0;
 
 static char tu_root[4096];
@@ -76,4 +78,29 @@ int tu_finish(const char *name) {
     }
     printf("%s: ok\n", name);
     return 0;
+}
+
+const char *tu_device_name(void) {
+    const char *d = getenv("PS_TEST_DEVICE");
+    return d && *d ? d : "cpu";
+}
+
+struct ps_backend *tu_backend_create(void) {
+    ps_backend *be = NULL;
+    ps_err err = {0};
+    ps_status s;
+    if (strcmp(tu_device_name(), "cuda") == 0) {
+        s = ps_backend_cuda_create(0, &be, &err);
+        if (s != PS_OK) {
+            printf("SKIP: PS_TEST_DEVICE=cuda but no CUDA backend: %s\n", err.msg);
+            exit(TU_SKIP);
+        }
+    } else {
+        s = ps_backend_cpu_create(2, &be, &err);
+        if (s != PS_OK) {
+            fprintf(stderr, "cannot create the cpu backend: %s\n", err.msg);
+            exit(1);
+        }
+    }
+    return be;
 }

@@ -33,6 +33,13 @@ tu_cmp tu_compare(const float *got, const float *want, int64_t n);
 /* Prints the first few pairs and the worst one (for failure messages). */
 void tu_print_diff(const char *what, const float *got, const float *want, int64_t n);
 
+/* The backend tests run on: $PS_TEST_DEVICE = cpu (default) or cuda. With
+ * cuda and no usable GPU it prints why and exits 77 (skip). Threads: 2. */
+struct ps_backend;
+struct ps_backend *tu_backend_create(void);
+/* "cpu" or "cuda": what tu_backend_create gives. */
+const char *tu_device_name(void);
+
 /* Deterministic uniform random floats in [-1, 1) (never all zeros). */
 void tu_rand_fill(float *x, int64_t n, uint64_t seed);
 

@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
         }
         LLVMFuzzerTestOneInput(buf, n);
     }
+    free(buf);
     printf("fuzz: %d seeds, %ld mutations, no crash\n", n_seeds, iters);
     free(buf); /* LeakSanitizer flagged it in sanitizer builds, now and then */
     for (int i = 0; i < n_seeds; i++) free(seeds[i].data);

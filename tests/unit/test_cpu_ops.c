@@ -1,0 +1,214 @@
+/* The CPU oracle ops checked against independent double-precision formulas
+ * written here from the papers/HF code, on random inputs at odd shapes.
+ * Paged attention is also checked against dense attention over the same
+ * tokens with a shuffled page table (pages out of order, shared pool). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "testutil.h"
+
+/* fp32 kernels vs double formulas: errors are a few ulps times sqrt(length) */
+#define TOL 2e-6
+
+static ps_backend *be;
+static ps_err err;
+
+static float *rnd(int64_t n, uint64_t seed) {
+    float *x = malloc(sizeof(float) * (size_t)(n + 1));
+    tu_rand_fill(x, n, seed);
+    x[n] = 12345.0f; /* guard */
+    return x;
+}
+
+static void check(const char *what, const float *got, const double *want, int64_t n) {
+    float *w = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) w[i] = (float)want[i];
+    tu_cmp c = tu_compare(got, w, n);
+    TU_CHECK(c.rel_l2 < TOL, "%s: rel_l2 %.3g", what, c.rel_l2);
+    if (c.rel_l2 >= TOL) tu_print_diff(what, got, w, n);
+    TU_CHECK(got[n] == 12345.0f, "%s: guard overwritten", what);
+    free(w);
+}
+
+static void test_rmsnorm(int64_t T, int64_t C) {
+    float *x = rnd(T * C, 1), *w = rnd(C, 2), *o = rnd(T * C, 3);
+    double *ref = malloc(sizeof(double) * (size_t)(T * C));
+    for (int64_t t = 0; t < T; t++) {
+        double ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += (double)x[t * C + c] * x[t * C + c];
+        double inv = 1.0 / sqrt(ss / C + 1e-5);
+        for (int64_t c = 0; c < C; c++) ref[t * C + c] = w[c] * x[t * C + c] * inv;
+    }
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU);
+    ps_tensor to = ps_tensor_2d(PS_DT_F32, T, C, o, PS_DEV_CPU);
+    ps_tensor tw = ps_tensor_1d(PS_DT_F32, C, w, PS_DEV_CPU);
+    TU_CHECK(op_rmsnorm(be, &to, &tx, &tw, 1e-5f, &err) == PS_OK, "rmsnorm: %s", err.msg);
+    check("rmsnorm", o, ref, T * C);
+    free(x), free(w), free(o), free(ref);
+}
+
+static void test_layernorm(int64_t T, int64_t C) {
+    float *x = rnd(T * C, 4), *w = rnd(C, 5), *b = rnd(C, 6), *o = rnd(T * C, 7);
+    double *ref = malloc(sizeof(double) * (size_t)(T * C));
+    for (int64_t t = 0; t < T; t++) {
+        double m = 0, v = 0;
+        for (int64_t c = 0; c < C; c++) m += x[t * C + c];
+        m /= C;
+        for (int64_t c = 0; c < C; c++) v += (x[t * C + c] - m) * (x[t * C + c] - m);
+        v /= C;
+        for (int64_t c = 0; c < C; c++)
+            ref[t * C + c] = (x[t * C + c] - m) / sqrt(v + 1e-5) * w[c] + b[c];
+    }
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU);
+    ps_tensor to = ps_tensor_2d(PS_DT_F32, T, C, o, PS_DEV_CPU);
+    ps_tensor tw = ps_tensor_1d(PS_DT_F32, C, w, PS_DEV_CPU);
+    ps_tensor tb = ps_tensor_1d(PS_DT_F32, C, b, PS_DEV_CPU);
+    TU_CHECK(op_layernorm(be, &to, &tx, &tw, &tb, 1e-5f, &err) == PS_OK, "layernorm: %s", err.msg);
+    check("layernorm", o, ref, T * C);
+    free(x), free(w), free(b), free(o), free(ref);
+}
+
+static void test_rope(int64_t T, int64_t H, int64_t D) {
+    float *x = rnd(T * H * D, 8);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
+    double *ref = malloc(sizeof(double) * (size_t)(T * H * D));
+    for (int64_t t = 0; t < T; t++) pos[t] = (int32_t)((t * 37) % 301); /* not monotone */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < D / 2; i++) {
+                double a = pos[t] * pow(10000.0, -2.0 * i / D);
+                const float *v = x + (t * H + h) * D;
+                ref[(t * H + h) * D + i] = v[i] * cos(a) - v[i + D / 2] * sin(a);
+                ref[(t * H + h) * D + i + D / 2] = v[i + D / 2] * cos(a) + v[i] * sin(a);
+            }
+    ps_tensor tx = ps_tensor_3d(PS_DT_F32, T, H, D, x, PS_DEV_CPU);
+    ps_tensor tp = ps_tensor_1d(PS_DT_I32, T, pos, PS_DEV_CPU);
+    TU_CHECK(op_rope(be, &tx, &tp, 10000.0f, &err) == PS_OK, "rope: %s", err.msg);
+    float *got = x;
+    /* angles up to 300 rad in float lose ~1e-5 relative: HF computes them in
+     * float32 too, so the looser bound here is the reference behaviour */
+    float *w = malloc(sizeof(float) * (size_t)(T * H * D));
+    for (int64_t i = 0; i < T * H * D; i++) w[i] = (float)ref[i];
+    tu_cmp c = tu_compare(got, w, T * H * D);
+    TU_CHECK(c.rel_l2 < 2e-5, "rope: rel_l2 %.3g", c.rel_l2);
+    free(x), free(pos), free(ref), free(w);
+}
+
+/* Paged attention for S sequences of lengths len[s], pages shuffled, vs a
+ * double-precision causal attention computed per sequence. */
+static void test_attention(int S, const int *len, int H, int n_kv, int D, int page) {
+    int T = 0, max_pages = 0, n_pages = 0;
+    for (int s = 0; s < S; s++) {
+        T += len[s];
+        int p = (len[s] + page - 1) / page;
+        if (p > max_pages) max_pages = p;
+        n_pages += p;
+    }
+    float *q = rnd((int64_t)T * H * D, 9), *k = rnd((int64_t)T * n_kv * D, 10);
+    float *v = rnd((int64_t)T * n_kv * D, 11), *o = rnd((int64_t)T * H * D, 12);
+    int64_t cache_n = (int64_t)n_pages * page * n_kv * D;
+    float *kc = rnd(cache_n, 13), *vc = rnd(cache_n, 14);
+    int32_t *tok_seq = malloc(sizeof(int32_t) * T), *kv_pos = malloc(sizeof(int32_t) * T);
+    int32_t *slots = malloc(sizeof(int32_t) * T);
+    int32_t *bt = calloc((size_t)(S * max_pages), sizeof(int32_t));
+    /* hand out pages in a scrambled order */
+    int next = 0;
+    for (int s = 0; s < S; s++)
+        for (int p = 0; p < (len[s] + page - 1) / page; p++)
+            bt[s * max_pages + p] = (next++ * 7 + 3) % n_pages;
+    /* interleave the sequences' tokens: round-robin over sequences */
+    int *done = calloc((size_t)S, sizeof(int)), *first = calloc((size_t)S, sizeof(int));
+    int t = 0;
+    int *tok_order = malloc(sizeof(int) * T); /* global index in the per-seq concatenation */
+    for (int s = 1; s < S; s++) first[s] = first[s - 1] + len[s - 1];
+    while (t < T)
+        for (int s = 0; s < S; s++)
+            if (done[s] < len[s]) {
+                int i = done[s]++;
+                tok_seq[t] = s;
+                kv_pos[t] = i;
+                slots[t] = bt[s * max_pages + i / page] * page + i % page;
+                tok_order[t] = first[s] + i;
+                t++;
+            }
+    /* q/k/v rows are indexed by batch order t; the reference reads them back by (s, i) */
+    double *ref = calloc((size_t)T * H * D, sizeof(double));
+    int *row_of = malloc(sizeof(int) * T);
+    for (t = 0; t < T; t++) row_of[tok_order[t]] = t;
+    for (t = 0; t < T; t++) {
+        int s = tok_seq[t], i = kv_pos[t];
+        for (int h = 0; h < H; h++) {
+            int kh = h / (H / n_kv);
+            double *sc = malloc(sizeof(double) * (size_t)(i + 1)), m = -1e300, sum = 0;
+            for (int j = 0; j <= i; j++) {
+                int r = row_of[first[s] + j];
+                double d = 0;
+                for (int e = 0; e < D; e++)
+                    d += (double)q[((int64_t)t * H + h) * D + e] * k[((int64_t)r * n_kv + kh) * D + e];
+                sc[j] = d / sqrt((double)D);
+                if (sc[j] > m) m = sc[j];
+            }
+            for (int j = 0; j <= i; j++) sum += (sc[j] = exp(sc[j] - m));
+            for (int j = 0; j <= i; j++) {
+                int r = row_of[first[s] + j];
+                for (int e = 0; e < D; e++)
+                    ref[((int64_t)t * H + h) * D + e] += sc[j] / sum * v[((int64_t)r * n_kv + kh) * D + e];
+            }
+            free(sc);
+        }
+    }
+    ps_kv_layer kv = {page, {PS_DT_F32, 4, {n_pages, page, n_kv, D}, kc, PS_DEV_CPU},
+                      {PS_DT_F32, 4, {n_pages, page, n_kv, D}, vc, PS_DEV_CPU}};
+    ps_tensor tk = ps_tensor_3d(PS_DT_F32, T, n_kv, D, k, PS_DEV_CPU);
+    ps_tensor tv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, v, PS_DEV_CPU);
+    ps_tensor ts = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
+    TU_CHECK(op_kv_store(be, &kv, &tk, &tv, &ts, &err) == PS_OK, "kv_store: %s", err.msg);
+    ps_attn_meta meta = {T, S, max_pages, ps_tensor_1d(PS_DT_I32, T, tok_seq, PS_DEV_CPU),
+                         ps_tensor_1d(PS_DT_I32, T, kv_pos, PS_DEV_CPU),
+                         ps_tensor_2d(PS_DT_I32, S, max_pages, bt, PS_DEV_CPU), 0};
+    ps_tensor tq = ps_tensor_3d(PS_DT_F32, T, H, D, q, PS_DEV_CPU);
+    ps_tensor to = ps_tensor_3d(PS_DT_F32, T, H, D, o, PS_DEV_CPU);
+    TU_CHECK(op_attention(be, &to, &tq, &kv, &meta, 1.0f / sqrtf((float)D), &err) == PS_OK,
+             "attention: %s", err.msg);
+    check("paged attention", o, ref, (int64_t)T * H * D);
+    free(q), free(k), free(v), free(o), free(kc), free(vc), free(tok_seq), free(kv_pos);
+    free(slots), free(bt), free(done), free(first), free(tok_order), free(ref), free(row_of);
+}
+
+static void test_bad_inputs(void) {
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, w[3] = {1, 1, 1};
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, 2, 4, x, PS_DEV_CPU);
+    ps_tensor tw = ps_tensor_1d(PS_DT_F32, 3, w, PS_DEV_CPU);
+    TU_CHECK(op_rmsnorm(be, &tx, &tx, &tw, 1e-5f, &err) == PS_EINVAL, "rmsnorm width mismatch");
+    int32_t ids[2] = {0, 9};
+    float table[8] = {0};
+    ps_tensor tt = ps_tensor_2d(PS_DT_F32, 2, 4, table, PS_DEV_CPU);
+    ps_tensor ti = ps_tensor_1d(PS_DT_I32, 2, ids, PS_DEV_CPU);
+    TU_CHECK(op_embed(be, &tx, &tt, &ti, &err) == PS_EINVAL, "embed id out of range accepted");
+    TU_CHECK(strstr(err.msg, "9") != NULL, "embed message names the id: %s", err.msg);
+    ps_tensor on_gpu = tx;
+    on_gpu.dev = PS_DEV_CUDA;
+    TU_CHECK(op_add(be, &tx, &on_gpu, &err) == PS_EINVAL, "device mismatch accepted");
+}
+
+int main(void) {
+    int threads[] = {1, 2, 3};
+    for (int i = 0; i < 3; i++) {
+        ps_backend_cpu_create(threads[i], &be, &err);
+        test_rmsnorm(1, 7), test_rmsnorm(17, 128);
+        test_layernorm(3, 65), test_layernorm(17, 4097);
+        test_rope(5, 3, 32), test_rope(17, 4, 128);
+        int l1[] = {1};
+        test_attention(1, l1, 4, 2, 32, 16);
+        int l3[] = {17, 3, 40};
+        test_attention(3, l3, 6, 3, 16, 16);
+        int l2[] = {127, 5};
+        test_attention(2, l2, 8, 1, 64, 4);
+        test_bad_inputs();
+        ps_backend_destroy(be);
+    }
+    return tu_finish("cpu ops");
+}
