@@ -254,3 +254,18 @@ test('API key: 401 without or with a wrong key on /v1, open /health', async () =
     assert.equal(await auth.stop(), 0);
   }
 });
+
+test('command line: unknown flag -> usage on stderr, exit 2; --help -> usage on stdout, exit 0', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const bad = spawnSync(process.env.PEFTSERVE_BIN, ['--no-such-flag'], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown flag '--no-such-flag'/);
+  assert.match(bad.stderr, /usage: peftserve/);
+  const range = spawnSync(process.env.PEFTSERVE_BIN, ['--port', '99999'], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(range.status, 2);
+  assert.match(range.stderr, /--port is '99999', must be an integer in \[0, 65535\]/);
+  const help = spawnSync(process.env.PEFTSERVE_BIN, ['--help'], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(help.status, 0);
+  for (const f of ['--model', '--host', '--port', '--api-key', '--quant', '--device', '--max-seqs', '--ctx-len', '--adapters-dir'])
+    assert.ok(help.stdout.includes(f), `usage lists ${f}`);
+});
