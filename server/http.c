@@ -89,14 +89,17 @@ static int on_request(struct mg_connection *conn, void *cbdata) {
     const char *method = ri->request_method ? ri->request_method : "?";
     const char *path = ri->local_uri ? ri->local_uri : "/";
     http_req rq = {.conn = conn, .srv = srv};
+    reply_note note = {{0}};
     double t0 = server_now_ms();
     int route = -1;
     bool quiet = false;
+    mg_set_user_connection_data(conn, &note); /* the connection outlives this request: reset below */
     int status = dispatch(&rq, method, path, &route, &quiet);
+    mg_set_user_connection_data(conn, NULL);
     metrics_count_request(&srv->metrics, route, status);
     PS_LOG_AT(quiet && status < 400 ? PS_LOG_LEVEL_DEBUG : PS_LOG_LEVEL_INFO, "server",
-              "req=%s %s %.200s status=%d ms=%.1f%s%s", rq.id[0] ? rq.id : "-", method, path, status,
-              server_now_ms() - t0, rq.detail[0] ? " " : "", rq.detail);
+              "req=%s %s %.200s status=%d ms=%.1f%s%s%s%s", rq.id[0] ? rq.id : "-", method, path, status,
+              server_now_ms() - t0, rq.detail[0] ? " " : "", rq.detail, note.text[0] ? " " : "", note.text);
     return status;
 }
 

@@ -44,8 +44,16 @@ json_t *reply_error_json(const api_error *e) {
     return json_pack("{s:o}", "error", inner);
 }
 
+static void note_error(struct mg_connection *conn, const api_error *e, const http_error_kind *k) {
+    reply_note *note = mg_get_user_connection_data(conn);
+    if (!note) return;
+    snprintf(note->text, sizeof note->text, "error=%s%s%.64s", k->code ? k->code : k->type,
+             e->param[0] ? " param=" : "", e->param);
+}
+
 int reply_error_h(struct mg_connection *conn, const api_error *e, const char *extra_headers) {
     http_error_kind k = http_error_of_kind(e->kind);
+    note_error(conn, e, &k);
     char headers[256] = "";
     if (k.http_status == 503) snprintf(headers, sizeof headers, "Retry-After: 1\r\n");
     if (k.http_status == 401) snprintf(headers, sizeof headers, "WWW-Authenticate: Bearer\r\n");

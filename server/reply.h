@@ -13,6 +13,13 @@
 
 #include "api_error.h"
 
+/* The log line of a request names its error: http.c points the connection's
+ * user data (mg_set_user_connection_data) at one of these for the request's
+ * lifetime, and reply_error fills it with "error=<code> param=<name>". */
+typedef struct {
+    char text[112];
+} reply_note;
+
 /* extra_headers: NULL or "Name: value\r\n" lines. body is borrowed. */
 int reply_json(struct mg_connection *conn, int status, const json_t *body, const char *extra_headers);
 
