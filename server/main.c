@@ -1,6 +1,10 @@
 /* peftserve: parse flags, load the engine, serve HTTP until SIGINT/SIGTERM,
- * then stop accepting, let in-flight requests end, and free the engine.
- * A second signal during shutdown exits at once. */
+ * then refuse new generations, give running ones --shutdown-grace seconds,
+ * stop the listener and free the engine. A signal while the model is still
+ * loading, or a second one during shutdown, exits at once. */
+#define _GNU_SOURCE /* pipe2 */
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,10 +17,36 @@
 #include "server.h"
 
 static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t serving;
+static int wake_pipe[2] = {-1, -1};
 
+/* Runs on whichever thread the kernel picks (CivetWeb's and the engine's
+ * threads do not block these signals), so it wakes main through a pipe
+ * rather than relying on main's own sigsuspend. Before the listener is up
+ * (model loading) and on a second signal it exits at once. */
 static void on_signal(int sig) {
-    if (stop_signal) _exit(128 + sig);
+    if (!serving || stop_signal) _exit(128 + sig);
     stop_signal = sig;
+    char c = 1;
+    ssize_t k = write(wake_pipe[1], &c, 1);
+    (void)k;
+}
+
+static void install_signals(void) {
+    if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) wake_pipe[0] = wake_pipe[1] = -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client that left is seen as a failed write */
+}
+
+static void wait_for_signal(void) {
+    struct pollfd p = {.fd = wake_pipe[0], .events = POLLIN};
+    /* the 1 s timeout also covers a failed pipe2: then the flag alone is polled */
+    while (!stop_signal) poll(wake_pipe[0] >= 0 ? &p : NULL, wake_pipe[0] >= 0 ? 1 : 0, 1000);
 }
 
 static void log_model(const server *srv, engine *eng) {
@@ -33,17 +63,6 @@ static void log_model(const server *srv, engine *eng) {
         PS_LOG_WARN("server", "--adapters-dir %s stored; adapters are not served yet", srv->opts.adapters_dir);
 }
 
-/* Blocks until SIGINT/SIGTERM, without the check-then-pause race. */
-static void wait_for_signal(void) {
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigprocmask(SIG_BLOCK, &block, &old);
-    while (!stop_signal) sigsuspend(&old);
-    sigprocmask(SIG_SETMASK, &old, NULL);
-}
-
 int main(int argc, char **argv) {
     cli_opts o;
     char msg[300];
@@ -56,12 +75,7 @@ int main(int argc, char **argv) {
     case CLI_RUN: break;
     }
     ps_log_threshold = (ps_log_level)o.log_level;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN); /* a client that left is seen as a failed write */
+    install_signals();
 
     engine *eng = NULL;
     ps_err err = {0};
@@ -80,6 +94,7 @@ int main(int argc, char **argv) {
     PS_LOG_INFO("server", "listening on http://%s:%d (%d http threads, %d concurrent generations%s)", srv.opts.host,
                 http_bound_port(&srv), srv.opts.http_threads, srv.opts.max_streams,
                 srv.opts.api_key ? ", API key required on /v1" : "");
+    serving = 1;
     wait_for_signal();
     PS_LOG_INFO("server", "signal %d: stopping (in-flight generations get %d s to finish)", (int)stop_signal,
                 srv.opts.shutdown_grace_s);
