@@ -249,3 +249,38 @@ test('GET /metrics is Prometheus text with request, token and queue figures', as
   const toks = Number(/^peftserve_completion_tokens_total (\d+)$/m.exec(t)[1]);
   assert.ok(toks >= 50, `completion tokens ${toks}`);
 });
+
+// Raw HTTP over a socket: what fetch would hide (HTTP/1.0, keep-alive reuse).
+async function rawHttp(request) {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(srv.port, '127.0.0.1', () => sock.end(request));
+    const parts = [];
+    sock.on('data', (d) => parts.push(d));
+    sock.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    sock.on('error', reject);
+  });
+}
+
+test('HTTP/1.0 client: the stream is plain SSE ended by closing the connection', async () => {
+  const body = JSON.stringify({ model, prompt: 'old client', max_tokens: 3, temperature: 0, ignore_eos: true, stream: true });
+  const res = await rawHttp(`POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  const [head, payload] = [res.slice(0, res.indexOf('\r\n\r\n')), res.slice(res.indexOf('\r\n\r\n') + 4)];
+  assert.match(head, /^HTTP\/1\.0 200/);
+  assert.doesNotMatch(head, /Transfer-Encoding: chunked/i);
+  assert.ok(payload.startsWith('data: {'), payload.slice(0, 40));
+  assert.ok(payload.endsWith('data: [DONE]\n\n'), payload.slice(-40));
+});
+
+test('chunked request body and two requests on one keep-alive connection', async () => {
+  const body = JSON.stringify({ model, prompt: 'chunked', max_tokens: 2 });
+  const half = Math.floor(body.length / 2);
+  const chunked = `${half.toString(16)}\r\n${body.slice(0, half)}\r\n${(body.length - half).toString(16)}\r\n${body.slice(half)}\r\n0\r\n\r\n`;
+  const res = await rawHttp(
+    `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}` +
+    'GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  const statuses = [...res.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+  assert.deepEqual(statuses, ['200', '200'], res.slice(0, 300));
+  assert.match(res, /"object":"text_completion"/);
+  assert.match(res, /"object":"list"/);
+});
