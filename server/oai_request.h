@@ -24,7 +24,6 @@
 typedef struct {
     const char *model_id;
     int vocab_size;
-    int ctx_len;
 } oai_ctx;
 
 typedef struct {

@@ -88,7 +88,7 @@ int openai_completions_handle(http_req *rq) {
     json_t *body = NULL;
     int st = request_json_or_reply(rq->conn, srv->opts.max_body, &body);
     if (st) return st;
-    oai_ctx ctx = {srv->model_id, srv->vocab_size, srv->ctx_len};
+    oai_ctx ctx = {srv->model_id, srv->vocab_size};
     oai_gen_request req;
     api_error e = {0};
     if (!oai_completions_parse(body, &ctx, &req, &e)) {

@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(false, NULL, &e);
         return 0;
     }
-    const oai_ctx ctx = {"demo", 259, 256};
+    const oai_ctx ctx = {"demo", 259};
     oai_gen_request r;
     bool ok = oai_completions_parse(root, &ctx, &r, &e);
     check(ok, &r, &e);

@@ -74,7 +74,7 @@ static void test_body(void) {
 
 /* body, expected kind, expected param ("" = none) */
 static void expect(bool chat, const char *body, srv_err_kind kind, const char *param) {
-    const oai_ctx ctx = {"m", 100, 64};
+    const oai_ctx ctx = {"m", 100};
     json_t *j = json_loads(body, 0, NULL);
     TU_CHECK(j != NULL, "test body is not JSON: %s", body);
     if (!j) return;
@@ -106,7 +106,7 @@ static void test_validators(void) {
     expect(true, "{\"model\":\"m\"}", SRV_ERR_INVALID_REQUEST, "messages");
 
     /* chat: parts joined with a newline, developer maps to system */
-    const oai_ctx ctx = {"m", 100, 64};
+    const oai_ctx ctx = {"m", 100};
     json_t *j = json_loads("{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\","
                            "\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],\"stop\":\"x\"}",
                            0, NULL);
