@@ -110,7 +110,11 @@ static bool text_append(gen_job *job, const char *s, size_t n) {
     return true;
 }
 
+/* A TOKEN event: a new token (a piece), or with cont more text of the
+ * previous one (long pieces, text held for a stop string released at EOS),
+ * which must not count as a token. */
 static bool add_piece(gen_job *job, const engine_event *ev) {
+    if (ev->cont) return text_append(job, ev->text, strnlen(ev->text, sizeof ev->text));
     if (job->n_pieces == job->cap_pieces) {
         int cap = job->cap_pieces ? job->cap_pieces * 2 : 64;
         gen_piece *p = realloc(job->pieces, sizeof *p * (size_t)cap);

@@ -26,6 +26,9 @@ int routes_health(http_req *rq) {
                           in.waiting, "generations", atomic_load(&srv->active_gens), "max_generations",
                           srv->opts.max_streams);
     if (!o) return reply_errorf(rq->conn, SRV_ERR_INTERNAL, NULL, "out of memory building /health");
+    json_object_set_new(o, "kv_page_size", json_integer(in.kv_page_size));
+    json_object_set_new(o, "kv_pages_total", json_integer(in.kv_pages_total));
+    json_object_set_new(o, "kv_pages_free", json_integer(in.kv_pages_free));
     json_object_set_new(o, "adapters_dir",
                         srv->opts.adapters_dir ? json_string(srv->opts.adapters_dir) : json_null());
     int st = reply_json(rq->conn, in.healthy && !stopping ? 200 : 503, o, NULL);
@@ -76,16 +79,21 @@ static void engine_gauges(const server *srv, const engine_info *in, char *buf, s
              "# HELP peftserve_engine_prompt_tokens_total prompt tokens processed by the engine\n"
              "# TYPE peftserve_engine_prompt_tokens_total counter\npeftserve_engine_prompt_tokens_total %llu\n"
              "# HELP peftserve_model_weight_bytes bytes of resident model weights\n"
-             "# TYPE peftserve_model_weight_bytes gauge\npeftserve_model_weight_bytes %lld\n",
+             "# TYPE peftserve_model_weight_bytes gauge\npeftserve_model_weight_bytes %lld\n"
+             "# HELP peftserve_kv_pages_total KV cache pages (%d tokens each)\n"
+             "# TYPE peftserve_kv_pages_total gauge\npeftserve_kv_pages_total %d\n"
+             "# HELP peftserve_kv_pages_free KV cache pages not held by a sequence\n"
+             "# TYPE peftserve_kv_pages_free gauge\npeftserve_kv_pages_free %d\n",
              in->healthy ? 1 : 0, in->running, in->waiting, atomic_load(&srv->active_gens),
              (unsigned long long)in->requests_total, (unsigned long long)in->tokens_generated_total,
-             (unsigned long long)in->prompt_tokens_total, (long long)in->weight_bytes);
+             (unsigned long long)in->prompt_tokens_total, (long long)in->weight_bytes, in->kv_page_size,
+             in->kv_pages_total, in->kv_pages_free);
 }
 
 int routes_metrics(http_req *rq) {
     engine_info in;
     engine_get_info(rq->srv->eng, &in);
-    char extra[2048];
+    char extra[3072];
     engine_gauges(rq->srv, &in, extra, sizeof extra);
     char *text = NULL;
     long n = metrics_render(&rq->srv->metrics, extra, &text);

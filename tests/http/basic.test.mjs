@@ -39,6 +39,7 @@ test('GET /health reports the demo model and device facts', () => {
   assert.ok(health.ctx_len > 0);
   assert.ok(health.vocab_size > 0);
   assert.equal(health.running, 0);
+  assert.ok(health.kv_pages_total > 0 && health.kv_pages_free === health.kv_pages_total, 'KV pages all free at rest');
 });
 
 test('GET /v1/models lists the served model (official client)', async () => {
@@ -161,6 +162,25 @@ test('seeded sampling is reproducible; different seeds differ', async () => {
   const outs = new Set([JSON.stringify(a.choices[0].token_ids)]);
   for (const seed of [1, 2, 3]) outs.add(JSON.stringify((await complete({ ...body, seed })).choices[0].token_ids));
   assert.ok(outs.size >= 2, 'four seeds all gave the same 16 sampled tokens');
+});
+
+test('usage and token_ids agree, also when EOS ends a sampled completion', async (t) => {
+  // EOS may release held-back text (an unfinished UTF-8 sequence, a partial
+  // stop string) as continuation events: text, but no token. At temperature
+  // 2 on the demo vocabulary about half of these runs end at EOS.
+  const runs = await Promise.all(Array.from({ length: 12 }, (_, i) => complete({
+    prompt: 'Sampled', max_tokens: 200, temperature: 2, seed: i + 1, stop: ['zq'], return_token_ids: true, logprobs: 0,
+  })));
+  let stops = 0;
+  runs.forEach((r, i) => {
+    const c = r.choices[0];
+    assert.equal(c.token_ids.length, r.usage.completion_tokens, `seed ${i + 1}`);
+    assert.equal(c.logprobs.tokens.length, r.usage.completion_tokens, `seed ${i + 1}`);
+    assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+    if (c.finish_reason === 'stop') stops++;
+    else assert.equal(r.usage.completion_tokens, 200);
+  });
+  t.diagnostic(`${stops} of 12 sampled completions ended at EOS or the stop string`);
 });
 
 test('greedy output is the same alone and with 4 concurrent requests', async () => {
