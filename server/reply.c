@@ -8,6 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* Our own Date header: CivetWeb 1.15 writes one with gmtime(), whose static
+ * buffer races between workers (ThreadSanitizer caught it); with a Date
+ * present it writes none. RFC 9110 IMF-fixdate. */
+void reply_add_date(struct mg_connection *conn) {
+    char date[64];
+    struct tm tm;
+    time_t now = time(NULL);
+    if (!gmtime_r(&now, &tm) || !strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm)) return;
+    mg_response_header_add(conn, "Date", date, -1);
+}
 
 int reply_bytes(struct mg_connection *conn, int status, const char *content_type, const char *body,
                 size_t len, const char *extra_headers) {
@@ -17,6 +29,7 @@ int reply_bytes(struct mg_connection *conn, int status, const char *content_type
     mg_response_header_add(conn, "Content-Type", content_type, -1);
     mg_response_header_add(conn, "Content-Length", clen, -1);
     mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    reply_add_date(conn);
     if (extra_headers) mg_response_header_add_lines(conn, extra_headers);
     mg_response_header_send(conn);
     if (len) mg_write(conn, body, len);

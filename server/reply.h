@@ -35,6 +35,10 @@ int reply_errorf(struct mg_connection *conn, srv_err_kind kind, const char *para
 /* The error object alone (new reference), also used for SSE error events. */
 json_t *reply_error_json(const api_error *e);
 
+/* Adds a Date header between mg_response_header_start and _send (every
+ * response must: see reply.c). */
+void reply_add_date(struct mg_connection *conn);
+
 int reply_bytes(struct mg_connection *conn, int status, const char *content_type, const char *body,
                 size_t len, const char *extra_headers);
 

@@ -3,6 +3,8 @@
  * X-Accel-Buffering: no keeps a fronting nginx from buffering the stream. */
 #include "sse.h"
 
+#include "reply.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@ bool sse_begin(sse_writer *w, struct mg_connection *conn) {
     mg_response_header_add(conn, "Content-Type", "text/event-stream; charset=utf-8", -1);
     mg_response_header_add(conn, "Cache-Control", "no-cache", -1);
     mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
+    reply_add_date(conn);
     if (w->chunked) {
         mg_response_header_add(conn, "Transfer-Encoding", "chunked", -1);
     } else {
