@@ -1,6 +1,6 @@
 /* JSON and OpenAI error replies over CivetWeb (v1.15 header API:
- * mg_response_header_start/add/send, which also writes Date and a Connection
- * header matching the keep-alive decision). Status and error type come only
+ * mg_response_header_start/add/send, which writes a Connection header
+ * matching the keep-alive decision; the Date header is ours, see below). Status and error type come only
  * from error_map.c. Nothing here reads the request. */
 #include "reply.h"
 
