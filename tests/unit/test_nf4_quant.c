@@ -246,6 +246,12 @@ static void check_errors(void) {
              "NaN weight accepted");
     TU_CHECK(strstr(err.msg, "[1, 0]") != NULL, "error does not name the element: %s", err.msg);
     TU_CHECK(nf4_quantize(w, 0, 3, true, &q, &err) == PS_EINVAL, "empty shape accepted");
+    float full[128]; /* whole 64-blocks take the vector path */
+    tu_rand_fill(full, 128, 5);
+    full[64 + 5] = INFINITY;
+    TU_CHECK(nf4_quantize(full, 2, 64, false, &q, &err) == PS_EINVAL && q.packed == NULL,
+             "inf weight accepted");
+    TU_CHECK(strstr(err.msg, "[1, 5]") != NULL, "error does not name the element: %s", err.msg);
     nf4_host z = {0};
     nf4_host_free(&z);
     nf4_host_free(NULL);
