@@ -53,7 +53,7 @@ gemv_rows(int R, bool DQ, const ps_nf4 *q, const gemv_dq_tables *t, const float 
     int64_t bpr = q->in / PS_NF4_BLOCK, chunk = CPU_LIN_KC / PS_NF4_BLOCK;
     float sum[4];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) sum[r] = y[n + r]; /* the earlier segments' sum */
+    for (int r = 0; r < R; r++) sum[r] = kb_lo > 0 ? y[n + r] : 0.0f; /* earlier segments */
     for (int64_t kb0 = kb_lo; kb0 < kb_hi; kb0 += chunk) {
         int64_t kb1 = kb0 + chunk < kb_hi ? kb0 + chunk : kb_hi;
         __m512 acc[4];
