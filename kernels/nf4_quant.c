@@ -144,7 +144,8 @@ static uint8_t nf4_dq_nearest(float s) {
 static void nf4_double_quant(const float *absmax, int64_t nb, float offset, uint8_t *q8,
                              float *absmax2) {
     for (int64_t c = 0; c * PS_NF4_DQ_BLOCK < nb; c++) {
-        int64_t b0 = c * PS_NF4_DQ_BLOCK, b1 = b0 + PS_NF4_DQ_BLOCK < nb ? b0 + PS_NF4_DQ_BLOCK : nb;
+        int64_t b0 = c * PS_NF4_DQ_BLOCK;
+        int64_t b1 = b0 + PS_NF4_DQ_BLOCK < nb ? b0 + PS_NF4_DQ_BLOCK : nb;
         float m = 0.0f;
         for (int64_t b = b0; b < b1; b++) m = fmaxf(m, fabsf(absmax[b] - offset));
         absmax2[c] = m;
