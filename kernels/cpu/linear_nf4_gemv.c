@@ -19,6 +19,7 @@
 /* Columns split per pass: 32 KiB of x on the stack; a multiple of
  * CPU_LIN_KC so chunks line up with the tile path's. */
 #define GEMV_SEG 8192
+_Static_assert(GEMV_SEG % CPU_LIN_KC == 0, "GEMV passes must start on tile chunks");
 /* DQ tables kept at once (16 KiB); a row group must need no more. */
 #define GEMV_TABLES 16
 
