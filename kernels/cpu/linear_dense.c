@@ -46,6 +46,9 @@ static inline __attribute__((always_inline)) void dense_gemv_rows(int R, ps_dtyp
                                                                   int64_t n, int64_t n1) {
     int64_t K = c->K, esize = dt == PS_DT_F32 ? 4 : 2;
     const char *base = c->w->dense.data;
+    /* the next group's rows, a 64-byte line per row each time this group
+     * crosses one (short row streams defeat the hardware prefetcher) */
+    int64_t ahead = n + 2 * R <= n1 ? R * K * esize : 0;
     float sum[4] = {0};
     for (int64_t k0 = 0; k0 < K; k0 += CPU_LIN_KC) {
         int64_t k1 = k0 + CPU_LIN_KC < K ? k0 + CPU_LIN_KC : K;
@@ -55,13 +58,10 @@ static inline __attribute__((always_inline)) void dense_gemv_rows(int R, ps_dtyp
         for (int64_t k = k0; k < k1; k += 16) {
             __mmask16 m = dense_mask(k1 - k);
             __m512 xv = _mm512_maskz_loadu_ps(m, c->x + k);
-            /* the next group's rows, a 64-byte line per row as this group
-             * crosses one (short row streams defeat the hardware prefetcher) */
-            if (esize == 4 || (k & 31) == 0)
+            if (ahead && (esize == 4 || (k & 31) == 0))
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++)
-                    if (n + R + r < n1)
-                        _mm_prefetch(base + ((n + R + r) * K + k) * esize, _MM_HINT_T0);
+                    _mm_prefetch(base + ((n + r) * K + k) * esize + ahead, _MM_HINT_T0);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
                 acc[r] = _mm512_fmadd_ps(xv, dense_load(dt, c->w->dense.data, (n + r) * K + k, m),

@@ -90,7 +90,8 @@ void cpu_lin_gemm_tile(const float *x, int64_t ldx, int64_t T, const float *w, i
             int nr = nb - j < 4 ? (int)(nb - j) : 4;
             const float *wj = w + j * ldw;
             float *yt = y + t * ldy + j;
-            if (mr < 4 || nr < 4) gemm_block_edge(mr, nr, xt, ldxt, wj, ldw, kc, yt, ldy, accumulate);
+            if (mr < 4 || nr < 4)
+                gemm_block_edge(mr, nr, xt, ldxt, wj, ldw, kc, yt, ldy, accumulate);
             else gemm_block(4, 4, xt, ldxt, wj, ldw, kc, yt, ldy, accumulate);
         }
     }

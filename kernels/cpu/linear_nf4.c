@@ -1,6 +1,6 @@
-/* NF4 weights in the fast CPU linear layer: tile decoders and the fused
- * decode GEMV. Weight values are exactly the oracle's (nf4_code[q] * scale,
- * both from kernels/math/nf4.h); only the summation order differs.
+/* NF4 weights in the fast CPU linear layer: the tile decoders. Weight values
+ * are exactly the oracle's (nf4_code[q] * scale, both from
+ * kernels/math/nf4.h); only the summation order differs.
  *
  * The vector decoder scales the 16-entry code table once per 64-block (so a
  * permute yields code * scale directly), expands 32 packed bytes to dwords

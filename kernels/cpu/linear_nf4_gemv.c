@@ -19,6 +19,7 @@
 /* Columns split per pass: 32 KiB of x on the stack; a multiple of
  * CPU_LIN_KC so chunks line up with the tile path's. */
 #define GEMV_SEG 8192
+_Static_assert(GEMV_SEG % CPU_LIN_KC == 0, "GEMV passes must start on tile chunks");
 /* DQ tables kept at once (16 KiB); a row group must need no more. */
 #define GEMV_TABLES 16
 
@@ -51,9 +52,14 @@ gemv_rows(int R, bool DQ, const ps_nf4 *q, const gemv_dq_tables *t, const float 
           int64_t kb_lo, int64_t kb_hi, float *y, int64_t n, int64_t n1) {
     const __m512 code = _mm512_loadu_ps(ps_nf4_code);
     int64_t bpr = q->in / PS_NF4_BLOCK, chunk = CPU_LIN_KC / PS_NF4_BLOCK;
+    /* Rows are short streams (K/2 bytes) that the hardware prefetcher barely
+     * ramps up on: while a group computes, fetch the next group's bytes, a
+     * 64-byte line every 2 blocks per row (same offsets, R rows further).
+     * Their scales are small and read in order; the hardware handles them. */
+    int64_t ahead = n + 2 * R <= n1 ? R * bpr * (PS_NF4_BLOCK / 2) : 0;
     float sum[4];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) sum[r] = y[n + r]; /* the earlier segments' sum */
+    for (int r = 0; r < R; r++) sum[r] = kb_lo > 0 ? y[n + r] : 0.0f; /* earlier segments */
     for (int64_t kb0 = kb_lo; kb0 < kb_hi; kb0 += chunk) {
         int64_t kb1 = kb0 + chunk < kb_hi ? kb0 + chunk : kb_hi;
         __m512 acc[4];
@@ -61,18 +67,6 @@ gemv_rows(int R, bool DQ, const ps_nf4 *q, const gemv_dq_tables *t, const float 
         for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
         for (int64_t kb = kb0; kb < kb1; kb++) {
             const float *xb = xs + (kb - kb_lo) * PS_NF4_BLOCK;
-            /* Rows are short streams (K/2 bytes) the hardware prefetcher
-             * barely ramps up on: fetch the next group's bytes while this
-             * one computes, a 64-byte line every 2 blocks per row. */
-            if ((kb & 1) == 0)
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++)
-                    if (n + R + r < n1) {
-                        int64_t b = (n + R + r) * bpr + kb;
-                        _mm_prefetch((const char *)(q->packed + b * (PS_NF4_BLOCK / 2)), _MM_HINT_T0);
-                        if (DQ && (kb & 63) == 0) _mm_prefetch((const char *)(q->absmax_q8 + b), _MM_HINT_T0);
-                        if (!DQ && (kb & 15) == 0) _mm_prefetch((const char *)(q->absmax + b), _MM_HINT_T0);
-                    }
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 int64_t b = (n + r) * bpr + kb;
@@ -80,6 +74,7 @@ gemv_rows(int R, bool DQ, const ps_nf4 *q, const gemv_dq_tables *t, const float 
                                     : q->absmax + b;
                 __m512 tbl = _mm512_mul_ps(code, _mm512_set1_ps(*s));
                 const uint8_t *p = q->packed + b * (PS_NF4_BLOCK / 2);
+                if (ahead && (kb & 1) == 0) _mm_prefetch((const char *)(p + ahead), _MM_HINT_T0);
                 __m512i v0 = cpu_lin_nf4_bytes(p), v1 = cpu_lin_nf4_bytes(p + 16);
                 __m512 w0 = _mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), tbl);
                 __m512 w1 = _mm512_permutexvar_ps(v0, tbl);

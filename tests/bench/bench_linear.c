@@ -160,7 +160,8 @@ static void weights_f16(bench_weights *bw, int64_t out, int64_t in) {
     bw->dense = calloc((size_t)bw->n_copies, sizeof(uint16_t *));
     for (int c = 0; c < bw->n_copies; c++) {
         bw->dense[c] = malloc(bw->bytes);
-        for (int64_t i = 0; i < n; i++) bw->dense[c][i] = ps_f32_to_f16((float)((i * 37 + c) % 101) * 0.01f - 0.5f);
+        for (int64_t i = 0; i < n; i++)
+            bw->dense[c][i] = ps_f32_to_f16((float)((i * 37 + c) % 101) * 0.01f - 0.5f);
     }
 }
 

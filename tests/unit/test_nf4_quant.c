@@ -160,7 +160,8 @@ static void check_fixture(void) {
     }
     /* q/k/v/o/gate/up/down in 2 layers (README section 6.4) */
     TU_CHECK(weights == 14, "%d quantised weights in the fixture, expected 14", weights);
-    printf("fixture: %d weights bit-exact%s\n", weights, bnb ? " (and the bnb-4bit checkpoint)" : "");
+    printf("fixture: %d weights bit-exact%s\n", weights,
+           bnb ? " (and the bnb-4bit checkpoint)" : "");
 done:
     st_close(bnb);
     st_close(ref);
@@ -193,7 +194,8 @@ static void check_random(int64_t out, int64_t in, uint64_t seed) {
     double sum = 0;
     for (int64_t b = 0; b < nb; b++) {
         absmax[b] = 0;
-        for (int64_t i = b * 64; i < n && i < b * 64 + 64; i++) absmax[b] = fmaxf(absmax[b], fabsf(w[i]));
+        for (int64_t i = b * 64; i < n && i < b * 64 + 64; i++)
+            absmax[b] = fmaxf(absmax[b], fabsf(w[i]));
         sum += absmax[b];
         bad += absmax[b] != p.absmax[b];
     }
@@ -201,7 +203,8 @@ static void check_random(int64_t out, int64_t in, uint64_t seed) {
              (long long)in, (double)q.offset);
     for (int64_t i = 0; i < n; i++) {
         float s = w[i] * (1.0f / absmax[i / 64]);
-        bad += ps_nf4_code_at(q.packed, i) != rule_nf4(s) || ps_nf4_code_at(p.packed, i) != rule_nf4(s);
+        bad += ps_nf4_code_at(q.packed, i) != rule_nf4(s);
+        bad += ps_nf4_code_at(p.packed, i) != rule_nf4(s);
     }
     if (n % 2) bad += (q.packed[n / 2] & 0x0f) != PS_NF4_ZERO_CODE;
     for (int64_t b = 0; b < nb; b++) {
@@ -246,6 +249,12 @@ static void check_errors(void) {
              "NaN weight accepted");
     TU_CHECK(strstr(err.msg, "[1, 0]") != NULL, "error does not name the element: %s", err.msg);
     TU_CHECK(nf4_quantize(w, 0, 3, true, &q, &err) == PS_EINVAL, "empty shape accepted");
+    float full[128]; /* whole 64-blocks take the vector path */
+    tu_rand_fill(full, 128, 5);
+    full[64 + 5] = INFINITY;
+    TU_CHECK(nf4_quantize(full, 2, 64, false, &q, &err) == PS_EINVAL && q.packed == NULL,
+             "inf weight accepted");
+    TU_CHECK(strstr(err.msg, "[1, 5]") != NULL, "error does not name the element: %s", err.msg);
     nf4_host z = {0};
     nf4_host_free(&z);
     nf4_host_free(NULL);
