@@ -389,6 +389,27 @@ static ps_status make_prompts(const char *const *labels, int L, const char *cons
     return PS_OK;
 }
 
+ps_status clip_service_check_labels(const clip_service *s, const char *const *labels, int n_labels,
+                                    const char *const *templates, int n_templates,
+                                    const char **param, ps_err *err) {
+    ps_status st;
+    *param = "labels";
+    if ((st = check_count("labels", n_labels, s->opts.max_labels, err))) return st;
+    for (int c = 0; c < n_labels; c++)
+        if (!labels[c] || !labels[c][0]) return ps_errf(err, PS_EINVAL, "labels[%d] is empty", c);
+    if (!templates || n_templates == 0) return PS_OK;
+    *param = "templates";
+    if ((st = check_count("templates", n_templates, s->opts.max_templates, err))) return st;
+    for (int t = 0; t < n_templates; t++) {
+        char *p = NULL;
+        if (!templates[t]) return ps_errf(err, PS_EINVAL, "templates[%d] is missing", t);
+        st = clip_format_prompt(templates[t], "x", &p, err);
+        free(p);
+        if (st) return st;
+    }
+    return PS_OK;
+}
+
 static int score_cmp(const void *a, const void *b) {
     const clip_score *x = a, *y = b;
     if (x->probability != y->probability) return x->probability > y->probability ? -1 : 1;
@@ -404,10 +425,9 @@ ps_status clip_service_classify(clip_service *s, const void *image, size_t n,
         templates = default_templates;
         n_templates = 1;
     }
-    ps_status st;
-    if ((st = check_count("labels", n_labels, s->opts.max_labels, err)) ||
-        (st = check_count("templates", n_templates, s->opts.max_templates, err)))
-        return st;
+    const char *param;
+    ps_status st = clip_service_check_labels(s, labels, n_labels, templates, n_templates, &param, err);
+    if (st) return st;
     int P = n_labels * n_templates, E = s->E, S = s->img.crop_w;
     char **prompts = calloc((size_t)P, sizeof(char *));
     float *pe = malloc(sizeof(float) * (size_t)P * E), *classes = malloc(sizeof(float) * (size_t)n_labels * E);

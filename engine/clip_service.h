@@ -74,6 +74,13 @@ typedef struct {
     float logit;       /* exp(logit_scale) * cosine */
 } clip_score;
 
+/* The label and template checks of clip_service_classify alone (no model
+ * work), so a caller can name the faulty parameter: on failure *param is
+ * "labels" or "templates". */
+ps_status clip_service_check_labels(const clip_service *s, const char *const *labels, int n_labels,
+                                    const char *const *templates, int n_templates,
+                                    const char **param, ps_err *err);
+
 /* Classifies one JPEG/PNG image (n bytes) against labels. templates NULL or
  * n_templates 0 = {"a photo of a {}."}. out (n_labels) is sorted by
  * probability, highest first (ties: label order).

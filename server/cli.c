@@ -22,6 +22,7 @@ typedef struct {
 
 #define E(field) offsetof(cli_opts, eng.field)
 #define S(field) offsetof(cli_opts, srv.field)
+#define C(field) offsetof(cli_opts, clip.field)
 
 static const flag flags[] = {
     {"--model", "DIR", F_STR, E(model_dir), 0, 0, NULL, "Hugging Face LLaMA folder (default: the built-in demo model)"},
@@ -44,6 +45,12 @@ static const flag flags[] = {
     {"--max-tokens-default", "N", F_INT, S(default_max_tokens), 1, 1 << 24, NULL, "max_tokens when a request omits it"},
     {"--shutdown-grace", "SECONDS", F_INT, S(shutdown_grace_s), 0, 3600, NULL, "on SIGTERM, time for running generations"},
     {"--adapters-dir", "DIR", F_STR, S(adapters_dir), 0, 0, NULL, "adapter folder (stored; adapters are not served yet)"},
+    {"--clip", "DIR", F_STR, C(dir), 0, 0, NULL, "Hugging Face CLIPModel folder: /v1/classify and /v1/embeddings"},
+    {"--clip-device", "cpu|cuda", F_CHOICE, C(device), 0, 0, "cpu|cuda", "CLIP compute device (default: cuda if usable)"},
+    {"--clip-threads", "N", F_INT, C(threads), 0, 4096, NULL, "CLIP CPU threads (0 = all cores)"},
+    {"--clip-cache", "N", F_INT, C(cache_capacity), 0, 1 << 24, NULL, "CLIP text embeddings cached (labels, prompts)"},
+    {"--clip-max-labels", "N", F_INT, C(max_labels), 1, 1 << 20, NULL, "labels per /v1/classify request"},
+    {"--clip-max-body", "BYTES", F_SIZE, S(clip_max_body), 1024, 1LL << 32, NULL, "body limit of /v1/classify and /v1/embeddings"},
     {"--log-level", "LEVEL", F_LEVEL, offsetof(cli_opts, log_level), 0, 0, NULL, "error|warn|info|debug"},
 };
 #define N_FLAGS ((int)(sizeof flags / sizeof flags[0]))
@@ -108,6 +115,7 @@ cli_result cli_parse(int argc, char **argv, cli_opts *o, char *msg, size_t cap) 
     o->eng = engine_opts_default();
     o->srv = server_opts_default();
     o->log_level = PS_LOG_LEVEL_INFO;
+    o->clip = clip_service_opts_default();
     const char *env_key = getenv("PEFTSERVE_API_KEY");
     if (env_key && *env_key) o->srv.api_key = env_key;
     for (int i = 1; i < argc; i++) {

@@ -13,6 +13,7 @@
 
 #include "auth.h"
 #include "base/log.h"
+#include "clip_routes.h"
 #include "openai_chat.h"
 #include "openai_completions.h"
 #include "reply.h"
@@ -34,6 +35,8 @@ static const http_route routes[] = {
     {"GET", "/v1/models/", true, true, false, routes_model_get},
     {"POST", "/v1/completions", false, true, false, openai_completions_handle},
     {"POST", "/v1/chat/completions", false, true, false, openai_chat_handle},
+    {"POST", "/v1/classify", false, true, false, clip_routes_classify},
+    {"POST", "/v1/embeddings", false, true, false, clip_routes_embeddings},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 
