@@ -25,9 +25,12 @@ status=0
 note() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
 elapsed() { echo "$(( $(date +%s) - t_start ))s"; }
 
-echo "== machine" | tee "$out/machine.log"
-{ nvidia-smi 2>&1 | head -20; nvcc --version 2>&1 | tail -2; cmake --version | head -1; nproc; } >>"$out/machine.log" 2>&1
-cat "$out/machine.log"
+# at most 8 files come back from a device run: build.log (machine, configure,
+# build), gpu_tests.log, unit_{f32,tile,auto}.log, bench.log, summary.txt
+log=$out/build.log
+echo "== machine" | tee "$log"
+{ nvidia-smi 2>&1 | head -20; nvcc --version 2>&1 | tail -2; cmake --version | head -1; nproc; } >>"$log" 2>&1
+cat "$log"
 gpu=$(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | head -1)
 note "gpu" "${gpu:-unknown (nvidia-smi failed)}"
 
@@ -43,7 +46,8 @@ note "fixtures" "${PEFTSERVE_FIXTURES:-NOT FOUND: parity tests will skip}"
 export PATH="/usr/local/cuda/bin:$PATH"
 if command -v make >/dev/null; then gen="Unix Makefiles"; keep=(-k); else gen=Ninja; keep=(-k 0); fi
 cfg=(-S . -B build-gpu -DPS_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -G "$gen")
-if ! cmake "${cfg[@]}" >"$out/configure.log" 2>&1; then
+echo "== configure" >>"$log"
+if ! cmake "${cfg[@]}" >>"$log" 2>&1; then
   carry="$root/.gpu-carry/root"
   if [ -d "$carry" ]; then
     echo "configure with system packages failed; using $carry"
@@ -55,22 +59,23 @@ if ! cmake "${cfg[@]}" >"$out/configure.log" 2>&1; then
            -DCIVETWEB_INCLUDE="$carry/usr/include")
     command -v pkg-config >/dev/null || extra+=(-DPKG_CONFIG_EXECUTABLE="$carry/usr/bin/pkgconf")
     rm -rf build-gpu/CMakeCache.txt
-    cmake "${cfg[@]}" "${extra[@]}" >>"$out/configure.log" 2>&1 || true
+    cmake "${cfg[@]}" "${extra[@]}" >>"$log" 2>&1 || true
   fi
 fi
-if [ ! -f build-gpu/CMakeCache.txt ] || ! grep -q "CUDA backend ON" "$out/configure.log"; then
-  tail -30 "$out/configure.log"
-  note "configure" "FAILED (see configure.log; run tests/gpu/prepare.sh and carry .gpu-carry)"
-  printf '%s\n' "==== summary" "${summary[@]}"
+if [ ! -f build-gpu/CMakeCache.txt ] || ! grep -q "CUDA backend ON" "$log"; then
+  tail -30 "$log"
+  note "configure" "FAILED (see build.log; run tests/gpu/prepare.sh and carry .gpu-carry)"
+  printf '%s\n' "==== summary" "${summary[@]}" | tee "$out/summary.txt"
   exit 1
 fi
 note "configure" "ok, CUDA backend ON ($(elapsed))"
 
 # ---- build (keep going: run whatever built) ----
-if cmake --build build-gpu -j"$jobs" -- "${keep[@]}" >"$out/build.log" 2>&1; then
+echo "== build" >>"$log"
+if cmake --build build-gpu -j"$jobs" -- "${keep[@]}" >>"$log" 2>&1; then
   note "build" "ok ($(elapsed))"
 else
-  grep -E "error|Error" "$out/build.log" | head -20
+  grep -E "error|Error" "$log" | head -20
   note "build" "FAILED (see build.log)"
   status=1
 fi
@@ -78,10 +83,10 @@ fi
 # ---- CUDA kernel parity tests ----
 run_ctest() { # name, log, ctest args...
   local name=$1 log=$2; shift 2
-  (cd build-gpu && ctest --output-on-failure --timeout 300 "$@") >"$out/$log" 2>&1
+  (cd build-gpu && ctest -V --timeout 300 "$@") >"$out/$log" 2>&1
   local rc=$?
   local line; line=$(grep -E "tests passed|tests failed" "$out/$log" | tail -1)
-  local skipped; skipped=$(grep -cE "\(Skipped\)|\*\*\*Skipped" "$out/$log")
+  local skipped; skipped=$(grep -cE "^\s+[0-9]+ - .*\(Skipped\)" "$out/$log")
   note "$name" "${line:-no result} (skipped: $skipped, $(elapsed))"
   grep -E "^\s+[0-9]+ - .*\((Failed|Skipped|Not Run|Timeout|SEGFAULT|Subprocess aborted)\)" "$out/$log" | sed 's/^/    /' | head -20
   return $rc
@@ -91,17 +96,16 @@ if grep -q "SKIP: no CUDA backend" "$out/gpu_tests.log"; then
   note "  !" "the CUDA backend did not start: $(grep -m1 'SKIP: no CUDA' "$out/gpu_tests.log")"
   status=1
 fi
-# the measured error of every op case, for the tolerance tables
-grep -h "rel_l2" "$out/gpu_tests.log" >"$out/gpu_measured_errors.txt" || true
 
 # ---- unit / parity tests on the CUDA backend ----
 export PS_TEST_DEVICE=cuda
-PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_cuda_f32.log -L unit -j4 || status=1
+PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_f32.log -L unit -j4 || status=1
 PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill run_ctest "unit on cuda, f32, tile attention" \
-  unit_cuda_f32_tile.log -L unit -j4 || status=1
-if ! run_ctest "unit on cuda, auto (bf16 > 32 tok)" unit_cuda_auto.log -L unit -j4; then
-  note "  (info)" "auto mode uses bf16 cuBLAS for steps over 32 tokens; measured errors:"
-  grep -hE "rel_l2 [0-9.e+-]+ >" "$out/unit_cuda_auto.log" | head -8 | while read -r l; do note "" "$l"; done
+  unit_tile.log -L unit -j4 || status=1
+if ! run_ctest "unit on cuda, auto (bf16 > 32 tok)" unit_auto.log -L unit -j4; then
+  note "  (info)" "auto mode uses bf16 cuBLAS for steps over 32 tokens; worst measured errors:"
+  grep -hoE "[a-z0-9+ ().]*logits[^:]*: rel_l2 [0-9.e+-]+ >" "$out/unit_auto.log" | sort -t' ' -k1,1 -u | head -8 |
+    while read -r l; do note "" "$l"; done
 fi
 unset PS_TEST_DEVICE
 
@@ -117,16 +121,18 @@ else
 fi
 note "total time" "$(elapsed)"
 
-echo
-echo "==================== tests/gpu/run.sh summary ===================="
-printf '%s\n' "${summary[@]}"
-if [ -f "$out/bench.log" ]; then
-  echo "---- bench_cuda ----"
-  if grep -q "==== bench_cuda summary" "$out/bench.log"; then
-    sed -n '/==== bench_cuda summary/,$p' "$out/bench.log" | tail -n +2
-  else
-    tail -15 "$out/bench.log"
+{
+  echo
+  echo "==================== tests/gpu/run.sh summary ===================="
+  printf '%s\n' "${summary[@]}"
+  if [ -f "$out/bench.log" ]; then
+    echo "---- bench_cuda ----"
+    if grep -q "==== bench_cuda summary" "$out/bench.log"; then
+      sed -n '/==== bench_cuda summary/,$p' "$out/bench.log" | tail -n +2
+    else
+      tail -15 "$out/bench.log"
+    fi
   fi
-fi
-echo "logs: $out   exit: $status"
+  echo "logs: $out   exit: $status"
+} | tee "$out/summary.txt"
 exit $status

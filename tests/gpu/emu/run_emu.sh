@@ -17,8 +17,6 @@ rm -f "$B"/obj/*.o
 SAN="-fsanitize=alignment,bounds,undefined -fno-sanitize-recover=all"
 export PEFTSERVE_FIXTURES=${PEFTSERVE_FIXTURES:-$(cd .. && pwd)/shared/fixtures}
 jobs=$(nproc)
-cc_c() { gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I"$R/kernels" -I"$R/engine" -I"$R/tests" \
-  -I"$R/tests/gpu" -c "$1" -o "$2"; }
 {
   for f in kernels/cuda/*.cu; do
     b=$(basename "$f" .cu)
@@ -26,9 +24,10 @@ cc_c() { gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I"$R/kernels" -I"
   done
   echo "g++ -std=c++17 -O2 -g -w -I$E/include -c $E/emu_runtime.cpp -o $B/obj/emu_runtime.o"
   for f in kernels/*.c kernels/cpu/*.c kernels/base/*.c kernels/math/*.c engine/*.c engine/models/*.c \
+           engine/image/*.c adapters/*.c \
            tests/testutil.c tests/gpu/gpu_util.c tests/gpu/test_*.c tests/unit/test_llama*.c tests/bench/bench_cuda.c; do
     [ -f "$f" ] || continue
-    echo "gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I$R/kernels -I$R/engine -I$R/tests -I$R/tests/gpu -c $f -o $B/obj/$(echo "$f" | tr / _ | sed 's/\.c$//').o"
+    echo "gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I$R/kernels -I$R/engine -I$R/adapters -I$R/tests -I$R/tests/gpu -c $f -o $B/obj/$(echo "$f" | tr / _ | sed 's/\.c$//').o"
   done
 } | xargs -P "$jobs" -I{} sh -c "{}" || { echo "emu: compile failed"; exit 1; }
 lib=$(ls "$B"/obj/*.o | grep -vE "_test_|bench_cuda")
