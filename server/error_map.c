@@ -15,6 +15,7 @@ http_error_kind http_error_for(ps_status s) {
     case PS_EDEVICE: return (http_error_kind){503, "server_error", "device_error"};
     case PS_ENOMEM: return (http_error_kind){503, "server_error", "out_of_memory"};
     case PS_EIO: return (http_error_kind){500, "server_error", "io_error"};
+    case PS_EEXIST: return (http_error_kind){409, "invalid_request_error", "already_exists"};
     }
     return (http_error_kind){500, "server_error", NULL};
 }
