@@ -250,13 +250,16 @@ ps_status adapter_registry_add(adapter_registry *r, const char *name, const char
     if (s) return s;
     if (r->dir && (s = adapter_store_write(r->dir, name, config_json, config_len, st, st_len, tmp, sizeof tmp, err)))
         goto fail;
+    adapter_kind kind = a->kind; /* `a` belongs to the registry once committed */
+    size_t bytes = adapter_bytes(a);
     pthread_mutex_lock(&r->mu);
+    bool existed = find(r, name) != NULL;
     s = commit_add(r, a, r->dir ? tmp : NULL, replace, info, &drop, err);
     pthread_mutex_unlock(&r->mu);
     if (s) goto fail;
     adapter_free(drop);
-    PS_LOG_INFO("adapters", "registered adapter=%s kind=%s bytes=%zu%s", name, adapter_kind_name(a->kind),
-                adapter_bytes(a), drop ? " (replaced)" : "");
+    PS_LOG_INFO("adapters", "registered adapter=%s kind=%s bytes=%zu%s", name, adapter_kind_name(kind), bytes,
+                existed ? " (replaced)" : "");
     return PS_OK;
 fail:
     if (tmp[0]) adapter_store_discard(tmp);
