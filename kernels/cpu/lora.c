@@ -1,0 +1,156 @@
+/* Multi-adapter LoRA on the CPU (op_lora_bgmv, see ps_lora_batch in ops.h).
+ *
+ * cpu_lora_bgmv_ref is the oracle: per token, v = A x then y += scale * B v,
+ * plain loops. cpu_lora_bgmv is the SGMV-style version: tokens are sorted by
+ * slot (counting sort, stable), each slot's tokens are cut into chunks of at
+ * most LORA_CHUNK, and
+ *   phase 1 (shrink, parallel over chunks): v[j] = A x[j] reading each row of
+ *            A once for the whole chunk;
+ *   phase 2 (expand, parallel over chunks x blocks of output rows):
+ *            y[j] += scale * B v[j] reading each row of B once per chunk.
+ * Both phases use lora_dot, whose sum order depends only on the vector length,
+ * so a token's result is the same whatever the batch around it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_backend.h"
+
+#define LORA_CHUNK 8       /* tokens sharing one pass over A / B */
+#define LORA_OUT_BLOCK 256 /* output rows per expand work item */
+#define LORA_STACK_T 2048  /* tokens handled without heap scratch */
+#define LORA_STACK_V 16384 /* shrink floats handled without heap scratch */
+
+ps_status cpu_lora_bgmv_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x,
+                            const ps_lora_batch *lb, ps_err *err) {
+    int64_t T = x->shape[0], in = x->shape[1], out = y->shape[1];
+    const float *xd = x->data;
+    float *yd = y->data;
+    float v[PS_LORA_MAX_RANK];
+    for (int64_t t = 0; t < T; t++) {
+        int s = lb->tok_slot[t];
+        if (s < 0 || !lb->slots[s].A) continue;
+        const ps_lora_slot *sl = &lb->slots[s];
+        for (int i = 0; i < sl->r; i++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < in; k++) acc += sl->A[i * in + k] * xd[t * in + k];
+            v[i] = acc;
+        }
+        for (int64_t o = 0; o < out; o++) {
+            float acc = 0.0f;
+            for (int i = 0; i < sl->r; i++) acc += sl->B[o * sl->r + i] * v[i];
+            yd[t * out + o] += sl->scale * acc;
+        }
+    }
+    return PS_OK;
+}
+
+/* 16 independent lanes (lane = k mod 16) then a fixed halving tree: the
+ * compiler can keep the lanes in one vector register, and the order depends
+ * on n only. */
+static inline float lora_dot(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc[16] = {0};
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[k + j] * b[k + j];
+    for (int j = 0; k + j < n; j++) acc[j] += a[k + j] * b[k + j];
+    for (int w = 8; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+typedef struct {
+    const ps_lora_batch *lb;
+    const float *x;
+    float *y;
+    int64_t in, out;
+    const int32_t *perm;   /* (n_used) adapted tokens, sorted by slot */
+    const int32_t *chunk;  /* (n_chunks + 1) boundaries into perm */
+    int n_chunks;
+    float *v;              /* (n_used, r_max) shrink results in perm order */
+    int r_max;
+    int n_blocks;          /* output row blocks per chunk */
+} lora_call;
+
+static void lora_shrink(void *ctx, int64_t c0, int64_t c1) {
+    const lora_call *c = ctx;
+    for (int64_t ch = c0; ch < c1; ch++) {
+        int j0 = c->chunk[ch], j1 = c->chunk[ch + 1];
+        const ps_lora_slot *sl = &c->lb->slots[c->lb->tok_slot[c->perm[j0]]];
+        for (int i = 0; i < sl->r; i++) {
+            const float *a = sl->A + (int64_t)i * c->in;
+            for (int j = j0; j < j1; j++) c->v[(int64_t)j * c->r_max + i] = lora_dot(a, c->x + c->perm[j] * c->in, c->in);
+        }
+    }
+}
+
+static void lora_expand(void *ctx, int64_t w0, int64_t w1) {
+    const lora_call *c = ctx;
+    for (int64_t w = w0; w < w1; w++) {
+        int64_t ch = w / c->n_blocks, o0 = (w % c->n_blocks) * LORA_OUT_BLOCK;
+        int64_t o1 = o0 + LORA_OUT_BLOCK < c->out ? o0 + LORA_OUT_BLOCK : c->out;
+        int j0 = c->chunk[ch], j1 = c->chunk[ch + 1];
+        const ps_lora_slot *sl = &c->lb->slots[c->lb->tok_slot[c->perm[j0]]];
+        for (int64_t o = o0; o < o1; o++) {
+            const float *b = sl->B + o * sl->r;
+            for (int j = j0; j < j1; j++)
+                c->y[c->perm[j] * c->out + o] += sl->scale * lora_dot(b, c->v + (int64_t)j * c->r_max, sl->r);
+        }
+    }
+}
+
+/* Counting sort of the adapted tokens by slot and the chunk boundaries.
+ * Returns the number of adapted tokens; counts has n_slots + 1 entries. */
+static int lora_segments(const ps_lora_batch *lb, int64_t T, int32_t *counts, int32_t *perm, int32_t *chunk,
+                         int *n_chunks) {
+    memset(counts, 0, sizeof *counts * (size_t)(lb->n_slots + 1));
+    for (int64_t t = 0; t < T; t++) {
+        int s = lb->tok_slot[t];
+        if (s >= 0 && lb->slots[s].A) counts[s + 1]++;
+    }
+    for (int s = 0; s < lb->n_slots; s++) counts[s + 1] += counts[s];
+    int n_used = counts[lb->n_slots];
+    for (int64_t t = 0; t < T; t++) {
+        int s = lb->tok_slot[t];
+        if (s >= 0 && lb->slots[s].A) perm[counts[s]++] = (int32_t)t;
+    }
+    /* counts[s] is now the end of slot s; cut each slot's run into chunks */
+    int n = 0, start = 0;
+    for (int s = 0; s < lb->n_slots; s++) {
+        for (int j = start; j < counts[s]; j += LORA_CHUNK) chunk[n++] = j;
+        start = counts[s];
+    }
+    chunk[n] = n_used;
+    *n_chunks = n;
+    return n_used;
+}
+
+ps_status cpu_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
+                        ps_err *err) {
+    int64_t T = x->shape[0];
+    int r_max = 0;
+    for (int s = 0; s < lb->n_slots; s++)
+        if (lb->slots[s].A && lb->slots[s].r > r_max) r_max = lb->slots[s].r;
+    if (r_max == 0) return PS_OK;
+    /* scratch: the stack for decode-sized steps, the heap beyond (prefill) */
+    int32_t st_ints[3 * LORA_STACK_T + 2];
+    float st_v[LORA_STACK_V];
+    bool heap = T > LORA_STACK_T || lb->n_slots > LORA_STACK_T || T * r_max > LORA_STACK_V;
+    int64_t n_ints = 3 * (T > lb->n_slots ? T : lb->n_slots) + 2;
+    int32_t *ints = heap ? malloc(sizeof *ints * (size_t)n_ints) : st_ints;
+    float *v = heap ? malloc(sizeof *v * (size_t)(T * r_max)) : st_v;
+    if (!ints || !v) {
+        if (heap) free(ints), free(v);
+        return ps_errf(err, PS_ENOMEM, "lora_bgmv: no scratch for %lld tokens x rank %d", (long long)T, r_max);
+    }
+    int32_t *counts = ints, *perm = ints + (n_ints - 2) / 3 + 1, *chunk = perm + (n_ints - 2) / 3;
+    int n_chunks;
+    int n_used = lora_segments(lb, T, counts, perm, chunk, &n_chunks);
+    if (n_used > 0) {
+        lora_call c = {lb, x->data, y->data, x->shape[1], y->shape[1], perm, chunk, n_chunks, v, r_max,
+                       (int)((y->shape[1] + LORA_OUT_BLOCK - 1) / LORA_OUT_BLOCK)};
+        cpu_parallel_for(be, n_chunks, lora_shrink, &c);
+        cpu_parallel_for(be, (int64_t)n_chunks * c.n_blocks, lora_expand, &c);
+    }
+    if (heap) free(ints), free(v);
+    return PS_OK;
+}
