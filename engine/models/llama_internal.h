@@ -1,0 +1,81 @@
+/* The llama_model struct and helpers shared by the llama_*.c files (config,
+ * loading, random init, forward). Not for use outside engine/models/llama*.c
+ * and their tests. */
+#ifndef PS_ENGINE_MODELS_LLAMA_INTERNAL_H
+#define PS_ENGINE_MODELS_LLAMA_INTERNAL_H
+
+#include "base/safetensors.h"
+#include "models/llama.h"
+
+typedef struct {
+    ps_tensor attn_norm, ffn_norm;   /* (C) */
+    ps_weight wq, wk, wv, wo;        /* (H*D, C) (KV*D, C) (KV*D, C) (C, H*D) */
+    ps_weight wg, wu, wd;            /* (F, C) (F, C) (C, F) */
+} llama_layer;
+
+/* Per-step device scratch, grown when a bigger batch arrives (never shrunk). */
+typedef struct {
+    int tok_cap, out_cap, meta_cap;
+    void *tok_buf, *out_buf, *meta_buf; /* device */
+    int32_t *meta_host;                 /* staging for the one metadata upload */
+} llama_scratch;
+
+struct llama_model {
+    llama_config cfg;
+    llama_quant quant;
+    ps_backend *be;
+    ps_tensor embed;    /* (V, C) */
+    ps_tensor norm;     /* (C) */
+    ps_weight lm_head;  /* (V, C) dense; aliases embed when tied */
+    llama_layer *layers;
+    void **bufs;        /* every device buffer the weights own */
+    int n_bufs, cap_bufs;
+    int64_t weight_bytes;
+    llama_scratch s;
+};
+
+/* The 7 projections of a layer in a fixed order (names as in HF checkpoints). */
+#define LLAMA_N_PROJ 7
+extern const char *const llama_proj_names[LLAMA_N_PROJ]; /* "self_attn.q_proj", ... */
+ps_weight *llama_layer_proj(llama_layer *L, int p);
+/* (out, in) of projection p. */
+void llama_proj_shape(const llama_config *cfg, int p, int64_t *out, int64_t *in);
+
+/* Allocates a model shell (config copied, layers zeroed). */
+ps_status llama_model_alloc(const llama_config *cfg, llama_quant q, ps_backend *be,
+                            llama_model **out, ps_err *err);
+/* Allocates a device buffer owned by the model (freed by llama_free). */
+ps_status llama_alloc_buf(llama_model *m, size_t n, void **dev, ps_err *err);
+/* Allocates a device buffer owned by the model and uploads n bytes of host data. */
+ps_status llama_upload(llama_model *m, const void *host, size_t n, void **dev, ps_err *err);
+/* Uploads a dense tensor (host data of dtype dt) and returns its device view. */
+ps_status llama_upload_tensor(llama_model *m, ps_dtype dt, int ndim, const int64_t *shape,
+                              const void *host, ps_tensor *out, ps_err *err);
+/* Quantises a float32 weight (out, in) to NF4 (double quant unless q is
+ * NF4_NODQ), uploads it and fills w. */
+ps_status llama_quantize_upload(llama_model *m, const float *w32, int64_t out, int64_t in,
+                                ps_weight *w, ps_err *err);
+
+/* Validation of the config's numbers (shared by parse and init_random). */
+ps_status llama_config_check(const llama_config *cfg, ps_err *err);
+
+/* `tensor 'NAME': shape [..], expected [..]` unless t has exactly that shape. */
+ps_status llama_check_shape(const st_tensor *t, int ndim, const int64_t *shape, ps_err *err);
+
+/* bitsandbytes 4-bit weights (llama_bnb.c): present when `<name>.quant_state.*`
+ * exists; loaded as NF4 views of the stored bytes, no requantisation. */
+bool llama_bnb_present(const st_set *s, const char *name);
+ps_status llama_bnb_load(llama_model *m, const st_set *s, const char *name, int64_t out,
+                         int64_t in, ps_weight *w, ps_err *err);
+
+/* bitsandbytes quant_state JSON (`<m>.weight.quant_state.bitsandbytes__nf4`). */
+typedef struct {
+    char quant_type[16];
+    int blocksize, nested_blocksize; /* nested_blocksize 0 when not nested */
+    int64_t shape[2];
+    float nested_offset;
+    bool nested;
+} llama_bnb_state;
+ps_status llama_bnb_state_parse(const char *json, size_t len, llama_bnb_state *st, ps_err *err);
+
+#endif

@@ -1,0 +1,163 @@
+/* NF4 quantisation + double quantisation on the host, bit-exact with
+ * bitsandbytes @ 95f9af30 (backends/default/ops.py quantize_4bit and
+ * quantize_blockwise; csrc/kernels.cu kQuantizeBlockwise), following the
+ * recipe written out in shared/fixtures/llama-tiny/README.md section 6.
+ * Every step is float32 with the same operation order: reciprocal first,
+ * then multiply; offset = double mean rounded to float; no fused ops.
+ * The per-element math is in kernels/math/nf4.h (shared with CUDA). */
+#include "nf4_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "math/nf4.h"
+
+int64_t nf4_n_blocks(int64_t n) { return (n + PS_NF4_BLOCK - 1) / PS_NF4_BLOCK; }
+int64_t nf4_n_blocks2(int64_t n) {
+    return (nf4_n_blocks(n) + PS_NF4_DQ_BLOCK - 1) / PS_NF4_DQ_BLOCK;
+}
+
+void nf4_host_free(nf4_host *q) {
+    if (!q) return;
+    free(q->packed);
+    free(q->absmax_q8);
+    free(q->absmax2);
+    free(q->absmax);
+    memset(q, 0, sizeof *q);
+}
+
+ps_nf4 nf4_host_view(const nf4_host *q) {
+    ps_nf4 v = {.out = q->out, .in = q->in, .packed = q->packed, .absmax_q8 = q->absmax_q8,
+                .absmax2 = q->absmax2, .offset = q->offset, .absmax = q->absmax,
+                .dev = PS_DEV_CPU};
+    return v;
+}
+
+/* absmax of every 64-block (a last partial block uses what it has); rejects
+ * non-finite elements since their codes would be meaningless. */
+static ps_status nf4_block_absmax(const float *w, int64_t in, int64_t n, float *absmax,
+                                  ps_err *err) {
+    for (int64_t b = 0; b * PS_NF4_BLOCK < n; b++) {
+        int64_t i0 = b * PS_NF4_BLOCK, i1 = i0 + PS_NF4_BLOCK < n ? i0 + PS_NF4_BLOCK : n;
+        float m = 0.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            if (!isfinite(w[i]))
+                return ps_errf(err, PS_EINVAL,
+                               "nf4 quantise: weight element [%lld, %lld] is %g, expected a "
+                               "finite value",
+                               (long long)(i / in), (long long)(i % in), (double)w[i]);
+            float a = fabsf(w[i]);
+            if (a > m) m = a;
+        }
+        absmax[b] = m;
+    }
+    return PS_OK;
+}
+
+/* 4-bit codes, two per byte, first element in the high nibble; an odd
+ * element count pads the last low nibble with the zero code. */
+static void nf4_pack(const float *w, int64_t n, const float *absmax, uint8_t *packed) {
+    float mid[15];
+    for (int k = 0; k < 15; k++) mid[k] = (ps_nf4_code[k] + ps_nf4_code[k + 1]) * 0.5f;
+    for (int64_t j = 0; j < (n + 1) / 2; j++) {
+        uint8_t q[2] = {PS_NF4_ZERO_CODE, PS_NF4_ZERO_CODE};
+        for (int h = 0; h < 2 && 2 * j + h < n; h++) {
+            int64_t i = 2 * j + h;
+            float m = absmax[i / PS_NF4_BLOCK];
+            /* all-zero block: scale 0 maps every element to code 7 (0.0) */
+            float r = m > 0.0f ? 1.0f / m : 0.0f;
+            q[h] = ps_nf4_nearest(w[i] * r, mid);
+        }
+        packed[j] = (uint8_t)(q[0] << 4 | q[1]);
+    }
+}
+
+/* Index of the dynamic-map entry nearest to s, as torch.argmin(|s - code|)
+ * computes it: float32 differences, first index among equal minima. The
+ * minimum sits next to s in the sorted map; rounding can make a farther entry
+ * below s tie with the nearer one, and the first index then wins, hence the
+ * walk down. NaN (0 * inf when a DQ block's values are all equal) gives 0 as
+ * torch.argmin does; its scale is 0 so the code value does not matter. */
+static uint8_t nf4_dq_nearest(float s) {
+    if (isnan(s)) return 0;
+    int lo = 0, hi = 255; /* largest index with code <= s, or 0 */
+    if (s < ps_dq_code[0]) hi = 0;
+    while (lo < hi) {
+        int m = (lo + hi + 1) / 2;
+        if (ps_dq_code[m] <= s) lo = m;
+        else hi = m - 1;
+    }
+    int best = lo;
+    float d = fabsf(s - ps_dq_code[lo]);
+    if (lo + 1 < 256 && fabsf(s - ps_dq_code[lo + 1]) < d) return (uint8_t)(lo + 1);
+    while (best > 0 && fabsf(s - ps_dq_code[best - 1]) == d) best--;
+    return (uint8_t)best;
+}
+
+/* 8-bit blockwise quantisation (blocks of 256) of absmax - offset. */
+static void nf4_double_quant(const float *absmax, int64_t nb, float offset, uint8_t *q8,
+                             float *absmax2) {
+    for (int64_t c = 0; c * PS_NF4_DQ_BLOCK < nb; c++) {
+        int64_t b0 = c * PS_NF4_DQ_BLOCK, b1 = b0 + PS_NF4_DQ_BLOCK < nb ? b0 + PS_NF4_DQ_BLOCK : nb;
+        float m = 0.0f;
+        for (int64_t b = b0; b < b1; b++) m = fmaxf(m, fabsf(absmax[b] - offset));
+        absmax2[c] = m;
+        float r = 1.0f / m;
+        for (int64_t b = b0; b < b1; b++) {
+            float s = (absmax[b] - offset) * r;
+            q8[b] = nf4_dq_nearest(s < -1.0f ? -1.0f : s > 1.0f ? 1.0f : s);
+        }
+    }
+}
+
+ps_status nf4_quantize(const float *w, int64_t out, int64_t in, bool double_quant, nf4_host *q,
+                       ps_err *err) {
+    memset(q, 0, sizeof *q);
+    if (out <= 0 || in <= 0)
+        return ps_errf(err, PS_EINVAL, "nf4 quantise: shape [%lld, %lld], expected positive sizes",
+                       (long long)out, (long long)in);
+    int64_t n = out * in, nb = nf4_n_blocks(n), nb2 = nf4_n_blocks2(n);
+    ps_status st = PS_OK;
+    q->out = out;
+    q->in = in;
+    q->packed = malloc((size_t)(n + 1) / 2);
+    q->absmax = malloc(sizeof(float) * (size_t)nb);
+    if (!q->packed || !q->absmax) goto nomem;
+    st = nf4_block_absmax(w, in, n, q->absmax, err);
+    if (st != PS_OK) goto fail;
+    nf4_pack(w, n, q->absmax, q->packed);
+    if (!double_quant) return PS_OK;
+
+    q->absmax_q8 = malloc((size_t)nb);
+    q->absmax2 = malloc(sizeof(float) * (size_t)nb2);
+    if (!q->absmax_q8 || !q->absmax2) goto nomem;
+    double sum = 0.0;
+    for (int64_t b = 0; b < nb; b++) sum += q->absmax[b];
+    q->offset = (float)(sum / (double)nb);
+    nf4_double_quant(q->absmax, nb, q->offset, q->absmax_q8, q->absmax2);
+    free(q->absmax);
+    q->absmax = NULL;
+    return PS_OK;
+
+nomem:
+    st = ps_errf(err, PS_ENOMEM, "nf4 quantise: out of memory for a [%lld, %lld] weight",
+                 (long long)out, (long long)in);
+fail:
+    nf4_host_free(q);
+    return st;
+}
+
+float nf4_block_scale(const ps_nf4 *w, int64_t block) {
+    return ps_nf4_block_scale(w->absmax, w->absmax_q8, w->absmax2, w->offset, ps_dq_code, block);
+}
+
+void nf4_dequantize(const ps_nf4 *w, float *out) {
+    int64_t n = w->out * w->in;
+    for (int64_t b = 0; b * PS_NF4_BLOCK < n; b++) {
+        float scale = nf4_block_scale(w, b);
+        int64_t i1 = (b + 1) * PS_NF4_BLOCK < n ? (b + 1) * PS_NF4_BLOCK : n;
+        for (int64_t i = b * PS_NF4_BLOCK; i < i1; i++)
+            out[i] = ps_nf4_value(ps_nf4_code[ps_nf4_code_at(w->packed, i)], scale);
+    }
+}
