@@ -51,7 +51,7 @@ typedef struct {
     const char *architecture; /* "llama" */
     const char *device;       /* "cpu" | "cuda" */
     const char *quant;        /* "nf4" | "none" */
-    const char *chat_template;
+    const char *chat_template; /* "none" when the model has none and no flag chose one */
     bool demo;                /* true for the built-in random model */
     bool healthy;             /* false after a sticky device error */
     int ctx_len, vocab_size, n_layers, hidden;
@@ -59,13 +59,17 @@ typedef struct {
     /* live counters */
     int running, waiting;
     uint64_t requests_total, tokens_generated_total, prompt_tokens_total;
+    int kv_page_size, kv_pages_total, kv_pages_free; /* KV cache pages (tokens per page) */
 } engine_info;
 
 void engine_get_info(engine *e, engine_info *out);
 
 /* ---- text ---- */
 
-/* Encodes UTF-8 text. add_bos prepends the BOS id. *ids is malloc'd (caller frees). */
+/* Encodes UTF-8 text. add_bos prepends the BOS id. *ids is malloc'd (caller frees).
+ * The BOS/EOS marker texts ("<s>", "</s>") inside the text become their
+ * control ids, as Hugging Face tokenizers do (the llama-2 and vicuna chat
+ * templates rely on it); the text between markers is encoded piece by piece. */
 ps_status engine_tokenize(engine *e, const char *text, bool add_bos, int32_t **ids, int *n,
                           ps_err *err);
 
@@ -93,7 +97,7 @@ typedef struct {
     uint64_t seed;
     bool has_seed;             /* false: seeded from the request id */
     const char *const *stop;   /* stop strings (copied), not included in the output */
-    int n_stop;
+    int n_stop;                /* 0..ENGINE_MAX_STOPS, each 1..ENGINE_MAX_STOP_BYTES bytes */
     bool ignore_eos;
     int logprobs;              /* top alternatives per token to report (0..20); -1 = none */
     const char *adapter;       /* NULL = base model (adapters: issue 3) */
@@ -101,22 +105,30 @@ typedef struct {
 
 typedef enum {
     ENGINE_EV_TOKEN = 0, /* one generated token (text may be empty: partial UTF-8) */
-    ENGINE_EV_DONE,      /* finished; finish_reason set, no more events */
+    ENGINE_EV_DONE,      /* finished; finish_reason set, no more events (an EOS
+                          * token ends with "stop" and is neither sent nor counted) */
     ENGINE_EV_ERROR,     /* failed; err set, no more events */
 } engine_event_kind;
 
 #define ENGINE_MAX_TOP_LOGPROBS 20
+#define ENGINE_MAX_STOPS 16
+#define ENGINE_MAX_STOP_BYTES 256
 
+/* A token whose text exceeds `text` arrives as one TOKEN event followed by
+ * TOKEN events with cont = true that carry only more of its text (same
+ * token, no logprobs); text held back for a stop string that is released at
+ * the end (EOS) also comes as cont events. Count tokens on cont == false. */
 typedef struct {
     engine_event_kind kind;
     int32_t token;
+    bool cont;                 /* continuation: more text of the previous token */
     char text[256];            /* complete UTF-8 characters released by this token */
     float logprob;             /* of the sampled token */
     int n_top;
     int32_t top_ids[ENGINE_MAX_TOP_LOGPROBS];
     float top_logprobs[ENGINE_MAX_TOP_LOGPROBS];
     const char *finish_reason; /* "stop" | "length" (DONE only) */
-    int prompt_tokens, completion_tokens;
+    int prompt_tokens, completion_tokens; /* TOKEN: so far; DONE: totals */
     ps_err err;                /* ERROR only */
 } engine_event;
 
