@@ -7,9 +7,11 @@
  *   phase 1 (shrink, parallel over chunks): v[j] = A x[j] reading each row of
  *            A once for the whole chunk;
  *   phase 2 (expand, parallel over chunks x blocks of output rows):
- *            y[j] += scale * B v[j] reading each row of B once per chunk.
- * Both phases use lora_dot, whose sum order depends only on the vector length,
- * so a token's result is the same whatever the batch around it. */
+ *            y[j] += scale * B v[j], 16 outputs at a time from a transposed
+ *            16 x r block of B (one 16-lane FMA per rank index).
+ * The shrink's lora_dot has a sum order that depends only on the vector
+ * length and the expand sums the rank index in order, so a token's result is
+ * the same whatever the batch around it (tested bit for bit). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +85,25 @@ static void lora_shrink(void *ctx, int64_t c0, int64_t c1) {
     }
 }
 
+/* u = B v for 16 consecutive outputs o0..o0+15 of one chunk: the 16 x r block
+ * of B is transposed once into bt (r, 16), then each token is r fused
+ * multiply-adds of 16 lanes. Each output sums i = 0..r-1 in order, whatever
+ * the chunk, so the result is batch invariant. */
+static void lora_expand_block16(const lora_call *c, const ps_lora_slot *sl, int64_t o0, int j0, int j1) {
+    float bt[PS_LORA_MAX_RANK * 16];
+    int r = sl->r;
+    for (int o = 0; o < 16; o++)
+        for (int i = 0; i < r; i++) bt[i * 16 + o] = sl->B[(o0 + o) * r + i];
+    for (int j = j0; j < j1; j++) {
+        const float *v = c->v + (int64_t)j * c->r_max;
+        float acc[16] = {0};
+        for (int i = 0; i < r; i++)
+            for (int o = 0; o < 16; o++) acc[o] += bt[i * 16 + o] * v[i];
+        float *y = c->y + c->perm[j] * c->out + o0;
+        for (int o = 0; o < 16; o++) y[o] += sl->scale * acc[o];
+    }
+}
+
 static void lora_expand(void *ctx, int64_t w0, int64_t w1) {
     const lora_call *c = ctx;
     for (int64_t w = w0; w < w1; w++) {
@@ -90,10 +111,16 @@ static void lora_expand(void *ctx, int64_t w0, int64_t w1) {
         int64_t o1 = o0 + LORA_OUT_BLOCK < c->out ? o0 + LORA_OUT_BLOCK : c->out;
         int j0 = c->chunk[ch], j1 = c->chunk[ch + 1];
         const ps_lora_slot *sl = &c->lb->slots[c->lb->tok_slot[c->perm[j0]]];
-        for (int64_t o = o0; o < o1; o++) {
+        int64_t o = o0;
+        for (; o + 16 <= o1; o += 16) lora_expand_block16(c, sl, o, j0, j1);
+        for (; o < o1; o++) { /* tail: the same sequential order over i */
             const float *b = sl->B + o * sl->r;
-            for (int j = j0; j < j1; j++)
-                c->y[c->perm[j] * c->out + o] += sl->scale * lora_dot(b, c->v + (int64_t)j * c->r_max, sl->r);
+            for (int j = j0; j < j1; j++) {
+                const float *v = c->v + (int64_t)j * c->r_max;
+                float acc = 0.0f;
+                for (int i = 0; i < sl->r; i++) acc += b[i] * v[i];
+                c->y[c->perm[j] * c->out + o] += sl->scale * acc;
+            }
         }
     }
 }
