@@ -4,12 +4,17 @@
  * recipe written out in shared/fixtures/llama-tiny/README.md section 6.
  * Every step is float32 with the same operation order: reciprocal first,
  * then multiply; offset = double mean rounded to float; no fused ops.
- * The per-element math is in kernels/math/nf4.h (shared with CUDA). */
+ * The per-element math is in kernels/math/nf4.h (shared with CUDA); full
+ * blocks take an AVX-512 version of the same rules where available. */
 #include "nf4_quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "math/nf4.h"
 
@@ -40,6 +45,21 @@ static ps_status nf4_block_absmax(const float *w, int64_t in, int64_t n, float *
                                   ps_err *err) {
     for (int64_t b = 0; b * PS_NF4_BLOCK < n; b++) {
         int64_t i0 = b * PS_NF4_BLOCK, i1 = i0 + PS_NF4_BLOCK < n ? i0 + PS_NF4_BLOCK : n;
+#ifdef __AVX512F__
+        if (i1 - i0 == PS_NF4_BLOCK) {
+            __m512 m = _mm512_setzero_ps(), big = _mm512_set1_ps(FLT_MAX);
+            __mmask16 finite = 0xffff;
+            for (int g = 0; g < 4; g++) {
+                __m512 a = _mm512_abs_ps(_mm512_loadu_ps(w + i0 + 16 * g));
+                finite &= _mm512_cmp_ps_mask(a, big, _CMP_LE_OQ); /* false for inf, NaN */
+                m = _mm512_max_ps(m, a);
+            }
+            if (finite == 0xffff) {
+                absmax[b] = _mm512_reduce_max_ps(m);
+                continue;
+            }
+        }
+#endif
         float m = 0.0f;
         for (int64_t i = i0; i < i1; i++) {
             if (!isfinite(w[i]))
@@ -55,21 +75,46 @@ static ps_status nf4_block_absmax(const float *w, int64_t in, int64_t n, float *
     return PS_OK;
 }
 
+#ifdef __AVX512F__
+/* One full 64-block into its 32 bytes, 16 elements at a time: the code is
+ * the count of midpoints below s (ps_nf4_nearest's rule), then pairs of
+ * codes are packed high nibble first. */
+static void nf4_pack_block64(const float *w, float r, const float *mid, uint8_t *out) {
+    const __m512i one = _mm512_set1_epi32(1);
+    for (int g = 0; g < 4; g++) {
+        __m512 s = _mm512_mul_ps(_mm512_loadu_ps(w + 16 * g), _mm512_set1_ps(r));
+        __m512i q = _mm512_setzero_si512();
+        for (int k = 0; k < 15; k++)
+            q = _mm512_mask_add_epi32(q, _mm512_cmp_ps_mask(s, _mm512_set1_ps(mid[k]), _CMP_GT_OQ),
+                                      q, one);
+        __m128i c = _mm512_cvtepi32_epi8(q); /* 16 codes; u16 lane j = q[2j] | q[2j+1] << 8 */
+        __m128i even = _mm_slli_epi16(_mm_and_si128(c, _mm_set1_epi16(0xff)), 4);
+        __m128i pairs = _mm_or_si128(even, _mm_srli_epi16(c, 8));
+        _mm_storel_epi64((__m128i *)(out + 8 * g), _mm_packus_epi16(pairs, pairs));
+    }
+}
+#endif
+
 /* 4-bit codes, two per byte, first element in the high nibble; an odd
  * element count pads the last low nibble with the zero code. */
 static void nf4_pack(const float *w, int64_t n, const float *absmax, uint8_t *packed) {
     float mid[15];
     for (int k = 0; k < 15; k++) mid[k] = (ps_nf4_code[k] + ps_nf4_code[k + 1]) * 0.5f;
-    for (int64_t j = 0; j < (n + 1) / 2; j++) {
-        uint8_t q[2] = {PS_NF4_ZERO_CODE, PS_NF4_ZERO_CODE};
-        for (int h = 0; h < 2 && 2 * j + h < n; h++) {
-            int64_t i = 2 * j + h;
-            float m = absmax[i / PS_NF4_BLOCK];
-            /* all-zero block: scale 0 maps every element to code 7 (0.0) */
-            float r = m > 0.0f ? 1.0f / m : 0.0f;
-            q[h] = ps_nf4_nearest(w[i] * r, mid);
+    for (int64_t b = 0; b * PS_NF4_BLOCK < n; b++) {
+        int64_t i0 = b * PS_NF4_BLOCK, i1 = i0 + PS_NF4_BLOCK < n ? i0 + PS_NF4_BLOCK : n;
+        /* all-zero block: scale 0 maps every element to code 7 (0.0) */
+        float r = absmax[b] > 0.0f ? 1.0f / absmax[b] : 0.0f;
+#ifdef __AVX512F__
+        if (i1 - i0 == PS_NF4_BLOCK) {
+            nf4_pack_block64(w + i0, r, mid, packed + i0 / 2);
+            continue;
         }
-        packed[j] = (uint8_t)(q[0] << 4 | q[1]);
+#endif
+        for (int64_t i = i0; i < i1; i += 2) {
+            uint8_t hi = ps_nf4_nearest(w[i] * r, mid);
+            uint8_t lo = i + 1 < n ? ps_nf4_nearest(w[i + 1] * r, mid) : PS_NF4_ZERO_CODE;
+            packed[i / 2] = (uint8_t)(hi << 4 | lo);
+        }
     }
 }
 
@@ -99,7 +144,8 @@ static uint8_t nf4_dq_nearest(float s) {
 static void nf4_double_quant(const float *absmax, int64_t nb, float offset, uint8_t *q8,
                              float *absmax2) {
     for (int64_t c = 0; c * PS_NF4_DQ_BLOCK < nb; c++) {
-        int64_t b0 = c * PS_NF4_DQ_BLOCK, b1 = b0 + PS_NF4_DQ_BLOCK < nb ? b0 + PS_NF4_DQ_BLOCK : nb;
+        int64_t b0 = c * PS_NF4_DQ_BLOCK;
+        int64_t b1 = b0 + PS_NF4_DQ_BLOCK < nb ? b0 + PS_NF4_DQ_BLOCK : nb;
         float m = 0.0f;
         for (int64_t b = b0; b < b1; b++) m = fmaxf(m, fabsf(absmax[b] - offset));
         absmax2[c] = m;

@@ -49,7 +49,7 @@ def main():
     assert len(nf4) == 16 and len(dq) == 256
     print(brace_list("PS_NF4_CODE_VALUES", nf4, 4))
     print()
-    print(brace_list("PS_DQ_CODE_VALUES", dq, 6))
+    print(brace_list("PS_DQ_CODE_VALUES", dq, 5))
 
 
 if __name__ == "__main__":

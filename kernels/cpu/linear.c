@@ -3,7 +3,7 @@
  * over the backend's threads with cpu_parallel_for.
  *
  *  - T == 1 (decode) on AVX-512: a GEMV that decodes each weight row in
- *    registers and reads it exactly once (linear_nf4.c, linear_dense.c).
+ *    registers and reads it exactly once (linear_nf4_gemv.c, linear_dense.c).
  *  - otherwise (prefill, batched decode, other builds): each thread decodes
  *    one CPU_LIN_NB x CPU_LIN_KC tile of its rows into an f32 buffer on its
  *    stack and multiplies it with all T rows of x (linear_gemm.c) before

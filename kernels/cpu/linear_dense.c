@@ -39,11 +39,16 @@ void cpu_lin_dense_decode(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0
 }
 
 /* R rows starting at n, one dtype (constants after inlining), summed in the
- * tile path's order: lanes of 16, reduced every CPU_LIN_KC columns. */
+ * tile path's order: lanes of 16, reduced every CPU_LIN_KC columns. Rows up
+ * to n1 are this worker's. */
 static inline __attribute__((always_inline)) void dense_gemv_rows(int R, ps_dtype dt,
                                                                   const cpu_lin_call *c,
-                                                                  int64_t n) {
-    int64_t K = c->K;
+                                                                  int64_t n, int64_t n1) {
+    int64_t K = c->K, esize = dt == PS_DT_F32 ? 4 : 2;
+    const char *base = c->w->dense.data;
+    /* the next group's rows, a 64-byte line per row each time this group
+     * crosses one (short row streams defeat the hardware prefetcher) */
+    int64_t ahead = n + 2 * R <= n1 ? R * K * esize : 0;
     float sum[4] = {0};
     for (int64_t k0 = 0; k0 < K; k0 += CPU_LIN_KC) {
         int64_t k1 = k0 + CPU_LIN_KC < K ? k0 + CPU_LIN_KC : K;
@@ -53,6 +58,10 @@ static inline __attribute__((always_inline)) void dense_gemv_rows(int R, ps_dtyp
         for (int64_t k = k0; k < k1; k += 16) {
             __mmask16 m = dense_mask(k1 - k);
             __m512 xv = _mm512_maskz_loadu_ps(m, c->x + k);
+            if (ahead && (esize == 4 || (k & 31) == 0))
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+                    _mm_prefetch(base + ((n + r) * K + k) * esize + ahead, _MM_HINT_T0);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
                 acc[r] = _mm512_fmadd_ps(xv, dense_load(dt, c->w->dense.data, (n + r) * K + k, m),
@@ -70,8 +79,8 @@ static inline __attribute__((always_inline)) void dense_gemv_rows(int R, ps_dtyp
 static inline __attribute__((always_inline)) void dense_gemv_dt(ps_dtype dt, const cpu_lin_call *c,
                                                                 int64_t n0, int64_t n1) {
     int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) dense_gemv_rows(4, dt, c, n);
-    for (; n < n1; n++) dense_gemv_rows(1, dt, c, n);
+    for (; n + 4 <= n1; n += 4) dense_gemv_rows(4, dt, c, n, n1);
+    for (; n < n1; n++) dense_gemv_rows(1, dt, c, n, n1);
 }
 
 void cpu_lin_dense_gemv(const cpu_lin_call *c, int64_t n0, int64_t n1) {

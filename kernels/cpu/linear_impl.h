@@ -3,7 +3,7 @@
  *
  * Two shapes of work:
  *  - decode (T == 1, AVX-512 builds): a GEMV that decodes each weight row in
- *    registers and streams it once; bound by memory bandwidth.
+ *    registers and streams it once.
  *  - everything else: the weight is decoded one tile (CPU_LIN_NB rows x
  *    CPU_LIN_KC columns, f32, on the worker's stack) at a time, and the tile
  *    is multiplied with all T rows of x before the next one is decoded.
@@ -45,11 +45,20 @@ static inline __m512i cpu_lin_even(void) {
 static inline __m512i cpu_lin_odd(void) {
     return _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
 }
+
+/* 16 packed NF4 bytes (32 elements) expanded to dwords; vpermps reads only
+ * the low 4 bits of an index, so v selects the odd elements' codes and
+ * v >> 4 the even elements' (the high nibble comes first). */
+static inline __m512i cpu_lin_nf4_bytes(const uint8_t *p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+}
 #endif
 
-/* Tile geometry: 16 rows x 512 columns = 32 KiB of f32, close to L1. KC is a
- * multiple of the NF4 block (64). */
-#define CPU_LIN_NB 16
+/* Tile geometry: 64 rows x 512 columns = 128 KiB of f32 (in L2, on the
+ * worker's stack), the best of the sizes tried on Zen 5 (16..128 rows,
+ * 256..1024 columns). KC is a multiple of the NF4 block (64) and sets the
+ * summation order (see above). */
+#define CPU_LIN_NB 64
 #define CPU_LIN_KC 512
 
 /* One call: y (T, N) = x (T, K) W^T. */
@@ -74,6 +83,10 @@ void cpu_lin_nf4_decode_blocks(const ps_weight *w, int64_t n0, int64_t nb, int64
 /* F16 / BF16 tiles (F32 weights are read in place). */
 void cpu_lin_dense_decode(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0, int64_t kc,
                           float *dst, int64_t ld);
+
+/* xs (n) = x (n) in split order: per 32 columns the 16 even then the 16 odd
+ * (n % 32 == 0; AVX-512 builds). */
+void cpu_lin_split_x(const float *x, int64_t n, float *xs);
 
 /* y[t, j] (= or +=) sum_k x[t, k] w[j, k] for t < T, j < nb, k < kc;
  * x row stride ldx, w row stride ldw, y row stride ldy. split: w is in split

@@ -2,7 +2,8 @@
  * the naive oracle cpu_linear_ref, for dense F32/F16/BF16 and NF4 weights
  * with and without double quantisation, at odd shapes: T in {1, 3, 17, 64}
  * (T == 1 takes the GEMV, larger T the decoded tiles), K not a multiple of
- * 16, 64 or 512, NF4 blocks spanning rows and an odd element count.
+ * 16, 64 or 512, NF4 blocks spanning rows, an odd element count, and rows
+ * long enough for the GEMV's passes over column segments.
  *
  * Besides the numeric parity it checks, bit for bit:
  *  - weight decoding: with x = one-hot rows, y is exactly one weight value,
@@ -50,6 +51,9 @@ static void test_weight_init(test_weight *tw, wkind kind, int64_t N, int64_t K, 
     memset(tw, 0, sizeof *tw);
     float *w = malloc(sizeof(float) * (size_t)(N * K));
     tu_rand_fill(w, N * K, seed);
+    /* block magnitudes from 0.25 to 3.25, so that using a wrong block scale
+     * (or a wrong DQ table) shows up as a large error, not a 1e-7 one */
+    for (int64_t i = 0; i < N * K; i++) w[i] *= 0.25f + (float)((i / 64 * 7 + i / 16384) % 13) / 4;
     if (kind == W_NF4 || kind == W_NF4_DQ) {
         ps_status st = nf4_quantize(w, N, K, kind == W_NF4_DQ, &tw->q, &err);
         TU_CHECK(st == PS_OK, "quantise: %s", err.msg);
@@ -173,6 +177,15 @@ int main(void) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t t = 0; t < sizeof Ts / sizeof Ts[0]; t++)
                 check_parity((wkind)kind, Ts[t], shapes[s][0], shapes[s][1]);
+    /* long rows: the NF4 GEMV works in passes of 8192 columns, and when 4
+     * rows span more DQ blocks than it keeps tables for (~79000 columns) it
+     * takes one row at a time */
+    static const int64_t long_rows[][2] = {{9, 8256}, {8, 100032}};
+    for (int kind = 0; kind < W_KINDS; kind++)
+        for (size_t s = 0; s < 2; s++) {
+            check_parity((wkind)kind, 1, long_rows[s][0], long_rows[s][1]);
+            check_parity((wkind)kind, 3, long_rows[s][0], long_rows[s][1]);
+        }
     printf("worst rel_l2 fast vs oracle: %.3g (tolerance %.0e)\n", worst_rel, LINEAR_TOL);
 
     for (int kind = 0; kind < W_KINDS; kind++) {
