@@ -40,7 +40,7 @@ typedef struct {
     int kv_pages;              /* 0 = enough for max_seqs * ctx_len */
     int max_queue;             /* waiting requests before EBUSY */
     const char *adapters_dir;  /* uploaded adapters persist here, reloaded at start; NULL = memory only */
-    int64_t adapter_budget_mb; /* resident adapter memory before LRU eviction; 0 = unlimited */
+    int adapter_budget_mb;     /* resident adapter memory (MB) before LRU eviction; 0 = unlimited */
 } engine_opts;
 
 engine_opts engine_opts_default(void);

@@ -21,11 +21,10 @@
 ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err) {
     const llama_config *c = e->cfg;
     if (o->adapter_budget_mb < 0)
-        return ps_errf(err, PS_EINVAL, "adapter budget %lld MB must be >= 0 (0 = unlimited)",
-                       (long long)o->adapter_budget_mb);
+        return ps_errf(err, PS_EINVAL, "adapter budget %d MB must be >= 0 (0 = unlimited)", o->adapter_budget_mb);
     adapter_registry_opts ro = {
         .dir = o->adapters_dir,
-        .budget_bytes = o->adapter_budget_mb * 1000 * 1000,
+        .budget_bytes = (int64_t)o->adapter_budget_mb * 1000 * 1000,
         .base = {c->n_layers, c->hidden, c->ffn, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab},
         .be = e->be,
     };
@@ -33,8 +32,8 @@ ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err) {
     if (st) return ps_err_wrap(err, "adapters dir '%s'", o->adapters_dir ? o->adapters_dir : "");
     adapter_info *list = NULL;
     int n = adapter_registry_list(e->adapters, &list);
-    PS_LOG_INFO("engine", "adapters: %d registered, dir=%s budget=%lld MB", n < 0 ? 0 : n,
-                o->adapters_dir ? o->adapters_dir : "(memory only)", (long long)o->adapter_budget_mb);
+    PS_LOG_INFO("engine", "adapters: %d registered, dir=%s budget=%d MB", n < 0 ? 0 : n,
+                o->adapters_dir ? o->adapters_dir : "(memory only)", o->adapter_budget_mb);
     free(list);
     return PS_OK;
 }

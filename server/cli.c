@@ -43,7 +43,10 @@ static const flag flags[] = {
     {"--max-body", "BYTES", F_SIZE, S(max_body), 1024, 1LL << 32, NULL, "request body limit"},
     {"--max-tokens-default", "N", F_INT, S(default_max_tokens), 1, 1 << 24, NULL, "max_tokens when a request omits it"},
     {"--shutdown-grace", "SECONDS", F_INT, S(shutdown_grace_s), 0, 3600, NULL, "on SIGTERM, time for running generations"},
-    {"--adapters-dir", "DIR", F_STR, S(adapters_dir), 0, 0, NULL, "adapter folder (stored; adapters are not served yet)"},
+    {"--adapters-dir", "DIR", F_STR, S(adapters_dir), 0, 0, NULL, "uploaded adapters persist here, reloaded at start"},
+    {"--adapter-budget-mb", "MB", F_INT, E(adapter_budget_mb), 0, 1 << 30, NULL,
+     "adapter memory before idle ones are evicted, LRU (0 = unlimited)"},
+    {"--max-upload", "BYTES", F_SIZE, S(max_upload), 1024, 1LL << 40, NULL, "adapter upload body limit"},
     {"--log-level", "LEVEL", F_LEVEL, offsetof(cli_opts, log_level), 0, 0, NULL, "error|warn|info|debug"},
 };
 #define N_FLAGS ((int)(sizeof flags / sizeof flags[0]))

@@ -14,6 +14,7 @@
 #include "auth.h"
 #include "base/log.h"
 #include "openai_chat.h"
+#include "adapters_routes.h"
 #include "openai_completions.h"
 #include "reply.h"
 #include "routes_misc.h"
@@ -34,6 +35,10 @@ static const http_route routes[] = {
     {"GET", "/v1/models/", true, true, false, routes_model_get},
     {"POST", "/v1/completions", false, true, false, openai_completions_handle},
     {"POST", "/v1/chat/completions", false, true, false, openai_chat_handle},
+    {"POST", "/v1/adapters", false, true, false, adapters_upload},
+    {"GET", "/v1/adapters", false, true, false, adapters_list},
+    {"GET", "/v1/adapters/", true, true, false, adapters_get},
+    {"DELETE", "/v1/adapters/", true, true, false, adapters_delete},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 

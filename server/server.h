@@ -23,7 +23,8 @@ typedef struct {
     int max_streams;          /* concurrent generations; <= 0: http_threads - 4 */
     size_t max_body;          /* request body cap in bytes */
     int default_max_tokens;   /* cap when a request gives no max_tokens */
-    const char *adapters_dir; /* stored; adapters are issue 3 */
+    const char *adapters_dir; /* engine's --adapters-dir (shown in /health) */
+    size_t max_upload;        /* adapter upload body cap in bytes */
     int shutdown_grace_s;     /* on SIGTERM: how long in-flight generations may finish */
 } server_opts;
 
