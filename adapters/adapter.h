@@ -7,8 +7,8 @@
  * embed_tokens. Semantics: huggingface/peft (tuners/lora/layer.py,
  * peft_model.py get_prompt); see shared/fixtures/llama-tiny/README.md section 7.
  *
- * Everything numeric is converted to F32 and lives in ONE backend block owned by
- * the adapter (adapter->block); the pointers below point into it, on the
+ * Everything numeric is converted to F32 (LoRA A/B stored in F16/BF16 stay so,
+ * see lora_dtype) and lives in ONE backend block owned by the adapter (adapter->block); the pointers below point into it, on the
  * backend's device. An adapter is immutable after loading, so any number of
  * engine steps may read it at once; its lifetime is managed by the registry
  * (adapter_registry.h), which reference counts it.
@@ -68,8 +68,8 @@ adapter_limits adapter_limits_default(void);
 typedef struct {
     int r;
     float alpha, scale; /* scale = alpha / r, or alpha / sqrt(r) with use_rslora */
-    const float *A;     /* (r, in) F32 on the backend */
-    const float *B;     /* (out, r) F32 on the backend */
+    const void *A;      /* (r, in) on the backend, dtype adapter.lora_dtype */
+    const void *B;      /* (out, r) */
 } adapter_lora;
 
 #define ADAPTER_NAME_MAX 64
@@ -85,6 +85,8 @@ typedef struct {
     /* LORA: (n_layers * ADAPTER_MOD_COUNT), index l * ADAPTER_MOD_COUNT + m */
     adapter_lora *lora;
     int max_rank;       /* largest r over all modules (0 when no LoRA) */
+    ps_dtype lora_dtype;/* A/B storage: the file's F16/BF16 when every LoRA tensor has
+                         * it (half the bytes a step reads), else F32 */
     bool rslora;
     unsigned targets;   /* bit m set when module m is adapted in some layer */
 

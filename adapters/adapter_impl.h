@@ -1,8 +1,8 @@
 /* Internal to adapters/: the load plan shared by adapter_load.c (entry points,
  * block allocation, conversion) and the per-kind planners adapter_lora.c and
  * adapter_prompt.c. Loading is two passes: plan (names, shapes, limits, block
- * offsets; no tensor data read) then fill (convert to F32, check finite,
- * re-layout, upload). */
+ * offsets; no tensor data read) then fill (convert to F32 or keep 16-bit LoRA
+ * weights, check finite, re-layout, upload). */
 #ifndef PS_ADAPTERS_ADAPTER_IMPL_H
 #define PS_ADAPTERS_ADAPTER_IMPL_H
 
@@ -24,8 +24,9 @@ typedef struct {
     adapter_piece_kind kind;
     int layer;
     adapter_module mod;
-    size_t offset;  /* floats into the block, 64-byte aligned */
-    int64_t numel;  /* floats written at offset */
+    size_t offset;  /* bytes into the block, 64-byte aligned */
+    int64_t numel;  /* elements written at offset */
+    ps_dtype dt;    /* F32, or the file's F16/BF16 for LoRA weights */
 } adapter_piece;
 
 /* The prefix encoder MLP of PEFT's PrefixEncoder (prefix_projection true):
@@ -42,11 +43,13 @@ typedef struct {
     adapter *a;              /* being built: kind, lora r/alpha/scale, counts */
     adapter_piece *pieces;   /* one per used tensor (capacity st_count) */
     int n_pieces;
-    size_t n_floats;         /* block size so far */
+    size_t n_bytes;          /* block size so far */
+    ps_dtype lora_dt;        /* storage of A/B: F16/BF16 when every LoRA tensor is, else F32 */
     adapter_prefix_mlp mlp;  /* all NULL unless projecting */
 } adapter_plan;
 
-/* Appends a piece of numel floats at the next aligned offset (build() checks
+/* Appends a piece of numel elements (of lora_dt for LoRA pieces, F32 for the
+ * rest) at the next aligned offset (build() checks
  * the total against max_bytes before allocating). */
 ps_status adapter_plan_add(adapter_plan *p, const st_tensor *t, adapter_piece_kind kind, int layer,
                            adapter_module mod, int64_t numel, ps_err *err);

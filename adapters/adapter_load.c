@@ -15,7 +15,7 @@
 #include "adapter_impl.h"
 
 #define NM "'%.200s'"
-#define ALIGN_FLOATS 16 /* 64 bytes: whole cache lines, aligned AVX-512 / coalesced loads */
+#define ALIGN_BYTES 64 /* whole cache lines, aligned AVX-512 / coalesced loads */
 
 adapter_limits adapter_limits_default(void) {
     adapter_limits l = {(int64_t)4 << 30, 512, 1024, 4096, 1 << 20};
@@ -71,10 +71,11 @@ ps_status adapter_name_check(const char *name, ps_err *err) {
 ps_status adapter_plan_add(adapter_plan *p, const st_tensor *t, adapter_piece_kind kind, int layer,
                            adapter_module mod, int64_t numel, ps_err *err) {
     (void)err; /* the total is checked against max_bytes once planning is done */
-    size_t off = (p->n_floats + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    size_t off = (p->n_bytes + ALIGN_BYTES - 1) / ALIGN_BYTES * ALIGN_BYTES;
+    ps_dtype dt = kind == PIECE_LORA_A || kind == PIECE_LORA_B ? p->lora_dt : PS_DT_F32;
     adapter_piece *pc = &p->pieces[p->n_pieces++];
-    *pc = (adapter_piece){t, kind, layer, mod, off, numel};
-    p->n_floats = off + (size_t)numel;
+    *pc = (adapter_piece){t, kind, layer, mod, off, numel, dt};
+    p->n_bytes = off + (size_t)numel * ps_dtype_size(dt);
     return PS_OK;
 }
 
@@ -132,19 +133,34 @@ ps_status adapter_read_f32(const st_tensor *t, float *out, int64_t numel, ps_err
 
 static void point_into_block(adapter_plan *p) {
     adapter *a = p->a;
-    float *base = a->block;
+    const char *base = a->block;
     for (int i = 0; i < p->n_pieces; i++) {
         const adapter_piece *pc = &p->pieces[i];
-        const float *at = base + pc->offset;
+        const void *at = base + pc->offset;
         switch (pc->kind) {
         case PIECE_LORA_A: a->lora[ADAPTER_LORA_INDEX(a, pc->layer, pc->mod)].A = at; break;
         case PIECE_LORA_B: a->lora[ADAPTER_LORA_INDEX(a, pc->layer, pc->mod)].B = at; break;
-        case PIECE_PREFIX: a->prefix_kv = at; break;
-        case PIECE_PROMPT: a->prompt = at; break;
-        case PIECE_LM_HEAD: a->lm_head = at; break;
-        case PIECE_EMBED: a->embed_tokens = at; break;
+        case PIECE_PREFIX: a->prefix_kv = (const float *)at; break;
+        case PIECE_PROMPT: a->prompt = (const float *)at; break;
+        case PIECE_LM_HEAD: a->lm_head = (const float *)at; break;
+        case PIECE_EMBED: a->embed_tokens = (const float *)at; break;
         }
     }
+}
+
+/* A 16-bit LoRA tensor kept as stored: copied, and every value checked finite. */
+static ps_status copy_16bit(const adapter_piece *pc, void *dst, ps_err *err) {
+    memcpy(dst, pc->t->data, (size_t)pc->numel * 2);
+    const uint8_t *b = dst;
+    for (int64_t i = 0; i < pc->numel; i++) {
+        uint16_t h = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
+        /* exponent all ones = inf or nan: 5 bits for F16, 8 for BF16 */
+        bool bad = pc->dt == PS_DT_F16 ? (h & 0x7C00) == 0x7C00 : (h & 0x7F80) == 0x7F80;
+        if (bad)
+            return ps_errf(err, PS_EFORMAT, "tensor " NM ": element %lld is %s (values must be finite)", pc->t->name,
+                           (long long)i, (h & (pc->dt == PS_DT_F16 ? 0x3FF : 0x7F)) ? "nan" : "inf");
+    }
+    return PS_OK;
 }
 
 /* Converts every piece (to the block directly on the CPU backend, through a
@@ -158,11 +174,12 @@ static ps_status fill(adapter_plan *p, ps_backend *be, ps_err *err) {
     ps_status s = PS_OK;
     for (int i = 0; i < p->n_pieces && !s; i++) {
         const adapter_piece *pc = &p->pieces[i];
-        float *dst = (float *)p->a->block + pc->offset;
-        float *buf = direct ? dst : stage;
+        void *dst = (char *)p->a->block + pc->offset;
+        void *buf = direct ? dst : stage;
         if (pc->kind == PIECE_PREFIX) s = adapter_fill_prefix(p, pc, buf, err);
+        else if (pc->dt != PS_DT_F32) s = copy_16bit(pc, buf, err);
         else s = adapter_read_f32(pc->t, buf, pc->numel, err);
-        if (!s && !direct) s = ps_buf_upload(be, dst, buf, sizeof(float) * (size_t)pc->numel, err);
+        if (!s && !direct) s = ps_buf_upload(be, dst, buf, (size_t)pc->numel * ps_dtype_size(pc->dt), err);
     }
     free(stage);
     return s;
@@ -177,7 +194,7 @@ static ps_status build(adapter_plan *p, ps_backend *be, ps_err *err) {
                        p->lim->max_tensors);
     s = p->a->kind == ADAPTER_LORA ? adapter_plan_lora(p, err) : adapter_plan_prompt(p, err);
     if (s) return s;
-    p->a->block_bytes = sizeof(float) * p->n_floats;
+    p->a->block_bytes = p->n_bytes;
     if ((int64_t)p->a->block_bytes > p->lim->max_bytes)
         return ps_errf(err, PS_ETOOLARGE, "adapter needs %.2f MB as F32, limit %.2f MB", p->a->block_bytes / 1e6,
                        (double)p->lim->max_bytes / 1e6);
@@ -197,7 +214,7 @@ static ps_status load_set(const char *name, const adapter_config *cfg, st_set *s
     snprintf(a->name, sizeof a->name, "%s", name);
     a->kind = cfg->kind;
     a->base = *base;
-    adapter_plan p = {cfg, base, lim, set, a, NULL, 0, 0, {0}};
+    adapter_plan p = {cfg, base, lim, set, a, NULL, 0, 0, PS_DT_F32, {0}};
     s = build(&p, be, err);
     free(p.pieces);
     if (s) {

@@ -124,8 +124,23 @@ static ps_status plan_one(adapter_plan *p, const st_tensor *t, unsigned char *se
                             which ? out * e->r : e->r * in, err);
 }
 
+/* F16 or BF16 when every LoRA weight in the file has that dtype, else F32
+ * (a mix is widened: one dtype per adapter keeps the kernels simple). */
+static ps_dtype lora_storage(const st_set *set) {
+    int n16 = 0, nb16 = 0, n = 0;
+    for (int i = 0; i < st_count(set); i++) {
+        const st_tensor *t = st_at(set, i);
+        if (!strstr(t->name, ".lora_A.weight") && !strstr(t->name, ".lora_B.weight")) continue;
+        n++;
+        n16 += t->dtype == ST_F16;
+        nb16 += t->dtype == ST_BF16;
+    }
+    return n && n16 == n ? PS_DT_F16 : n && nb16 == n ? PS_DT_BF16 : PS_DT_F32;
+}
+
 ps_status adapter_plan_lora(adapter_plan *p, ps_err *err) {
     const adapter_base_shape *b = p->base;
+    p->lora_dt = p->a->lora_dtype = lora_storage(p->set);
     int n_entries = b->n_layers * ADAPTER_MOD_COUNT;
     unsigned char *seen = calloc((size_t)n_entries, 1);
     p->a->lora = calloc((size_t)n_entries, sizeof *p->a->lora);

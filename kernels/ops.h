@@ -117,7 +117,7 @@ typedef struct {
  * slots' A/B pointers (A == NULL when that adapter leaves the projection
  * alone). Semantics (PEFT tuners/lora/layer.py Linear.forward):
  *   for every token t with s = tok_slot[t] >= 0 and slots[s].A != NULL:
- *     v = A_s x[t]          (r_s values, fp32 accumulation)
+ *     v = A_s x[t]          (r_s values, fp32 accumulation; 16-bit A/B widened exactly)
  *     y[t] += scale_s * (B_s v)
  * Rows of tokens with no LoRA are left bit-identical. The result for token t
  * depends only on x[t] and its slot (batch invariant): a backend may group
@@ -126,8 +126,10 @@ typedef struct {
 #define PS_LORA_MAX_RANK 512
 
 typedef struct {
-    const float *A; /* (r, in) F32 row-major on the backend's device; NULL = not adapted */
-    const float *B; /* (out, r) F32 row-major */
+    const void *A;  /* (r, in) row-major on the backend's device; NULL = not adapted */
+    const void *B;  /* (out, r) row-major */
+    ps_dtype dtype; /* of A and B: F32, F16 or BF16 (an adapter keeps its file's
+                     * 16-bit dtype: half the bytes a step reads); math is F32 */
     int r;          /* 1..PS_LORA_MAX_RANK when A != NULL */
     float scale;    /* lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA */
 } ps_lora_slot;

@@ -29,6 +29,9 @@ ps_status op_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const p
         if (sl->A && (sl->r < 1 || sl->r > PS_LORA_MAX_RANK || !sl->B))
             return ps_errf(err, PS_EINVAL, "lora_bgmv: slot %d has rank %d (allowed 1..%d) or no B", s,
                            sl->r, PS_LORA_MAX_RANK);
+        if (sl->A && sl->dtype != PS_DT_F32 && sl->dtype != PS_DT_F16 && sl->dtype != PS_DT_BF16)
+            return ps_errf(err, PS_EINVAL, "lora_bgmv: slot %d has dtype %s, expected F32, F16 or BF16", s,
+                           ps_dtype_name(sl->dtype));
     }
     for (int64_t t = 0; t < T; t++)
         if (lb->tok_slot[t] < -1 || lb->tok_slot[t] >= lb->n_slots)

@@ -71,7 +71,7 @@ static ps_status build_tables(llama_model *m, const llama_batch *b, llama_step_a
                 /* adapter.h's module order is llama_proj_names' order */
                 const adapter_lora *e = a->lora ? &a->lora[ADAPTER_LORA_INDEX(a, l, p)] : NULL;
                 ps_lora_slot *sl = &s->lora_slots[(l * LLAMA_N_PROJ + p) * n + i];
-                *sl = e && e->r ? (ps_lora_slot){e->A, e->B, e->r, e->scale} : (ps_lora_slot){0};
+                *sl = e && e->r ? (ps_lora_slot){e->A, e->B, a->lora_dtype, e->r, e->scale} : (ps_lora_slot){0};
                 if (sl->A) s->lora_active[l] |= 1u << p;
             }
     }

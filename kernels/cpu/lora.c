@@ -1,26 +1,36 @@
 /* Multi-adapter LoRA on the CPU (op_lora_bgmv, see ps_lora_batch in ops.h).
  *
  * cpu_lora_bgmv_ref is the oracle: per token, v = A x then y += scale * B v,
- * plain loops. cpu_lora_bgmv is the SGMV-style version: tokens are sorted by
- * slot (counting sort, stable), each slot's tokens are cut into chunks of at
- * most LORA_CHUNK, and
- *   phase 1 (shrink, parallel over chunks): v[j] = A x[j] reading each row of
- *            A once for the whole chunk;
+ * plain loops (16-bit A/B widened element by element). cpu_lora_bgmv is the
+ * SGMV-style version: tokens are sorted by slot (counting sort, stable), each
+ * slot's tokens are cut into chunks of at most LORA_CHUNK, and
+ *   phase 1 (shrink, parallel over chunks): v[j] = A x[j] reading (and
+ *            widening) each row of A once for the whole chunk;
  *   phase 2 (expand, parallel over chunks x blocks of output rows):
  *            y[j] += scale * B v[j], 16 outputs at a time from a transposed
  *            16 x r block of B (one 16-lane FMA per rank index).
- * The shrink's lora_dot has a sum order that depends only on the vector
- * length and the expand sums the rank index in order, so a token's result is
- * the same whatever the batch around it (tested bit for bit). */
+ * The shrink sums in 16 lanes (lane = column mod 16) then a fixed tree, the
+ * expand sums the rank index in order: a token's result depends only on its
+ * own x and slot, whatever the batch around it (tested bit for bit).
+ * A and B may be F32, F16 or BF16 (ps_lora_slot.dtype), widened exactly. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "math/half.h"
 
 #define LORA_CHUNK 8       /* tokens sharing one pass over A / B */
 #define LORA_OUT_BLOCK 256 /* output rows per expand work item */
 #define LORA_STACK_T 2048  /* tokens handled without heap scratch */
 #define LORA_STACK_V 16384 /* shrink floats handled without heap scratch */
+#define LORA_KC 512        /* columns of A widened at a time (a multiple of 16) */
+
+/* Element i of an F32/F16/BF16 array as float (exact widening). */
+static inline float lora_ld(const void *p, ps_dtype dt, int64_t i) {
+    if (dt == PS_DT_F16) return ps_f16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == PS_DT_BF16) return ps_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
 
 ps_status cpu_lora_bgmv_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x,
                             const ps_lora_batch *lb, ps_err *err) {
@@ -34,27 +44,30 @@ ps_status cpu_lora_bgmv_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x,
         const ps_lora_slot *sl = &lb->slots[s];
         for (int i = 0; i < sl->r; i++) {
             float acc = 0.0f;
-            for (int64_t k = 0; k < in; k++) acc += sl->A[i * in + k] * xd[t * in + k];
+            for (int64_t k = 0; k < in; k++) acc += lora_ld(sl->A, sl->dtype, i * in + k) * xd[t * in + k];
             v[i] = acc;
         }
         for (int64_t o = 0; o < out; o++) {
             float acc = 0.0f;
-            for (int i = 0; i < sl->r; i++) acc += sl->B[o * sl->r + i] * v[i];
+            for (int i = 0; i < sl->r; i++) acc += lora_ld(sl->B, sl->dtype, o * sl->r + i) * v[i];
             yd[t * out + o] += sl->scale * acc;
         }
     }
     return PS_OK;
 }
 
-/* 16 independent lanes (lane = k mod 16) then a fixed halving tree: the
- * compiler can keep the lanes in one vector register, and the order depends
- * on n only. */
-static inline float lora_dot(const float *restrict a, const float *restrict b, int64_t n) {
-    float acc[16] = {0};
+/* acc[lane] += a[k] * b[k] with lane = k mod 16 (callers start chunks at
+ * multiples of 16, so the lanes do not depend on chunking); the compiler keeps
+ * the 16 lanes in one vector register. */
+static inline void lora_lanes(float *restrict acc, const float *restrict a, const float *restrict b, int64_t n) {
     int64_t k = 0;
     for (; k + 16 <= n; k += 16)
         for (int j = 0; j < 16; j++) acc[j] += a[k + j] * b[k + j];
     for (int j = 0; k + j < n; j++) acc[j] += a[k + j] * b[k + j];
+}
+
+/* The fixed halving tree over the 16 lanes. */
+static inline float lora_tree(float *acc) {
     for (int w = 8; w > 0; w /= 2)
         for (int j = 0; j < w; j++) acc[j] += acc[j + w];
     return acc[0];
@@ -73,27 +86,39 @@ typedef struct {
     int n_blocks;          /* output row blocks per chunk */
 } lora_call;
 
+/* v[j] = A x[j] for the tokens of each chunk: each row of A is read (and
+ * widened, for 16-bit A) once per chunk, LORA_KC columns at a time. */
 static void lora_shrink(void *ctx, int64_t c0, int64_t c1) {
     const lora_call *c = ctx;
+    float af[LORA_KC];
     for (int64_t ch = c0; ch < c1; ch++) {
         int j0 = c->chunk[ch], j1 = c->chunk[ch + 1];
         const ps_lora_slot *sl = &c->lb->slots[c->lb->tok_slot[c->perm[j0]]];
         for (int i = 0; i < sl->r; i++) {
-            const float *a = sl->A + (int64_t)i * c->in;
-            for (int j = j0; j < j1; j++) c->v[(int64_t)j * c->r_max + i] = lora_dot(a, c->x + c->perm[j] * c->in, c->in);
+            float acc[LORA_CHUNK][16] = {{0}};
+            for (int64_t k0 = 0; k0 < c->in; k0 += LORA_KC) {
+                int64_t kc = c->in - k0 < LORA_KC ? c->in - k0 : LORA_KC, base = (int64_t)i * c->in + k0;
+                const float *a = (const float *)sl->A + base;
+                if (sl->dtype != PS_DT_F32) {
+                    for (int64_t k = 0; k < kc; k++) af[k] = lora_ld(sl->A, sl->dtype, base + k);
+                    a = af;
+                }
+                for (int j = j0; j < j1; j++) lora_lanes(acc[j - j0], a, c->x + c->perm[j] * c->in + k0, kc);
+            }
+            for (int j = j0; j < j1; j++) c->v[(int64_t)j * c->r_max + i] = lora_tree(acc[j - j0]);
         }
     }
 }
 
 /* u = B v for 16 consecutive outputs o0..o0+15 of one chunk: the 16 x r block
- * of B is transposed once into bt (r, 16), then each token is r fused
- * multiply-adds of 16 lanes. Each output sums i = 0..r-1 in order, whatever
- * the chunk, so the result is batch invariant. */
+ * of B is transposed (and widened) once into bt (r, 16), then each token is r
+ * fused multiply-adds of 16 lanes. Each output sums i = 0..r-1 in order,
+ * whatever the chunk, so the result is batch invariant. */
 static void lora_expand_block16(const lora_call *c, const ps_lora_slot *sl, int64_t o0, int j0, int j1) {
     float bt[PS_LORA_MAX_RANK * 16];
     int r = sl->r;
     for (int o = 0; o < 16; o++)
-        for (int i = 0; i < r; i++) bt[i * 16 + o] = sl->B[(o0 + o) * r + i];
+        for (int i = 0; i < r; i++) bt[i * 16 + o] = lora_ld(sl->B, sl->dtype, (o0 + o) * r + i);
     for (int j = j0; j < j1; j++) {
         const float *v = c->v + (int64_t)j * c->r_max;
         float acc[16] = {0};
@@ -113,15 +138,13 @@ static void lora_expand(void *ctx, int64_t w0, int64_t w1) {
         const ps_lora_slot *sl = &c->lb->slots[c->lb->tok_slot[c->perm[j0]]];
         int64_t o = o0;
         for (; o + 16 <= o1; o += 16) lora_expand_block16(c, sl, o, j0, j1);
-        for (; o < o1; o++) { /* tail: the same sequential order over i */
-            const float *b = sl->B + o * sl->r;
+        for (; o < o1; o++) /* tail: the same sequential order over i */
             for (int j = j0; j < j1; j++) {
                 const float *v = c->v + (int64_t)j * c->r_max;
                 float acc = 0.0f;
-                for (int i = 0; i < sl->r; i++) acc += b[i] * v[i];
+                for (int i = 0; i < sl->r; i++) acc += lora_ld(sl->B, sl->dtype, o * sl->r + i) * v[i];
                 c->y[c->perm[j] * c->out + o] += sl->scale * acc;
             }
-        }
     }
 }
 

@@ -16,13 +16,16 @@
  * Adapters are random PEFT files made here and loaded through the real
  * loader (adapter_load_mem), i.e. exactly what an upload produces.
  *
+ * --lora-dtype f16|bf16 writes the LoRA files in 16 bits, which the loader
+ * keeps (half the bytes each step reads for distinct adapters).
+ *
  * Upload: a LoRA of about 16 MB (r = 14 on q/k/v/o, F32, the PEFT file
  * format) through adapter_registry_add into a temporary --adapters-dir:
  * parse, validate, convert, write both files (fsync) and register; then the
  * first pin. Best and median of 5.
  *
  *   bench_adapters [--threads 2] [--layers 22] [--batch 16] [--steps 8]
- *                  [--prompt 16] [--rank 16] [--rounds 3]
+ *                  [--prompt 16] [--rank 16] [--rounds 3] [--lora-dtype f32|f16|bf16]
  * Not a ctest: it measures, it does not judge. */
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +37,7 @@
 #include "adapter_registry.h"
 #include "base/log.h"
 #include "base/safetensors.h"
+#include "math/half.h"
 #include "models/llama.h"
 
 #define MAX_B 64
@@ -72,6 +76,8 @@ static char *slurp(const char *path, size_t *n) {
 
 /* Random PEFT LoRA files: A ~ U(-1,1)/sqrt(in), B ~ U(-1,1)/sqrt(r) * 0.1 so
  * the delta is a visible but small change of each projection. */
+static st_dtype lora_file_dtype = ST_F32; /* --lora-dtype */
+
 static ps_status make_lora(const llama_config *c, int r, unsigned mods, const char *tmp, peft_files *out, ps_err *err) {
     static const char *const names[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                                          "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
@@ -94,8 +100,14 @@ static ps_status make_lora(const llama_config *c, int r, unsigned mods, const ch
                 snprintf(tn[n], 96, "base_model.model.model.layers.%d.%s.lora_%c.weight", l, names[p], ab ? 'B' : 'A');
                 data[n] = malloc(sizeof(float) * (size_t)(rows * cols));
                 float sc = ab ? 0.1f / sqrtf((float)r) : 1.0f / sqrtf((float)cols);
-                for (int64_t i = 0; i < rows * cols; i++) data[n][i] = urand() * sc;
-                items[n] = (st_write_item){tn[n], ST_F32, 2, {rows, cols}, data[n]};
+                uint16_t *h = (uint16_t *)data[n]; /* 16-bit files: converted in place, front to back */
+                for (int64_t i = 0; i < rows * cols; i++) {
+                    float v = urand() * sc;
+                    if (lora_file_dtype == ST_F16) h[i] = ps_f32_to_f16(v);
+                    else if (lora_file_dtype == ST_BF16) h[i] = ps_f32_to_bf16(v);
+                    else data[n][i] = v;
+                }
+                items[n] = (st_write_item){tn[n], lora_file_dtype, 2, {rows, cols}, data[n]};
             }
     char path[512];
     snprintf(path, sizeof path, "%s/lora.safetensors", tmp);
@@ -239,7 +251,10 @@ static int cmp_double(const void *a, const void *b) {
 /* ~16 MB LoRA through the registry: add (validate + persist + register), first pin. */
 static ps_status upload_latency(const llama_config *c, ps_backend *be, const char *tmp, ps_err *err) {
     peft_files f = {0};
+    st_dtype keep = lora_file_dtype;
+    lora_file_dtype = ST_F32;
     ps_status s = make_lora(c, 14, 0xF, tmp, &f, err); /* q, k, v, o */
+    lora_file_dtype = keep;
     if (s) return s;
     char dir[512];
     snprintf(dir, sizeof dir, "%s/store", tmp);
@@ -278,6 +293,12 @@ done:
 int main(int argc, char **argv) {
     int threads = 2, layers = 22, B = 16, steps = 8, prompt = 16, rank = 16, rounds = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--lora-dtype")) {
+            const char *d = argv[i + 1];
+            lora_file_dtype = !strcmp(d, "f16") ? ST_F16 : !strcmp(d, "bf16") ? ST_BF16 : ST_F32;
+            if (lora_file_dtype == ST_F32 && strcmp(d, "f32")) return fprintf(stderr, "--lora-dtype f32|f16|bf16\n"), 2;
+            continue;
+        }
         int *v = !strcmp(argv[i], "--threads") ? &threads : !strcmp(argv[i], "--layers") ? &layers
                : !strcmp(argv[i], "--batch") ? &B : !strcmp(argv[i], "--steps") ? &steps
                : !strcmp(argv[i], "--prompt") ? &prompt : !strcmp(argv[i], "--rank") ? &rank
@@ -316,8 +337,9 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "lora%d", i);
         ps_status s = make_lora(&cfg, rank, 0x7F, tmp, &f, &err);
         if (!s) s = load(&cfg, be, &f, name, &lora[i], &err);
-        if (!s && i == 0) printf("LoRA r=%d on all 7 projections: %.1f MB file, %.1f MB resident each\n", rank,
-                                 (double)f.st_n / 1e6, (double)adapter_bytes(lora[0]) / 1e6);
+        if (!s && i == 0) printf("LoRA r=%d on all 7 projections, %s: %.1f MB file, %.1f MB resident each\n", rank,
+                                 st_dtype_name(lora_file_dtype), (double)f.st_n / 1e6,
+                                 (double)adapter_bytes(lora[0]) / 1e6);
         free(f.cfg), free(f.st);
         if (s) goto fail;
     }

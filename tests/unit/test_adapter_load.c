@@ -5,7 +5,8 @@
  * puts it: LoRA A/B equal the file's tensors, the prefix KV equals PEFT's
  * get_prompt view (row t as [L*2, n_kv, D], 2l = key, 2l+1 = value), prompt
  * embeddings are copied. Variants built here: rank_pattern/alpha_pattern,
- * F16 tensors, modules_to_save lm_head, prefix projection MLP (checked
+ * F16 tensors (kept 16-bit bit for bit; widened when mixed with F32),
+ * modules_to_save lm_head, prefix projection MLP (checked
  * against a double-precision evaluation written here).
  *
  * Bad files: a table of broken uploads, each rejected with the right status
@@ -323,18 +324,41 @@ static void check_f16(void) {
         f.items[i].dtype = ST_F16;
         f.items[i].data = h[i];
     }
+    /* all F16: kept as stored (the exact bits), lora_dtype F16 */
     adapter *a = NULL;
     ps_err err = {0};
     ps_status s = fx_load(&f, "f16", NULL, &a, &err);
-    TU_CHECK(s == PS_OK, "f16: %s", err.msg);
+    TU_CHECK(s == PS_OK && a->lora_dtype == PS_DT_F16, "f16: %s", err.msg);
     for (int i = 0; !s && i < f.n; i++) {
         /* items are sorted like the set: layers.0.mlp.down A, B, layers.0.self_attn.o A, B, ... */
         int l = strstr(f.items[i].name, "layers.1.") != NULL;
         adapter_module m = strstr(f.items[i].name, "down_proj") ? ADAPTER_MOD_DOWN : ADAPTER_MOD_O;
         const adapter_lora *e = &a->lora[ADAPTER_LORA_INDEX(a, l, m)];
-        const float *got = strstr(f.items[i].name, "lora_A") ? e->A : e->B;
+        const void *got = strstr(f.items[i].name, "lora_A") ? e->A : e->B;
         int64_t n = f.items[i].shape[0] * f.items[i].shape[1];
-        TU_CHECK(!memcmp(got, want[i], 4 * (size_t)n), "f16: %s differs", f.items[i].name);
+        TU_CHECK(!memcmp(got, h[i], 2 * (size_t)n), "f16: %s differs", f.items[i].name);
+    }
+    adapter_free(a);
+    a = NULL;
+    /* a NaN in an F16 tensor is found without widening */
+    uint16_t keep = h[2][7];
+    h[2][7] = 0x7E00;
+    s = fx_load(&f, "f16", NULL, &a, &err);
+    TU_CHECK(s == PS_EFORMAT && strstr(err.msg, f.items[2].name) && strstr(err.msg, "element 7 is nan"), "f16 nan: %s",
+             err.msg);
+    h[2][7] = keep;
+    /* one tensor left F32: the adapter is widened to F32, values exact */
+    f.items[0].dtype = ST_F32;
+    f.items[0].data = want[0];
+    s = fx_load(&f, "mixed", NULL, &a, &err);
+    TU_CHECK(s == PS_OK && a->lora_dtype == PS_DT_F32, "mixed dtypes: %s", err.msg);
+    for (int i = 0; !s && i < f.n; i++) {
+        int l = strstr(f.items[i].name, "layers.1.") != NULL;
+        adapter_module m = strstr(f.items[i].name, "down_proj") ? ADAPTER_MOD_DOWN : ADAPTER_MOD_O;
+        const adapter_lora *e = &a->lora[ADAPTER_LORA_INDEX(a, l, m)];
+        const void *got = strstr(f.items[i].name, "lora_A") ? e->A : e->B;
+        int64_t n = f.items[i].shape[0] * f.items[i].shape[1];
+        TU_CHECK(!memcmp(got, want[i], 4 * (size_t)n), "mixed: %s differs", f.items[i].name);
     }
     adapter_free(a);
     for (int i = 0; i < 64; i++) free(h[i]), free(want[i]);

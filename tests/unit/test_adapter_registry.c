@@ -147,7 +147,7 @@ static void test_basic(const char *dir) {
     TU_CHECK(!strcmp(listing, "prompt"), "folder after remove: %s", listing);
     TU_CHECK(adapter_registry_resident_bytes(r) == before, "memory freed while pinned");
     float sum = 0; /* the pinned version must still be readable (ASan would flag a free) */
-    for (int i = 0; i < 8 * base.hidden; i++) sum += a->lora[ADAPTER_LORA_INDEX(a, 0, ADAPTER_MOD_Q)].A[i];
+    for (int i = 0; i < 8 * base.hidden; i++) sum += ((const float *)a->lora[ADAPTER_LORA_INDEX(a, 0, ADAPTER_MOD_Q)].A)[i];
     TU_CHECK(sum == sum, "pinned data");
     adapter_registry_unpin(r, a);
     TU_CHECK(adapter_registry_resident_bytes(r) == before - qv_bytes, "memory kept after the last unpin");
@@ -274,7 +274,7 @@ static void *pinner(void *arg) {
         if (a->kind == ADAPTER_LORA) {
             for (int l = 0; l < a->base.n_layers; l++)
                 for (int m = 0; m < ADAPTER_MOD_COUNT; m++)
-                    if (a->lora[ADAPTER_LORA_INDEX(a, l, m)].A) acc += a->lora[ADAPTER_LORA_INDEX(a, l, m)].A[0];
+                    if (a->lora[ADAPTER_LORA_INDEX(a, l, m)].A) acc += *(const float *)a->lora[ADAPTER_LORA_INDEX(a, l, m)].A;
         } else if (a->prompt) {
             acc += a->prompt[a->n_virtual * a->base.hidden - 1];
         }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cpu/cpu_backend.h"
+#include "math/half.h"
 #include "ops.h"
 #include "testutil.h"
 
@@ -24,22 +25,36 @@ static ps_backend *be;
 typedef struct {
     int r;
     float scale;
-    float *A, *B; /* host */
-    void *dA, *dB; /* backend copies */
+    float *A, *B; /* host, values exactly representable in the slot's dtype */
+    void *dA, *dB; /* backend copies in the slot's dtype */
 } slot_data;
 
-static void *to_dev(const float *h, int64_t n) {
+static void *to_dev_bytes(const void *h, size_t n) {
     void *d;
     ps_err err;
-    if (ps_buf_alloc(be, sizeof(float) * (size_t)n, &d, &err) ||
-        ps_buf_upload(be, d, h, sizeof(float) * (size_t)n, &err)) {
+    if (ps_buf_alloc(be, n, &d, &err) || ps_buf_upload(be, d, h, n, &err)) {
         fprintf(stderr, "upload: %s\n", err.msg);
         exit(1);
     }
     return d;
 }
 
-static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed) {
+static void *to_dev(const float *h, int64_t n) { return to_dev_bytes(h, sizeof(float) * (size_t)n); }
+
+/* Rounds x to dt in place and returns a backend copy stored as dt. */
+static void *to_dev_as(float *x, int64_t n, ps_dtype dt) {
+    if (dt == PS_DT_F32) return to_dev(x, n);
+    uint16_t *h = malloc(2 * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = dt == PS_DT_F16 ? ps_f32_to_f16(x[i]) : ps_f32_to_bf16(x[i]);
+        x[i] = dt == PS_DT_F16 ? ps_f16_to_f32(h[i]) : ps_bf16_to_f32(h[i]);
+    }
+    void *d = to_dev_bytes(h, 2 * (size_t)n);
+    free(h);
+    return d;
+}
+
+static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed, ps_dtype dt) {
     slot_data *sd = calloc((size_t)n_slots, sizeof *sd);
     ps_lora_slot *slots = calloc((size_t)n_slots, sizeof *slots);
     for (int s = 0; s < n_slots; s++) {
@@ -50,9 +65,9 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
         sd[s].B = malloc(sizeof(float) * (size_t)(out * ranks[s]));
         tu_rand_fill(sd[s].A, ranks[s] * in, seed + 10 + (uint64_t)s);
         tu_rand_fill(sd[s].B, out * ranks[s], seed + 20 + (uint64_t)s);
-        sd[s].dA = to_dev(sd[s].A, ranks[s] * in);
-        sd[s].dB = to_dev(sd[s].B, out * ranks[s]);
-        slots[s] = (ps_lora_slot){sd[s].dA, sd[s].dB, ranks[s], sd[s].scale};
+        sd[s].dA = to_dev_as(sd[s].A, ranks[s] * in, dt);
+        sd[s].dB = to_dev_as(sd[s].B, out * ranks[s], dt);
+        slots[s] = (ps_lora_slot){sd[s].dA, sd[s].dB, dt, ranks[s], sd[s].scale};
     }
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
     uint64_t st = seed * 2654435761u + 7;
@@ -112,8 +127,8 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
             }
         TU_CHECK(untouched == expect_untouched, "%s: %d of %d no-LoRA rows changed", what,
                  expect_untouched - untouched, expect_untouched);
-        printf("  %-6s T=%-3lld in=%-4lld out=%-4lld slots=%d rel_l2 %.2e max_abs %.2e\n", what, (long long)T,
-               (long long)in, (long long)out, n_slots, c.rel_l2, c.max_abs);
+        printf("  %-6s %-4s T=%-3lld in=%-4lld out=%-4lld slots=%d rel_l2 %.2e max_abs %.2e\n", what, ps_dtype_name(dt),
+               (long long)T, (long long)in, (long long)out, n_slots, c.rel_l2, c.max_abs);
         /* batch invariance: each adapted token alone reproduces its row bit for bit */
         for (int64_t t = 0; variant == 0 && t < T; t += 1 + T / 5) {
             void *dy1 = to_dev(y0 + t * out, out);
@@ -141,7 +156,7 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
 static void test_checks(void) {
     float x[6] = {1, 2, 3, 4, 5, 6}, y[4] = {0}, A[3] = {1, 1, 1}, B[2] = {1, 1};
     if (be->dev != PS_DEV_CPU) return; /* host pointers below */
-    ps_lora_slot sl = {A, B, 1, 1.0f};
+    ps_lora_slot sl = {A, B, PS_DT_F32, 1, 1.0f};
     int32_t tok[2] = {0, 1};
     ps_lora_batch lb = {1, &sl, tok, {0}};
     ps_tensor tx = ps_tensor_2d(PS_DT_F32, 2, 3, x, PS_DEV_CPU), ty = ps_tensor_2d(PS_DT_F32, 2, 2, y, PS_DEV_CPU);
@@ -168,12 +183,17 @@ int main(void) {
     be = tu_backend_create();
     static const int r1[] = {1, 3, 0, 8};
     static const int r2[] = {16, 4, 7, 16, 1, 0, 2, 5, 12, 9, 3, 16, 8, 6, 11, 13, 15};
-    run_case(1, 17, 3, 4, r1, 1);
-    run_case(5, 128, 64, 4, r1, 2);
-    run_case(37, 127, 352, 4, r1, 3);
-    run_case(64, 300, 129, 17, r2, 4);   /* 16 distinct adapters + a non-adapting one */
-    run_case(300, 64, 4097, 2, r2, 5);   /* many tokens: chunking, several output blocks */
-    run_case(3000, 33, 17, 3, r2 + 1, 6); /* beyond the stack scratch */
+    run_case(1, 17, 3, 4, r1, 1, PS_DT_F32);
+    run_case(5, 128, 64, 4, r1, 2, PS_DT_F32);
+    run_case(37, 127, 352, 4, r1, 3, PS_DT_F32);
+    run_case(64, 300, 129, 17, r2, 4, PS_DT_F32);   /* 16 distinct adapters + a non-adapting one */
+    run_case(300, 64, 4097, 2, r2, 5, PS_DT_F32);   /* many tokens: chunking, several output blocks */
+    run_case(3000, 33, 17, 3, r2 + 1, 6, PS_DT_F32); /* beyond the stack scratch */
+    run_case(37, 1100, 352, 4, r1, 7, PS_DT_F32);   /* in > the 512-column widening chunk */
+    /* 16-bit A/B: the reference uses the same rounded values, so the fp32 tolerance holds */
+    run_case(37, 1100, 353, 4, r1, 8, PS_DT_F16);
+    run_case(64, 300, 129, 17, r2, 9, PS_DT_BF16);
+    run_case(1, 17, 3, 4, r1, 10, PS_DT_BF16);
     test_checks();
     ps_backend_destroy(be);
     return tu_finish("lora bgmv");
