@@ -5,6 +5,8 @@
  *     the 6 prompts vs `<adapter>.<fp|nf4>.logits.last`, and the 16-token
  *     greedy continuation of `en` (KV cache, positions continuing) vs
  *     cases.json adapters.<name>.<fp|nf4>.greedy;
+ *   - modules_to_save (lm_head, embed_tokens; no fixture): identities, see
+ *     check_saved_modules;
  *   - the two mixed batches of cases.json: the three rows (different adapters,
  *     or none; different lengths; prefix and prompt rows with their own
  *     positions) run in ONE llama_forward step, each row vs
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "adapter.h"
 #include "base/safetensors.h"
@@ -290,6 +293,103 @@ static void check_mixed(llama_model *m, kv_cache *kv, st_set *r, int q, const mi
     free(alone);
 }
 
+/* ---- modules_to_save (no fixture: identities instead) ----
+ * An adapter = lora-qv + lm_head' = 2 x the base lm_head + embed_tokens' = the
+ * base table with rows X and Y swapped (X in the prompt, Y not). On prompt P
+ * it must give exactly twice the logits lora-qv gives on P with X replaced by
+ * Y, alone and inside a batch next to rows without modules_to_save. */
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+static adapter *make_saved_modules_adapter(const adapter_base_shape *shape, int32_t X, int32_t Y) {
+    st_set *model = NULL, *qv = NULL;
+    st_open(tu_path("llama-tiny/model.safetensors"), &model, &err);
+    st_open(tu_path("llama-tiny/adapters/lora-qv/adapter_model.safetensors"), &qv, &err);
+    int64_t n = (int64_t)shape->vocab * shape->hidden, C = shape->hidden;
+    float *lm = malloc(sizeof(float) * (size_t)n), *emb = malloc(sizeof(float) * (size_t)n);
+    st_to_f32(st_find(model, "lm_head.weight"), lm, n, &err);
+    st_to_f32(st_find(model, "model.embed_tokens.weight"), emb, n, &err);
+    for (int64_t i = 0; i < n; i++) lm[i] *= 2.0f;
+    for (int64_t c = 0; c < C; c++) {
+        float t = emb[X * C + c];
+        emb[X * C + c] = emb[Y * C + c];
+        emb[Y * C + c] = t;
+    }
+    st_write_item items[40];
+    int k = 0;
+    for (int i = 0; i < st_count(qv); i++) {
+        const st_tensor *t = st_at(qv, i);
+        items[k++] = (st_write_item){t->name, t->dtype, t->ndim, {t->shape[0], t->shape[1]}, t->data};
+    }
+    items[k++] = (st_write_item){"base_model.model.lm_head.weight", ST_F32, 2, {shape->vocab, C}, lm};
+    items[k++] = (st_write_item){"base_model.model.model.embed_tokens.weight", ST_F32, 2, {shape->vocab, C}, emb};
+    char path[256];
+    snprintf(path, sizeof path, "%s/ps_saved_modules_%d.safetensors", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    adapter *a = NULL;
+    size_t cfg_n = 0, st_n = 0;
+    char *cfg = slurp(tu_path("llama-tiny/adapters/lora-qv/adapter_config.json"), &cfg_n), *st = NULL;
+    json_t *j = json_loadb(cfg, cfg_n, 0, NULL);
+    json_object_set_new(j, "modules_to_save", json_pack("[s, s]", "lm_head", "embed_tokens"));
+    char *cfg2 = json_dumps(j, 0);
+    if (st_write(path, items, k, NULL, &err) == PS_OK && (st = slurp(path, &st_n)))
+        TU_CHECK(adapter_load_mem("saved", cfg2, strlen(cfg2), st, st_n, shape, NULL, be, &a, &err) == PS_OK,
+                 "modules_to_save adapter: %s", err.msg);
+    unlink(path);
+    free(cfg), free(cfg2), free(st), free(lm), free(emb);
+    json_decref(j);
+    st_close(model), st_close(qv);
+    return a;
+}
+
+static void check_saved_modules(llama_model *m, kv_cache *kv, int q, const adapter_base_shape *shape) {
+    const prompt *en = &prompts[find_prompt("en")];
+    int32_t X = en->ids[3], Y = 1000;
+    for (int t = 0; t < en->n; t++) TU_CHECK(en->ids[t] != Y, "token %d is in the prompt", Y);
+    adapter *sm = make_saved_modules_adapter(shape, X, Y);
+    if (!sm) return;
+    TU_CHECK(sm->lm_head && sm->embed_tokens && sm->kind == ADAPTER_LORA, "saved modules present");
+    prompt swapped = *en;
+    for (int t = 0; t < en->n; t++) swapped.ids[t] = en->ids[t] == X ? Y : en->ids[t];
+    int V = llama_get_config(m)->vocab;
+    float *want = malloc(sizeof(float) * (size_t)V), *got = malloc(sizeof(float) * (size_t)V);
+    float *batch = malloc(sizeof(float) * 3 * (size_t)V), *base = malloc(sizeof(float) * (size_t)V);
+    run_alone(m, kv, fxa[find_adapter("lora-qv")].a, &swapped, want);
+    for (int v = 0; v < V; v++) want[v] *= 2.0f; /* exact in float */
+    run_alone(m, kv, sm, en, got);
+    tu_cmp c = tu_compare(got, want, V);
+    TU_CHECK(c.rel_l2 <= BATCH_TOL && c.argmax_a == c.argmax_b, "modules_to_save %s: rel_l2 %.3g", q ? "nf4" : "fp",
+             c.rel_l2);
+    /* in one step with the base and with lora-qv on the swapped prompt */
+    run_alone(m, kv, NULL, en, base);
+    seq s[3], *sp[3] = {&s[0], &s[1], &s[2]};
+    const adapter *ads[3] = {sm, NULL, fxa[find_adapter("lora-qv")].a};
+    const int32_t *ids[3] = {en->ids, en->ids, swapped.ids};
+    int n[3] = {en->n, en->n, swapped.n};
+    for (int i = 0; i < 3; i++) seq_start(&s[i], m, kv, ads[i]);
+    TU_CHECK(step(m, kv, sp, 3, ids, n, batch) == PS_OK, "saved modules batch: %s", err.msg);
+    for (int i = 0; i < 3; i++) seq_end(&s[i], kv);
+    tu_cmp c0 = tu_compare(batch, want, V), c1 = tu_compare(batch + V, base, V);
+    for (int v = 0; v < V; v++) batch[2 * V + v] *= 2.0f;
+    tu_cmp c2 = tu_compare(batch + 2 * V, want, V);
+    TU_CHECK(c0.rel_l2 <= BATCH_TOL && c1.rel_l2 <= BATCH_TOL && c2.rel_l2 <= BATCH_TOL,
+             "saved modules in a batch: %.3g %.3g %.3g", c0.rel_l2, c1.rel_l2, c2.rel_l2);
+    printf("modules_to_save %-3s: 2 x lora-qv(swapped prompt) rel L2 %.3g alone, %.3g in a batch (base row %.3g)\n",
+           q ? "nf4" : "fp", c.rel_l2, c0.rel_l2, c1.rel_l2);
+    free(want), free(got), free(batch), free(base);
+    adapter_free(sm);
+}
+
 int main(void) {
     tu_fixtures_or_skip("llama-tiny/adapters");
     be = tu_backend_create();
@@ -322,6 +422,7 @@ int main(void) {
         for (int i = N_PAGES - 1; i > 0; i -= 2) kv_cache_release_page(&kv, i);
         for (int a = 0; a < N_FXA; a++) check_adapter(m, &kv, r, q, &fxa[a]);
         for (int i = 0; i < n_mixed; i++) check_mixed(m, &kv, r, q, &mixed[i]);
+        check_saved_modules(m, &kv, q, &shape);
         TU_CHECK(kv.n_free == N_PAGES, "pages leaked: %d of %d free", kv.n_free, N_PAGES);
         kv_cache_free(&kv);
         for (int a = 0; a < N_FXA; a++) adapter_free(fxa[a].a), fxa[a].a = NULL;
