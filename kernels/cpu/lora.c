@@ -19,6 +19,10 @@
 #include "cpu_backend.h"
 #include "math/half.h"
 
+#if defined(__F16C__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #define LORA_CHUNK 8       /* tokens sharing one pass over A / B */
 #define LORA_OUT_BLOCK 256 /* output rows per expand work item */
 #define LORA_STACK_T 2048  /* tokens handled without heap scratch */
@@ -30,6 +34,32 @@ static inline float lora_ld(const void *p, ps_dtype dt, int64_t i) {
     if (dt == PS_DT_F16) return ps_f16_to_f32(((const uint16_t *)p)[i]);
     if (dt == PS_DT_BF16) return ps_bf16_to_f32(((const uint16_t *)p)[i]);
     return ((const float *)p)[i];
+}
+
+/* dst[k] = src[off + k] widened, 8 at a time where the build has AVX2 / F16C
+ * (BF16: zero-extend and shift; F16: the IEEE conversion instruction, the
+ * same values as ps_f16_to_f32), the scalar helpers of math/half.h otherwise. */
+static void lora_widen(float *restrict dst, const void *src, ps_dtype dt, int64_t off, int64_t n) {
+    const uint16_t *h = (const uint16_t *)src + off;
+    if (dt == PS_DT_BF16) {
+        int64_t k = 0;
+#ifdef __AVX2__
+        for (; k + 8 <= n; k += 8) {
+            __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + k))), 16);
+            _mm256_storeu_ps(dst + k, _mm256_castsi256_ps(w));
+        }
+#endif
+        for (; k < n; k++) dst[k] = ps_bf16_to_f32(h[k]);
+    } else if (dt == PS_DT_F16) {
+        int64_t k = 0;
+#ifdef __F16C__
+        for (; k + 8 <= n; k += 8)
+            _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + k))));
+#endif
+        for (; k < n; k++) dst[k] = ps_f16_to_f32(h[k]);
+    } else {
+        memcpy(dst, (const float *)src + off, sizeof(float) * (size_t)n);
+    }
 }
 
 ps_status cpu_lora_bgmv_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x,
@@ -100,7 +130,7 @@ static void lora_shrink(void *ctx, int64_t c0, int64_t c1) {
                 int64_t kc = c->in - k0 < LORA_KC ? c->in - k0 : LORA_KC, base = (int64_t)i * c->in + k0;
                 const float *a = (const float *)sl->A + base;
                 if (sl->dtype != PS_DT_F32) {
-                    for (int64_t k = 0; k < kc; k++) af[k] = lora_ld(sl->A, sl->dtype, base + k);
+                    lora_widen(af, sl->A, sl->dtype, base, kc);
                     a = af;
                 }
                 for (int j = j0; j < j1; j++) lora_lanes(acc[j - j0], a, c->x + c->perm[j] * c->in + k0, kc);
@@ -115,10 +145,12 @@ static void lora_shrink(void *ctx, int64_t c0, int64_t c1) {
  * fused multiply-adds of 16 lanes. Each output sums i = 0..r-1 in order,
  * whatever the chunk, so the result is batch invariant. */
 static void lora_expand_block16(const lora_call *c, const ps_lora_slot *sl, int64_t o0, int j0, int j1) {
-    float bt[PS_LORA_MAX_RANK * 16];
+    float bt[PS_LORA_MAX_RANK * 16], row[PS_LORA_MAX_RANK];
     int r = sl->r;
-    for (int o = 0; o < 16; o++)
-        for (int i = 0; i < r; i++) bt[i * 16 + o] = lora_ld(sl->B, sl->dtype, (o0 + o) * r + i);
+    for (int o = 0; o < 16; o++) {
+        lora_widen(row, sl->B, sl->dtype, (o0 + o) * r, r);
+        for (int i = 0; i < r; i++) bt[i * 16 + o] = row[i];
+    }
     for (int j = j0; j < j1; j++) {
         const float *v = c->v + (int64_t)j * c->r_max;
         float acc[16] = {0};
