@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "clip_service.h" /* CLIP zero-shot classification + embeddings (--clip DIR) */
 
 typedef struct engine engine;
 typedef struct engine_stream engine_stream;

@@ -1,5 +1,5 @@
 /* Adapter routes (see adapters_routes.h). Uploads are read whole (up to
- * --max-upload), split with multipart.c and handed to engine_adapter_add,
+ * --max-upload), split with multipart.c (mp_parse) and handed to engine_adapter_add,
  * which validates everything against the base and persists the files; a
  * failed upload leaves the registry and the adapters folder as they were.
  *
@@ -80,27 +80,31 @@ json_t *adapters_model_object(server *srv, const char *name) {
 
 /* ---- upload ---- */
 
+#define UPLOAD_MAX_PARTS 8
+
 typedef struct {
-    const multipart_part *name, *config, *weights, *replace;
+    const mp_part *name, *config, *weights, *replace;
 } upload_parts;
 
-static bool is_field(const multipart_part *p, const char *file, const char *alias1, const char *alias2) {
-    return !strcmp(p->name, file) || !strcmp(p->name, alias1) || !strcmp(p->name, alias2) || !strcmp(p->filename, file);
+static bool is_file(const mp_part *p, const char *file) { return p->filename && !strcmp(p->filename, file); }
+
+static bool is_field(const mp_part *p, const char *file, const char *alias1, const char *alias2) {
+    return !strcmp(p->name, file) || !strcmp(p->name, alias1) || !strcmp(p->name, alias2) || is_file(p, file);
 }
 
 /* Which part is what: field names as DESIGN.md spells them, short aliases,
  * or the PEFT file name as the part's filename (curl -F x=@adapter_config.json). */
-static bool sort_parts(const multipart_form *f, upload_parts *u, api_error *e) {
+static bool sort_parts(const mp_form *f, upload_parts *u, api_error *e) {
     memset(u, 0, sizeof *u);
     for (int i = 0; i < f->n; i++) {
-        const multipart_part *p = &f->parts[i];
-        const multipart_part **slot = NULL;
-        if (!strcmp(p->filename, "adapter_model.bin") || !strcmp(p->name, "adapter_model.bin"))
+        const mp_part *p = &f->parts[i];
+        const mp_part **slot = NULL;
+        if (is_file(p, "adapter_model.bin") || !strcmp(p->name, "adapter_model.bin"))
             return api_errorf(e, SRV_ERR_INVALID_REQUEST, "adapter_model.bin",
                               "pickled adapter_model.bin is refused (unpickling runs code); save the adapter with "
                               "safe_serialization=True and upload adapter_model.safetensors");
-        if (!strcmp(p->name, "name") && !p->filename[0]) slot = &u->name;
-        else if (!strcmp(p->name, "replace") && !p->filename[0]) slot = &u->replace;
+        if (!strcmp(p->name, "name") && !p->filename) slot = &u->name;
+        else if (!strcmp(p->name, "replace") && !p->filename) slot = &u->replace;
         else if (is_field(p, "adapter_config.json", "config", "adapter_config")) slot = &u->config;
         else if (is_field(p, "adapter_model.safetensors", "model", "weights")) slot = &u->weights;
         if (!slot)
@@ -163,19 +167,26 @@ static int add_or_reply(http_req *rq, const upload_parts *u) {
 
 int adapters_upload(http_req *rq) {
     const char *ct = mg_get_header(rq->conn, "Content-Type");
-    char boundary[MULTIPART_BOUNDARY_MAX + 1];
     api_error e = {0};
-    if (!multipart_boundary(ct, boundary, &e)) return reply_error(rq->conn, &e);
+    if (!mp_is_multipart(ct))
+        return reply_errorf(rq->conn, SRV_ERR_MEDIA_TYPE, NULL,
+                            "content type '%.100s' is not multipart/form-data (send name, adapter_config.json and "
+                            "adapter_model.safetensors as form fields)", ct ? ct : "(none)");
     char *body = NULL;
     size_t len = 0;
     if (!request_read_body(rq->conn, rq->srv->opts.max_upload, &body, &len, &e)) return reply_error(rq->conn, &e);
-    multipart_form *f = malloc(sizeof *f);
+    mp_form f = {0};
     upload_parts u;
+    ps_err err = {0};
     int status;
-    if (!f) status = reply_errorf(rq->conn, SRV_ERR_INTERNAL, NULL, "out of memory");
-    else if (!multipart_parse(body, len, boundary, f, &e) || !sort_parts(f, &u, &e)) status = reply_error(rq->conn, &e);
-    else status = add_or_reply(rq, &u);
-    free(f);
+    if (mp_parse(ct, body, len, UPLOAD_MAX_PARTS, &f, &err) != PS_OK) {
+        api_error_from_ps(&e, &err, NULL);
+        if (err.code == PS_EFORMAT || err.code == PS_EINVAL) e.kind = SRV_ERR_INVALID_REQUEST;
+        status = reply_error(rq->conn, &e);
+    } else {
+        status = sort_parts(&f, &u, &e) ? add_or_reply(rq, &u) : reply_error(rq->conn, &e);
+    }
+    mp_free(&f);
     free(body);
     return status;
 }

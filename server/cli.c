@@ -22,6 +22,7 @@ typedef struct {
 
 #define E(field) offsetof(cli_opts, eng.field)
 #define S(field) offsetof(cli_opts, srv.field)
+#define C(field) offsetof(cli_opts, clip.field)
 
 static const flag flags[] = {
     {"--model", "DIR", F_STR, E(model_dir), 0, 0, NULL, "Hugging Face LLaMA folder (default: the built-in demo model)"},
@@ -33,7 +34,7 @@ static const flag flags[] = {
     {"--ctx-len", "N", F_INT, E(ctx_len), 0, 1 << 24, NULL, "max tokens per sequence, prompt + output (0 = model max)"},
     {"--max-seqs", "N", F_INT, E(max_seqs), 1, 4096, NULL, "sequences decoded together"},
     {"--max-batch-tokens", "N", F_INT, E(max_batch_tokens), 1, 1 << 20, NULL, "tokens per forward step"},
-    {"--kv-pages", "N", F_INT, E(kv_pages), 0, 1 << 24, NULL, "KV cache pages (0 = max-seqs x ctx-len)"},
+    {"--kv-pages", "N", F_INT, E(kv_pages), 0, 1 << 24, NULL, "KV cache pages of 16 tokens (0 = max-seqs x ctx-len, capped at 4 GiB)"},
     {"--max-queue", "N", F_INT, E(max_queue), 1, 1 << 20, NULL, "waiting requests before 503"},
     {"--host", "ADDR", F_STR, S(host), 0, 0, NULL, "listen address (127.0.0.1; 0.0.0.0 to expose)"},
     {"--port", "N", F_INT, S(port), 0, 65535, NULL, "listen port (0 = any free port)"},
@@ -47,6 +48,12 @@ static const flag flags[] = {
     {"--adapter-budget-mb", "MB", F_INT, E(adapter_budget_mb), 0, 1 << 30, NULL,
      "adapter memory before idle ones are evicted, LRU (0 = unlimited)"},
     {"--max-upload", "BYTES", F_SIZE, S(max_upload), 1024, 1LL << 40, NULL, "adapter upload body limit"},
+    {"--clip", "DIR", F_STR, C(dir), 0, 0, NULL, "Hugging Face CLIPModel folder: /v1/classify and /v1/embeddings"},
+    {"--clip-device", "cpu|cuda", F_CHOICE, C(device), 0, 0, "cpu|cuda", "CLIP compute device (default: cuda if usable)"},
+    {"--clip-threads", "N", F_INT, C(threads), 0, 4096, NULL, "CLIP CPU threads (0 = all cores)"},
+    {"--clip-cache", "N", F_INT, C(cache_capacity), 0, 1 << 24, NULL, "CLIP text embeddings cached (labels, prompts)"},
+    {"--clip-max-labels", "N", F_INT, C(max_labels), 1, 1 << 20, NULL, "labels per /v1/classify request"},
+    {"--clip-max-body", "BYTES", F_SIZE, S(clip_max_body), 1024, 1LL << 32, NULL, "body limit of /v1/classify and /v1/embeddings"},
     {"--log-level", "LEVEL", F_LEVEL, offsetof(cli_opts, log_level), 0, 0, NULL, "error|warn|info|debug"},
 };
 #define N_FLAGS ((int)(sizeof flags / sizeof flags[0]))
@@ -111,6 +118,7 @@ cli_result cli_parse(int argc, char **argv, cli_opts *o, char *msg, size_t cap) 
     o->eng = engine_opts_default();
     o->srv = server_opts_default();
     o->log_level = PS_LOG_LEVEL_INFO;
+    o->clip = clip_service_opts_default();
     const char *env_key = getenv("PEFTSERVE_API_KEY");
     if (env_key && *env_key) o->srv.api_key = env_key;
     for (int i = 1; i < argc; i++) {

@@ -14,6 +14,7 @@ typedef struct {
     engine_opts eng;
     server_opts srv;
     int log_level; /* ps_log_level */
+    clip_service_opts clip; /* clip.dir NULL = no CLIP model */
 } cli_opts;
 
 typedef enum { CLI_RUN = 0, CLI_HELP, CLI_ERROR } cli_result;

@@ -11,10 +11,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "adapters_routes.h"
 #include "auth.h"
 #include "base/log.h"
+#include "clip_routes.h"
 #include "openai_chat.h"
-#include "adapters_routes.h"
 #include "openai_completions.h"
 #include "reply.h"
 #include "routes_misc.h"
@@ -39,6 +40,8 @@ static const http_route routes[] = {
     {"GET", "/v1/adapters", false, true, false, adapters_list},
     {"GET", "/v1/adapters/", true, true, false, adapters_get},
     {"DELETE", "/v1/adapters/", true, true, false, adapters_delete},
+    {"POST", "/v1/classify", false, true, false, clip_routes_classify},
+    {"POST", "/v1/embeddings", false, true, false, clip_routes_embeddings},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 

@@ -84,11 +84,19 @@ int main(int argc, char **argv) {
         PS_LOG_ERROR("server", "cannot start the engine: %s", err.msg);
         return 1;
     }
+    clip_service *clip = NULL;
+    if (o.clip.dir && clip_service_init(&clip, &o.clip, &err) != PS_OK) {
+        PS_LOG_ERROR("server", "cannot start the CLIP model: %s", err.msg);
+        engine_free(eng);
+        return 1;
+    }
     static server srv;
     server_init(&srv, eng, &o.srv);
+    srv.clip = clip;
     log_model(&srv, eng);
     if (http_start(&srv, &err) != PS_OK) {
         PS_LOG_ERROR("server", "%s", err.msg);
+        clip_service_free(clip);
         engine_free(eng);
         return 1;
     }
@@ -101,6 +109,7 @@ int main(int argc, char **argv) {
                 srv.opts.shutdown_grace_s);
     server_drain(&srv, srv.opts.shutdown_grace_s);
     http_stop(&srv);
+    clip_service_free(clip); /* no handler is inside it once http_stop returned */
     engine_free(eng);
     PS_LOG_INFO("server", "stopped");
     return 0;

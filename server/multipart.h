@@ -1,18 +1,21 @@
-/* multipart/form-data bodies (RFC 7578 over RFC 2046 section 5.1): the
- * boundary from the Content-Type, then the parts with their
- * Content-Disposition name and filename. Pure functions on a buffer (no
- * connection), so tests and the fuzz target call them directly.
+/* multipart/form-data bodies (RFC 7578 over RFC 2046 section 5.1), parsed in
+ * place: part data points into the body, no copy; names, filenames and
+ * content types are NUL-terminated copies.
  *
- * Parts are views into the body (never copied); names and filenames are
- * copied into the form. Refused with a 400 naming the rule: a missing or
- * malformed boundary, a part without `form-data; name="..."`, a missing
- * closing delimiter, more than MULTIPART_MAX_PARTS parts, over-long headers.
- * Not supported (400): nested multipart/mixed, Content-Transfer-Encoding
- * other than binary/8bit/7bit (RFC 7578 4.7 deprecates it).
+ * Accepted: the boundary parameter quoted or not (1..70 characters), CRLF
+ * line ends, a preamble before the first delimiter and an epilogue after the
+ * closing one, transport padding (spaces/tabs) after a delimiter, header
+ * names in any case, Content-Disposition parameters quoted (with \" escapes)
+ * or plain. Rejected with PS_EFORMAT naming the offset: a missing boundary,
+ * no closing delimiter, headers without ':' or over 8 KB, a part without
+ * Content-Disposition form-data name, more than max_parts parts.
+ * Not handled: nested multipart/mixed, Content-Transfer-Encoding (RFC 7578
+ * deprecates it; parts are taken as raw bytes), filename* (RFC 5987).
  *
- *   char b[MULTIPART_BOUNDARY_MAX + 1]; multipart_form f; api_error e;
- *   if (!multipart_boundary(ct, b, &e) || !multipart_parse(body, n, b, &f, &e)) reply_error(...);
- *   const multipart_part *p = multipart_find(&f, "name");
+ *   mp_form f;
+ *   if (mp_parse(content_type, body, len, 16, &f, &err) == PS_OK) {
+ *       const mp_part *img = mp_find(&f, "image");  ...  mp_free(&f);
+ *   }
  */
 #ifndef PS_SERVER_MULTIPART_H
 #define PS_SERVER_MULTIPART_H
@@ -20,31 +23,32 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "api_error.h"
-
-#define MULTIPART_BOUNDARY_MAX 70 /* RFC 2046: 1..70 characters */
-#define MULTIPART_MAX_PARTS 16
-#define MULTIPART_NAME_MAX 200
+#include "base/status.h"
 
 typedef struct {
-    char name[MULTIPART_NAME_MAX + 1];     /* form field name */
-    char filename[MULTIPART_NAME_MAX + 1]; /* "" when the part is not a file */
-    char content_type[MULTIPART_NAME_MAX + 1];
-    const char *data;                      /* into the body */
+    char *name;          /* form field name */
+    char *filename;      /* NULL when the part is not a file */
+    char *content_type;  /* NULL when absent */
+    const unsigned char *data; /* into the body */
     size_t len;
-} multipart_part;
+} mp_part;
 
 typedef struct {
-    multipart_part parts[MULTIPART_MAX_PARTS];
+    mp_part *parts;
     int n;
-} multipart_form;
+} mp_form;
 
-/* true when the Content-Type is multipart/form-data (parameters ignored). */
-bool multipart_is_form(const char *content_type);
-/* The boundary parameter (quoted or not) of a multipart/form-data type. */
-bool multipart_boundary(const char *content_type, char out[MULTIPART_BOUNDARY_MAX + 1], api_error *e);
-bool multipart_parse(const char *body, size_t len, const char *boundary, multipart_form *f, api_error *e);
-/* First part with this field name, NULL when absent. */
-const multipart_part *multipart_find(const multipart_form *f, const char *name);
+/* true when content_type is multipart/form-data (any case, parameters ignored). */
+bool mp_is_multipart(const char *content_type);
+
+/* Extracts the boundary parameter into buf (cap >= 71). */
+ps_status mp_boundary(const char *content_type, char *buf, size_t cap, ps_err *err);
+
+ps_status mp_parse(const char *content_type, const void *body, size_t len, int max_parts,
+                   mp_form *out, ps_err *err);
+void mp_free(mp_form *f); /* accepts a zeroed form */
+
+/* First part with this name, or NULL. */
+const mp_part *mp_find(const mp_form *f, const char *name);
 
 #endif

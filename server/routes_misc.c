@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "adapters_routes.h"
+#include "clip_routes.h"
 #include "reply.h"
 
 int routes_health(http_req *rq) {
@@ -31,6 +32,7 @@ int routes_health(http_req *rq) {
     json_object_set_new(o, "kv_pages_total", json_integer(in.kv_pages_total));
     json_object_set_new(o, "kv_pages_free", json_integer(in.kv_pages_free));
     json_object_set_new(o, "adapters", json_integer(in.adapters_total));
+    json_object_set_new(o, "clip", clip_routes_health(srv));
     json_object_set_new(o, "adapters_dir",
                         srv->opts.adapters_dir ? json_string(srv->opts.adapters_dir) : json_null());
     int st = reply_json(rq->conn, in.healthy && !stopping ? 200 : 503, o, NULL);
@@ -46,6 +48,8 @@ static json_t *model_object(const server *srv) {
 int routes_models(http_req *rq) {
     json_t *data = json_array();
     json_array_append_new(data, model_object(rq->srv));
+    json_t *clip = clip_routes_model_object(rq->srv);
+    if (clip) json_array_append_new(data, clip);
     adapters_append_models(rq->srv, data);
     json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", data);
     int st = o ? reply_json(rq->conn, 200, o, NULL)
@@ -57,6 +61,13 @@ int routes_models(http_req *rq) {
 int routes_model_get(http_req *rq) {
     const char *path = mg_get_request_info(rq->conn)->local_uri;
     const char *id = path + strlen("/v1/models/");
+    const char *clip_id = clip_routes_model_id(rq->srv);
+    if (clip_id && strcmp(id, clip_id) == 0) {
+        json_t *c = clip_routes_model_object(rq->srv);
+        int st = reply_json(rq->conn, 200, c, NULL);
+        json_decref(c);
+        return st;
+    }
     json_t *o = strcmp(id, rq->srv->model_id) == 0 ? model_object(rq->srv) : adapters_model_object(rq->srv, id);
     if (!o)
         return reply_errorf(rq->conn, SRV_ERR_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist (served: '%s')",

@@ -22,6 +22,7 @@ typedef struct {
     int http_threads;         /* CivetWeb workers */
     int max_streams;          /* concurrent generations; <= 0: http_threads - 4 */
     size_t max_body;          /* request body cap in bytes */
+    size_t clip_max_body;     /* body cap of /v1/classify and /v1/embeddings (images) */
     int default_max_tokens;   /* cap when a request gives no max_tokens */
     const char *adapters_dir; /* engine's --adapters-dir (shown in /health) */
     size_t max_upload;        /* adapter upload body cap in bytes */
@@ -32,6 +33,7 @@ server_opts server_opts_default(void);
 
 typedef struct server {
     engine *eng;
+    clip_service *clip;       /* NULL unless --clip; set before the listener starts */
     server_opts opts;
     /* facts copied from engine_get_info at start (stable for the process) */
     char model_id[256];
