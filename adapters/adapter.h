@@ -1,7 +1,7 @@
 /* One PEFT adapter in memory, validated against the base model it serves with.
  *
  * Kinds (PEFT peft_type): LORA (per layer, per projection A (r, in), B (out, r)
- * and a scale), PREFIX_TUNING (per layer P key and value vectors that sit in
+ * kept transposed as (r, out), and a scale), PREFIX_TUNING (per layer P key and value vectors that sit in
  * KV-cache slots 0..P-1) and PROMPT_TUNING (n virtual input embeddings placed
  * before BOS). Any kind may carry `modules_to_save` copies of lm_head and
  * embed_tokens. Semantics: huggingface/peft (tuners/lora/layer.py,
@@ -69,7 +69,7 @@ typedef struct {
     int r;
     float alpha, scale; /* scale = alpha / r, or alpha / sqrt(r) with use_rslora */
     const void *A;      /* (r, in) on the backend, dtype adapter.lora_dtype */
-    const void *B;      /* (out, r) */
+    const void *B;      /* (r, out): lora_B.weight transposed at load (ps_lora_slot layout) */
 } adapter_lora;
 
 #define ADAPTER_NAME_MAX 64

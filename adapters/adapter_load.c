@@ -163,6 +163,20 @@ static ps_status copy_16bit(const adapter_piece *pc, void *dst, ps_err *err) {
     return PS_OK;
 }
 
+/* lora_B.weight (out, r) stored transposed as (r, out) (ps_lora_slot.B): read
+ * (converted or kept 16-bit) into a temporary, then transposed into dst. */
+static ps_status fill_lora_b(const adapter_piece *pc, void *dst, ps_err *err) {
+    int64_t out = pc->t->shape[0], r = pc->t->shape[1];
+    size_t es = ps_dtype_size(pc->dt);
+    char *tmp = malloc(es * (size_t)pc->numel);
+    if (!tmp) return ps_errf(err, PS_ENOMEM, "tensor " NM ": out of memory", pc->t->name);
+    ps_status s = pc->dt != PS_DT_F32 ? copy_16bit(pc, tmp, err) : adapter_read_f32(pc->t, (float *)tmp, pc->numel, err);
+    for (int64_t o = 0; !s && o < out; o++)
+        for (int64_t i = 0; i < r; i++) memcpy((char *)dst + (size_t)(i * out + o) * es, tmp + (size_t)(o * r + i) * es, es);
+    free(tmp);
+    return s;
+}
+
 /* Converts every piece (to the block directly on the CPU backend, through a
  * host staging buffer otherwise) and uploads it. */
 static ps_status fill(adapter_plan *p, ps_backend *be, ps_err *err) {
@@ -177,6 +191,7 @@ static ps_status fill(adapter_plan *p, ps_backend *be, ps_err *err) {
         void *dst = (char *)p->a->block + pc->offset;
         void *buf = direct ? dst : stage;
         if (pc->kind == PIECE_PREFIX) s = adapter_fill_prefix(p, pc, buf, err);
+        else if (pc->kind == PIECE_LORA_B) s = fill_lora_b(pc, buf, err);
         else if (pc->dt != PS_DT_F32) s = copy_16bit(pc, buf, err);
         else s = adapter_read_f32(pc->t, buf, pc->numel, err);
         if (!s && !direct) s = ps_buf_upload(be, dst, buf, (size_t)pc->numel * ps_dtype_size(pc->dt), err);

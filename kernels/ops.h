@@ -118,7 +118,7 @@ typedef struct {
  * alone). Semantics (PEFT tuners/lora/layer.py Linear.forward):
  *   for every token t with s = tok_slot[t] >= 0 and slots[s].A != NULL:
  *     v = A_s x[t]          (r_s values, fp32 accumulation; 16-bit A/B widened exactly)
- *     y[t] += scale_s * (B_s v)
+ *     y[t] += scale_s * (B_s v)   (B_s as PEFT's (out, r); stored transposed, see below)
  * Rows of tokens with no LoRA are left bit-identical. The result for token t
  * depends only on x[t] and its slot (batch invariant): a backend may group
  * tokens by slot (SGMV segments) or gather per token (BGMV), but the sum order
@@ -127,7 +127,8 @@ typedef struct {
 
 typedef struct {
     const void *A;  /* (r, in) row-major on the backend's device; NULL = not adapted */
-    const void *B;  /* (out, r) row-major */
+    const void *B;  /* (r, out) row-major: lora_B.weight (out, r) TRANSPOSED, so the
+                     * expand streams contiguous rows (CPU vectors, coalesced GPU loads) */
     ps_dtype dtype; /* of A and B: F32, F16 or BF16 (an adapter keeps its file's
                      * 16-bit dtype: half the bytes a step reads); math is F32 */
     int r;          /* 1..PS_LORA_MAX_RANK when A != NULL */

@@ -6,9 +6,9 @@
  * slot's tokens are cut into chunks of at most LORA_CHUNK, and
  *   phase 1 (shrink, parallel over chunks): v[j] = A x[j] reading (and
  *            widening) each row of A once for the whole chunk;
- *   phase 2 (expand, parallel over chunks x blocks of output rows):
- *            y[j] += scale * B v[j], 16 outputs at a time from a transposed
- *            16 x r block of B (one 16-lane FMA per rank index).
+ *   phase 2 (expand, parallel over chunks x blocks of outputs):
+ *            y[j] += scale * B v[j] with B stored transposed (r, out), so each
+ *            rank index is one contiguous vector axpy over the block.
  * The shrink sums in 16 lanes (lane = column mod 16) then a fixed tree, the
  * expand sums the rank index in order: a token's result depends only on its
  * own x and slot, whatever the batch around it (tested bit for bit).
@@ -24,10 +24,12 @@
 #endif
 
 #define LORA_CHUNK 8       /* tokens sharing one pass over A / B */
-#define LORA_OUT_BLOCK 256 /* output rows per expand work item */
+#define LORA_OUT_BLOCK 64  /* outputs per expand work item (its widened Bt block
+                            * of r x 64 floats stays on the worker's stack) */
 #define LORA_STACK_T 2048  /* tokens handled without heap scratch */
 #define LORA_STACK_V 16384 /* shrink floats handled without heap scratch */
 #define LORA_KC 512        /* columns of A widened at a time (a multiple of 16) */
+#define LORA_PAR_MIN_MACS (8 << 20) /* below this a call runs on one thread */
 
 /* Element i of an F32/F16/BF16 array as float (exact widening). */
 static inline float lora_ld(const void *p, ps_dtype dt, int64_t i) {
@@ -79,7 +81,7 @@ ps_status cpu_lora_bgmv_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x,
         }
         for (int64_t o = 0; o < out; o++) {
             float acc = 0.0f;
-            for (int i = 0; i < sl->r; i++) acc += lora_ld(sl->B, sl->dtype, o * sl->r + i) * v[i];
+            for (int i = 0; i < sl->r; i++) acc += lora_ld(sl->B, sl->dtype, i * out + o) * v[i];
             yd[t * out + o] += sl->scale * acc;
         }
     }
@@ -140,24 +142,34 @@ static void lora_shrink(void *ctx, int64_t c0, int64_t c1) {
     }
 }
 
-/* u = B v for 16 consecutive outputs o0..o0+15 of one chunk: the 16 x r block
- * of B is transposed (and widened) once into bt (r, 16), then each token is r
- * fused multiply-adds of 16 lanes. Each output sums i = 0..r-1 in order,
- * whatever the chunk, so the result is batch invariant. */
-static void lora_expand_block16(const lora_call *c, const ps_lora_slot *sl, int64_t o0, int j0, int j1) {
-    float bt[PS_LORA_MAX_RANK * 16], row[PS_LORA_MAX_RANK];
-    int r = sl->r;
-    for (int o = 0; o < 16; o++) {
-        lora_widen(row, sl->B, sl->dtype, (o0 + o) * r, r);
-        for (int i = 0; i < r; i++) bt[i * 16 + o] = row[i];
+static inline void lora_axpy_block(float *restrict u, const float *restrict row, float vi) {
+    for (int o = 0; o < LORA_OUT_BLOCK; o++) u[o] += row[o] * vi;
+}
+
+/* y[j][o0, o1) += scale * sum_i Bt[i][o] v[j][i] for the tokens of one chunk:
+ * rows of Bt (r, out) are contiguous, so each rank index is one vector axpy
+ * over the block; 16-bit rows are widened once per chunk into bw. Every
+ * output sums i = 0..r-1 in order whatever the chunk: batch invariant. */
+static void lora_expand_block(const lora_call *c, const ps_lora_slot *sl, int64_t o0, int64_t o1, int j0, int j1) {
+    float bw[PS_LORA_MAX_RANK * LORA_OUT_BLOCK];
+    int r = sl->r, n = (int)(o1 - o0);
+    const float *bt = (const float *)sl->B + o0; /* row i at bt + i * ld */
+    int64_t ld = c->out;
+    if (sl->dtype != PS_DT_F32) {
+        for (int i = 0; i < r; i++) lora_widen(bw + (int64_t)i * n, sl->B, sl->dtype, (int64_t)i * c->out + o0, n);
+        bt = bw;
+        ld = n;
     }
     for (int j = j0; j < j1; j++) {
         const float *v = c->v + (int64_t)j * c->r_max;
-        float acc[16] = {0};
-        for (int i = 0; i < r; i++)
-            for (int o = 0; o < 16; o++) acc[o] += bt[i * 16 + o] * v[i];
+        float u[LORA_OUT_BLOCK] = {0};
+        if (n == LORA_OUT_BLOCK) /* a fixed trip count: one vector register per 16 outputs */
+            for (int i = 0; i < r; i++) lora_axpy_block(u, bt + i * ld, v[i]);
+        else
+            for (int i = 0; i < r; i++)
+                for (int o = 0; o < n; o++) u[o] += bt[i * ld + o] * v[i];
         float *y = c->y + c->perm[j] * c->out + o0;
-        for (int o = 0; o < 16; o++) y[o] += sl->scale * acc[o];
+        for (int o = 0; o < n; o++) y[o] += sl->scale * u[o];
     }
 }
 
@@ -167,16 +179,7 @@ static void lora_expand(void *ctx, int64_t w0, int64_t w1) {
         int64_t ch = w / c->n_blocks, o0 = (w % c->n_blocks) * LORA_OUT_BLOCK;
         int64_t o1 = o0 + LORA_OUT_BLOCK < c->out ? o0 + LORA_OUT_BLOCK : c->out;
         int j0 = c->chunk[ch], j1 = c->chunk[ch + 1];
-        const ps_lora_slot *sl = &c->lb->slots[c->lb->tok_slot[c->perm[j0]]];
-        int64_t o = o0;
-        for (; o + 16 <= o1; o += 16) lora_expand_block16(c, sl, o, j0, j1);
-        for (; o < o1; o++) /* tail: the same sequential order over i */
-            for (int j = j0; j < j1; j++) {
-                const float *v = c->v + (int64_t)j * c->r_max;
-                float acc = 0.0f;
-                for (int i = 0; i < sl->r; i++) acc += lora_ld(sl->B, sl->dtype, o * sl->r + i) * v[i];
-                c->y[c->perm[j] * c->out + o] += sl->scale * acc;
-            }
+        lora_expand_block(c, &c->lb->slots[c->lb->tok_slot[c->perm[j0]]], o0, o1, j0, j1);
     }
 }
 
@@ -230,8 +233,17 @@ ps_status cpu_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const 
     if (n_used > 0) {
         lora_call c = {lb, x->data, y->data, x->shape[1], y->shape[1], perm, chunk, n_chunks, v, r_max,
                        (int)((y->shape[1] + LORA_OUT_BLOCK - 1) / LORA_OUT_BLOCK)};
-        cpu_parallel_for(be, n_chunks, lora_shrink, &c);
-        cpu_parallel_for(be, (int64_t)n_chunks * c.n_blocks, lora_expand, &c);
+        /* a decode step's LoRA is ~0.1 ms of work per projection: waking the
+         * pool costs more than it saves (measured: 2 threads 3-4x slower than
+         * 1 on a busy machine), so small calls run on the calling thread */
+        int64_t macs = (int64_t)n_used * r_max * (c.in + c.out);
+        if (macs < LORA_PAR_MIN_MACS) {
+            lora_shrink(&c, 0, n_chunks);
+            lora_expand(&c, 0, (int64_t)n_chunks * c.n_blocks);
+        } else {
+            cpu_parallel_for(be, n_chunks, lora_shrink, &c);
+            cpu_parallel_for(be, (int64_t)n_chunks * c.n_blocks, lora_expand, &c);
+        }
     }
     if (heap) free(ints), free(v);
     return PS_OK;

@@ -2,7 +2,7 @@
  *
  * Good files: every fixture adapter loads with the kind, ranks, scales and
  * targets its README (section 7) states, and every value lands where PEFT
- * puts it: LoRA A/B equal the file's tensors, the prefix KV equals PEFT's
+ * puts it: LoRA A equals the file's tensor, B its transpose (the op's layout), the prefix KV equals PEFT's
  * get_prompt view (row t as [L*2, n_kv, D], 2l = key, 2l+1 = value), prompt
  * embeddings are copied. Variants built here: rank_pattern/alpha_pattern,
  * F16 tensors (kept 16-bit bit for bit; widened when mixed with F32),
@@ -171,6 +171,18 @@ static ps_status fx_load(fx *f, const char *name, const adapter_limits *lim, ada
 
 /* ---- good adapters ---- */
 
+/* got == want (rows, cols) row-major, or its transpose (cols, rows) when
+ * `transposed` (how lora_B is stored); es bytes per element. */
+static bool same_values(const void *got, const void *want, int64_t rows, int64_t cols, size_t es, bool transposed) {
+    const char *g = got, *w = want;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t gi = transposed ? c * rows + r : r * cols + c;
+            if (memcmp(g + (size_t)gi * es, w + (size_t)(r * cols + c) * es, es)) return false;
+        }
+    return true;
+}
+
 static float *tensor_f32(const st_set *s, const char *name, int64_t *n) {
     const st_tensor *t = st_find(s, name);
     if (!t) return NULL;
@@ -212,8 +224,9 @@ static void check_lora(const char *name, int r, float scale, unsigned targets, b
                 float *want = tensor_f32(set, tn, &n);
                 int64_t expect = (int64_t)r * (ab ? adapter_module_out(&base, m) : adapter_module_in(&base, m));
                 TU_CHECK(want && n == expect, "%s: %s numel", name, tn);
+                int64_t rows = ab ? adapter_module_out(&base, m) : r, cols = ab ? r : adapter_module_in(&base, m);
                 if (want && n == expect)
-                    TU_CHECK(!memcmp(want, ab ? e->B : e->A, sizeof(float) * (size_t)n), "%s: %s differs", name, tn);
+                    TU_CHECK(same_values(ab ? e->B : e->A, want, rows, cols, 4, ab), "%s: %s differs", name, tn);
                 compared += want != NULL;
                 free(want);
             }
@@ -334,9 +347,9 @@ static void check_f16(void) {
         int l = strstr(f.items[i].name, "layers.1.") != NULL;
         adapter_module m = strstr(f.items[i].name, "down_proj") ? ADAPTER_MOD_DOWN : ADAPTER_MOD_O;
         const adapter_lora *e = &a->lora[ADAPTER_LORA_INDEX(a, l, m)];
-        const void *got = strstr(f.items[i].name, "lora_A") ? e->A : e->B;
-        int64_t n = f.items[i].shape[0] * f.items[i].shape[1];
-        TU_CHECK(!memcmp(got, h[i], 2 * (size_t)n), "f16: %s differs", f.items[i].name);
+        bool is_b = strstr(f.items[i].name, "lora_B") != NULL;
+        TU_CHECK(same_values(is_b ? e->B : e->A, h[i], f.items[i].shape[0], f.items[i].shape[1], 2, is_b),
+                 "f16: %s differs", f.items[i].name);
     }
     adapter_free(a);
     a = NULL;
@@ -356,9 +369,9 @@ static void check_f16(void) {
         int l = strstr(f.items[i].name, "layers.1.") != NULL;
         adapter_module m = strstr(f.items[i].name, "down_proj") ? ADAPTER_MOD_DOWN : ADAPTER_MOD_O;
         const adapter_lora *e = &a->lora[ADAPTER_LORA_INDEX(a, l, m)];
-        const void *got = strstr(f.items[i].name, "lora_A") ? e->A : e->B;
-        int64_t n = f.items[i].shape[0] * f.items[i].shape[1];
-        TU_CHECK(!memcmp(got, want[i], 4 * (size_t)n), "mixed: %s differs", f.items[i].name);
+        bool is_b = strstr(f.items[i].name, "lora_B") != NULL;
+        TU_CHECK(same_values(is_b ? e->B : e->A, want[i], f.items[i].shape[0], f.items[i].shape[1], 4, is_b),
+                 "mixed: %s differs", f.items[i].name);
     }
     adapter_free(a);
     for (int i = 0; i < 64; i++) free(h[i]), free(want[i]);

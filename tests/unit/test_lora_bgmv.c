@@ -66,7 +66,14 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
         tu_rand_fill(sd[s].A, ranks[s] * in, seed + 10 + (uint64_t)s);
         tu_rand_fill(sd[s].B, out * ranks[s], seed + 20 + (uint64_t)s);
         sd[s].dA = to_dev_as(sd[s].A, ranks[s] * in, dt);
-        sd[s].dB = to_dev_as(sd[s].B, out * ranks[s], dt);
+        /* the op takes B transposed, (r, out); the reference below reads B (out, r) */
+        float *bt = malloc(sizeof(float) * (size_t)(out * ranks[s]));
+        for (int64_t o = 0; o < out; o++)
+            for (int i = 0; i < ranks[s]; i++) bt[i * out + o] = sd[s].B[o * ranks[s] + i];
+        sd[s].dB = to_dev_as(bt, out * ranks[s], dt); /* rounds bt to dt: copy the rounding back */
+        for (int64_t o = 0; o < out; o++)
+            for (int i = 0; i < ranks[s]; i++) sd[s].B[o * ranks[s] + i] = bt[i * out + o];
+        free(bt);
         slots[s] = (ps_lora_slot){sd[s].dA, sd[s].dB, dt, ranks[s], sd[s].scale};
     }
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
@@ -154,7 +161,7 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
 }
 
 static void test_checks(void) {
-    float x[6] = {1, 2, 3, 4, 5, 6}, y[4] = {0}, A[3] = {1, 1, 1}, B[2] = {1, 1};
+    float x[6] = {1, 2, 3, 4, 5, 6}, y[4] = {0}, A[3] = {1, 1, 1}, B[2] = {1, 1}; /* B: (r=1, out=2) */
     if (be->dev != PS_DEV_CPU) return; /* host pointers below */
     ps_lora_slot sl = {A, B, PS_DT_F32, 1, 1.0f};
     int32_t tok[2] = {0, 1};
