@@ -129,13 +129,35 @@ static ps_status engine_pick_template(engine *e, const engine_opts *o, ps_err *e
     return PS_OK;
 }
 
+/* Automatic KV size: every sequence at full context, but capped at
+ * ENGINE_KV_AUTO_BYTES (a 7B model at 4096 tokens x 16 sequences would want
+ * 64 GiB of F32 KV). Past the cap requests wait in the queue for pages
+ * (admission reserves them) instead of the server failing to start;
+ * --kv-pages sets the size explicitly. */
+#define ENGINE_KV_AUTO_BYTES ((int64_t)4 << 30)
+static int64_t engine_auto_kv_pages(const engine *e, const engine_opts *o) {
+    const llama_config *c = e->cfg;
+    int64_t page_bytes = (int64_t)c->n_layers * 2 * ENGINE_PAGE_SIZE * c->n_kv_heads *
+                         c->head_dim * (int64_t)sizeof(float);
+    int64_t want = (int64_t)o->max_seqs * e->max_pages;
+    int64_t cap = ENGINE_KV_AUTO_BYTES / page_bytes;
+    if (cap < e->max_pages) cap = e->max_pages;
+    if (want > cap) {
+        PS_LOG_INFO("engine", "kv cache capped at %lld pages (%lld MiB) instead of %lld; "
+                              "--kv-pages overrides", (long long)cap,
+                    (long long)(cap * page_bytes >> 20), (long long)want);
+        return cap;
+    }
+    return want;
+}
+
 static ps_status engine_size_cache(engine *e, const engine_opts *o, ps_err *err) {
     e->ctx_len = o->ctx_len ? o->ctx_len : e->cfg->max_pos;
     if (e->ctx_len > e->cfg->max_pos)
         return ps_errf(err, PS_EINVAL, "ctx_len %d exceeds the model's max_position_embeddings %d",
                        e->ctx_len, e->cfg->max_pos);
     e->max_pages = (e->ctx_len + ENGINE_PAGE_SIZE - 1) / ENGINE_PAGE_SIZE;
-    int64_t pages = o->kv_pages ? o->kv_pages : (int64_t)o->max_seqs * e->max_pages;
+    int64_t pages = o->kv_pages ? o->kv_pages : engine_auto_kv_pages(e, o);
     if (pages < e->max_pages)
         return ps_errf(err, PS_EINVAL,
                        "kv_pages %lld too small: one sequence of ctx_len %d needs %d pages of %d "

@@ -34,7 +34,7 @@ static const flag flags[] = {
     {"--ctx-len", "N", F_INT, E(ctx_len), 0, 1 << 24, NULL, "max tokens per sequence, prompt + output (0 = model max)"},
     {"--max-seqs", "N", F_INT, E(max_seqs), 1, 4096, NULL, "sequences decoded together"},
     {"--max-batch-tokens", "N", F_INT, E(max_batch_tokens), 1, 1 << 20, NULL, "tokens per forward step"},
-    {"--kv-pages", "N", F_INT, E(kv_pages), 0, 1 << 24, NULL, "KV cache pages (0 = max-seqs x ctx-len)"},
+    {"--kv-pages", "N", F_INT, E(kv_pages), 0, 1 << 24, NULL, "KV cache pages of 16 tokens (0 = max-seqs x ctx-len, capped at 4 GiB)"},
     {"--max-queue", "N", F_INT, E(max_queue), 1, 1 << 20, NULL, "waiting requests before 503"},
     {"--host", "ADDR", F_STR, S(host), 0, 0, NULL, "listen address (127.0.0.1; 0.0.0.0 to expose)"},
     {"--port", "N", F_INT, S(port), 0, 65535, NULL, "listen port (0 = any free port)"},

@@ -33,6 +33,12 @@ ps_status cpu_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, cons
                        const ps_tensor *slots, ps_err *err);
 ps_status cpu_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
                         const ps_attn_meta *meta, float scale, ps_err *err);
+/* The oracle for paged attention, and the bounds check both variants run first. */
+ps_status cpu_attention_ref(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                            const ps_kv_layer *kv, const ps_attn_meta *meta, float scale,
+                            ps_err *err);
+ps_status cpu_attention_check(const ps_kv_layer *kv, const ps_attn_meta *meta, int *max_len,
+                              ps_err *err);
 ps_status cpu_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
                               const ps_tensor *k, const ps_tensor *v, bool causal, float scale,
                               ps_err *err);

@@ -1,5 +1,6 @@
-/* Attention on the CPU: the paged-KV kernel used by the LLM (prefill and
- * decode alike, one token row at a time) and the dense one used by encoders.
+/* Attention on the CPU: the paged-KV oracle (prefill and decode alike, one
+ * (token, head) at a time; attention_fast.c has the default fast variant) and
+ * the dense kernel used by encoders.
  * Softmax in float with the max subtracted; one (token, head) per task. */
 #include <math.h>
 #include <stdlib.h>
@@ -71,21 +72,30 @@ static void paged_rows(void *ctx, int64_t r0, int64_t r1) {
     free(scores);
 }
 
-ps_status cpu_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
-                        const ps_attn_meta *meta, float scale, ps_err *err) {
+ps_status cpu_attention_check(const ps_kv_layer *kv, const ps_attn_meta *meta, int *max_len,
+                              ps_err *err) {
+    const int32_t *tok_seq = meta->tok_seq.data, *kv_pos = meta->tok_kv_pos.data;
+    *max_len = 0;
+    for (int64_t t = 0; t < meta->n_tokens; t++) {
+        int len = kv_pos[t] + 1;
+        if (kv_pos[t] < 0 || tok_seq[t] < 0 || tok_seq[t] >= meta->n_seqs ||
+            (len + kv->page_size - 1) / kv->page_size > meta->max_pages)
+            return ps_errf(err, PS_EINVAL, "attention: token %lld has seq %d, kv_pos %d (max %d pages)",
+                           (long long)t, tok_seq[t], kv_pos[t], meta->max_pages);
+        if (len > *max_len) *max_len = len;
+    }
+    return PS_OK;
+}
+
+ps_status cpu_attention_ref(ps_backend *be, ps_tensor *out, const ps_tensor *q,
+                            const ps_kv_layer *kv, const ps_attn_meta *meta, float scale,
+                            ps_err *err) {
     paged_job j = {out->data, q->data, kv, meta->tok_seq.data, meta->tok_kv_pos.data,
                    meta->block_tables.data, meta->max_pages, kv->page_size,
                    q->shape[1], kv->k.shape[2], kv->k.shape[3], scale, 0};
-    int64_t T = meta->n_tokens;
-    for (int64_t t = 0; t < T; t++) {
-        int len = j.tok_kv_pos[t] + 1;
-        if (j.tok_kv_pos[t] < 0 || j.tok_seq[t] < 0 || j.tok_seq[t] >= meta->n_seqs ||
-            (len + kv->page_size - 1) / kv->page_size > meta->max_pages)
-            return ps_errf(err, PS_EINVAL, "attention: token %lld has seq %d, kv_pos %d (max %d pages)",
-                           (long long)t, j.tok_seq[t], j.tok_kv_pos[t], meta->max_pages);
-        if (len > j.max_len) j.max_len = len;
-    }
-    cpu_parallel_for(be, T * j.H, paged_rows, &j);
+    ps_status st = cpu_attention_check(kv, meta, &j.max_len, err);
+    if (st) return st;
+    cpu_parallel_for(be, (int64_t)meta->n_tokens * j.H, paged_rows, &j);
     return PS_OK;
 }
 

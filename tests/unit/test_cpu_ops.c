@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu_backend.h"
 #include "ops.h"
 #include "testutil.h"
 
@@ -174,6 +175,16 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
     TU_CHECK(op_attention(be, &to, &tq, &kv, &meta, 1.0f / sqrtf((float)D), &err) == PS_OK,
              "attention: %s", err.msg);
     check("paged attention", o, ref, (int64_t)T * H * D);
+    /* the oracle itself, and the fast default against it */
+    float *o_ref = rnd((int64_t)T * H * D, 15);
+    ps_tensor tr = ps_tensor_3d(PS_DT_F32, T, H, D, o_ref, PS_DEV_CPU);
+    TU_CHECK(cpu_attention_ref(be, &tr, &tq, &kv, &meta, 1.0f / sqrtf((float)D), &err) == PS_OK,
+             "attention_ref: %s", err.msg);
+    check("paged attention (oracle)", o_ref, ref, (int64_t)T * H * D);
+    tu_cmp fc = tu_compare(o, o_ref, (int64_t)T * H * D);
+    /* different summation order only: a few float ulps */
+    TU_CHECK(fc.rel_l2 < 1e-6, "fast vs oracle attention: rel_l2 %.3g", fc.rel_l2);
+    free(o_ref);
     free(q), free(k), free(v), free(o), free(kc), free(vc), free(tok_seq), free(kv_pos);
     free(slots), free(bt), free(done), free(first), free(tok_order), free(ref), free(row_of);
 }
@@ -207,6 +218,9 @@ int main(void) {
         test_attention(3, l3, 6, 3, 16, 16);
         int l2[] = {127, 5};
         test_attention(2, l2, 8, 1, 64, 4);
+        int l4[] = {33, 1, 70, 9};
+        test_attention(4, l4, 4, 4, 17, 8); /* MHA, odd head dim: scalar path */
+        test_attention(2, l2, 32, 4, 128, 16);
         test_bad_inputs();
         ps_backend_destroy(be);
     }
