@@ -443,7 +443,7 @@ ps_status clip_tok_tokenize(const clip_tokenizer *t, const char *text, size_t le
     bool cut = n + 2 > ctx;
     int keep = cut ? ctx - 2 : n;
     input_ids[0] = t->sot;
-    memcpy(input_ids + 1, ids, sizeof(int32_t) * (size_t)keep);
+    if (keep) memcpy(input_ids + 1, ids, sizeof(int32_t) * (size_t)keep);
     input_ids[keep + 1] = t->eot;
     for (int i = keep + 2; i < ctx; i++) input_ids[i] = 0;
     free(ids);

@@ -4,8 +4,10 @@
  * The scheduling itself lives in sched.c and sched_emit.c, the reply channel
  * in stream.c.
  *
- * Does not: load adapters (engine_submit answers ENOTFOUND for any adapter
- * until the adapter issue lands), or run more than one model. */
+ * Adapters: the registry is opened here (engine_adapters.c); requests pin
+ * theirs in engine_submit (sched_submit.c).
+ *
+ * Does not: run more than one model. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,13 +185,17 @@ static ps_status engine_alloc_step(engine *e, const engine_opts *o, ps_err *err)
     e->b_pos = calloc(T, sizeof(int32_t));
     e->b_seq = calloc(T, sizeof(int32_t));
     e->b_kv_pos = calloc(T, sizeof(int32_t));
+    e->b_adapter = calloc(T, sizeof(int32_t));
+    e->b_virtual = calloc(T, sizeof(int32_t));
+    e->step_adapters = calloc(S, sizeof *e->step_adapters);
     e->out_rows = calloc(S, sizeof(int32_t));
     e->out_slot = calloc(S, sizeof(int32_t));
     e->logits = calloc(S * (size_t)e->V, sizeof *e->logits);
     e->piece_cap = 1024;
     e->piece = malloc((size_t)e->piece_cap);
     if (!e->waiting || !e->seqs || !e->order || !e->block_tables || !e->b_ids || !e->b_pos ||
-        !e->b_seq || !e->b_kv_pos || !e->out_rows || !e->out_slot || !e->logits || !e->piece)
+        !e->b_seq || !e->b_kv_pos || !e->out_rows || !e->out_slot || !e->logits || !e->piece ||
+        !e->b_adapter || !e->b_virtual || !e->step_adapters)
         return ps_errf(err, PS_ENOMEM, "engine step buffers (max_seqs %d, max_batch_tokens %d): "
                                        "out of memory", e->max_seqs, e->max_batch_tokens);
     return sampler_scratch_init(&e->samp, e->V, err);
@@ -219,6 +225,7 @@ ps_status engine_init(engine **out, const engine_opts *opts, ps_err *err) {
     if (!e) return ps_errf(err, PS_ENOMEM, "engine: out of memory");
     if ((st = engine_open_backend(e, &o, err))) goto fail;
     if ((st = engine_open_model(e, &o, q, err))) goto fail;
+    if ((st = engine_open_adapters(e, &o, err))) goto fail;
     if ((st = engine_pick_template(e, &o, err))) goto fail;
     if ((st = engine_size_cache(e, &o, err))) goto fail;
     if ((st = engine_alloc_step(e, &o, err))) goto fail;
@@ -250,6 +257,7 @@ void engine_free(engine *e) {
         pthread_cond_destroy(&e->cv);
         pthread_cond_destroy(&e->debug_cv);
     }
+    adapter_registry_free(e->adapters); /* every request (and its pin) is gone; before the backend */
     kv_cache_free(&e->kv);
     llama_free(e->model);
     tok_free(e->tok);
@@ -263,6 +271,9 @@ void engine_free(engine *e) {
     free(e->b_pos);
     free(e->b_seq);
     free(e->b_kv_pos);
+    free(e->b_adapter);
+    free(e->b_virtual);
+    free(e->step_adapters);
     free(e->out_rows);
     free(e->out_slot);
     free(e->logits);
@@ -287,6 +298,14 @@ void engine_get_info(engine *e, engine_info *out) {
     out->weight_bytes = llama_weight_bytes(e->model);
     out->kv_page_size = ENGINE_PAGE_SIZE;
     out->kv_pages_total = e->kv.n_pages;
+    adapter_info *list = NULL;
+    int n = adapter_registry_list(e->adapters, &list);
+    for (int i = 0; i < n; i++) {
+        out->adapters_total++;
+        out->adapters_resident += list[i].resident;
+    }
+    free(list);
+    out->adapter_bytes_resident = adapter_registry_resident_bytes(e->adapters);
     pthread_mutex_lock(&e->mu);
     out->healthy = e->healthy;
     out->running = e->stat_running;

@@ -40,6 +40,8 @@ typedef struct {
     int ctx_len;               /* max tokens per sequence (prompt + output); 0 = model max */
     int kv_pages;              /* 0 = enough for max_seqs * ctx_len */
     int max_queue;             /* waiting requests before EBUSY */
+    const char *adapters_dir;  /* uploaded adapters persist here, reloaded at start; NULL = memory only */
+    int adapter_budget_mb;     /* resident adapter memory (MB) before LRU eviction; 0 = unlimited */
 } engine_opts;
 
 engine_opts engine_opts_default(void);
@@ -61,9 +63,48 @@ typedef struct {
     int running, waiting;
     uint64_t requests_total, tokens_generated_total, prompt_tokens_total;
     int kv_page_size, kv_pages_total, kv_pages_free; /* KV cache pages (tokens per page) */
+    int adapters_total, adapters_resident;           /* registered, and loaded in memory */
+    int64_t adapter_bytes_resident;
 } engine_info;
 
 void engine_get_info(engine *e, engine_info *out);
+
+/* ---- adapters ----
+ * PEFT adapters (LoRA, prefix tuning, prompt tuning) served on top of the one
+ * base model; a request selects one with engine_request.adapter = its name.
+ * Adding validates the two PEFT files against the base (errors name the
+ * offending tensor or key and leave nothing behind), persists them in
+ * adapters_dir and registers the name. Removing makes the name unknown at once;
+ * requests already running with it finish normally. */
+
+#define ENGINE_ADAPTER_NAME_MAX 64
+
+typedef struct {
+    char name[ENGINE_ADAPTER_NAME_MAX + 1];
+    const char *kind;          /* "lora" | "prefix_tuning" | "prompt_tuning" (static) */
+    int rank;                  /* LoRA: largest r; 0 otherwise */
+    char targets[96];          /* LoRA: "q_proj,v_proj"; "" otherwise */
+    bool rslora;
+    int num_virtual_tokens;    /* prefix / prompt tuning; 0 for LoRA */
+    bool lm_head, embed_tokens;/* modules_to_save copies it carries */
+    int64_t bytes;             /* memory when resident */
+    bool resident;             /* false: evicted, reloaded from disk on next use */
+    int active_requests;       /* requests using the current version */
+    int64_t created;           /* unix seconds */
+} engine_adapter_info;
+
+/* Names: [A-Za-z0-9._-]{1,64}, not starting with '.', no "..". Errors: EINVAL
+ * (name), EFORMAT / EINVAL / ENOTSUP / ETOOLARGE (the files, see adapters/adapter.h),
+ * EEXIST (name taken and !replace), ENOMEM (adapter budget), EIO (persisting).
+ * replace: hot-swap an existing adapter (running requests keep the old one).
+ * info may be NULL. */
+ps_status engine_adapter_add(engine *e, const char *name, const void *config_json, size_t config_len,
+                             const void *safetensors, size_t st_len, bool replace,
+                             engine_adapter_info *info, ps_err *err);
+ps_status engine_adapter_remove(engine *e, const char *name, ps_err *err); /* ENOTFOUND */
+ps_status engine_adapter_get(engine *e, const char *name, engine_adapter_info *info, ps_err *err);
+/* Every adapter sorted by name; *out is malloc'd (caller frees). Returns the count, -1 on ENOMEM. */
+int engine_adapter_list(engine *e, engine_adapter_info **out);
 
 /* ---- text ---- */
 
@@ -101,7 +142,8 @@ typedef struct {
     int n_stop;                /* 0..ENGINE_MAX_STOPS, each 1..ENGINE_MAX_STOP_BYTES bytes */
     bool ignore_eos;
     int logprobs;              /* top alternatives per token to report (0..20); -1 = none */
-    const char *adapter;       /* NULL = base model (adapters: issue 3) */
+    const char *adapter;       /* NULL = base model, else a registered adapter's name (pinned
+                                  for the request's lifetime; unknown -> ENOTFOUND) */
 } engine_request;
 
 typedef enum {

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "adapter_registry.h"
 #include "chat_template.h"
 #include "engine.h"
 #include "models/llama.h"
@@ -33,6 +34,9 @@ typedef struct {
     stop_matcher stop;  /* owns copies of the stop strings */
     engine_stream *stream;
     double t_submit;    /* seconds, CLOCK_MONOTONIC */
+    adapter *adapter;   /* pinned in engine_submit, unpinned by sched_req_free; NULL = base */
+    adapter_registry *reg;
+    int n_extra;        /* KV entries before the prompt: prefix P or prompt-tuning virtual tokens */
 } sched_req;
 
 typedef enum { SEQ_FREE = 0, SEQ_PREFILL, SEQ_DECODE } sched_seq_state;
@@ -60,6 +64,7 @@ struct engine {
     kv_cache kv;
     chat_tmpl chat;
     bool demo;
+    adapter_registry *adapters; /* thread-safe by itself */
     char model_id[256];
     const char *quant_name, *device_name;
     int V, ctx_len, max_seqs, max_batch_tokens, max_queue, max_pages;
@@ -88,6 +93,9 @@ struct engine {
     int n_running;
     int32_t *block_tables; /* (max_seqs, max_pages) */
     int32_t *b_ids, *b_pos, *b_seq, *b_kv_pos; /* (max_batch_tokens) */
+    int32_t *b_adapter, *b_virtual;            /* (max_batch_tokens) index into step_adapters; virtual row */
+    const adapter **step_adapters;             /* (max_seqs) distinct adapters of the step */
+    int n_step_adapters;
     int n_tokens;
     int32_t *out_rows, *out_slot; /* (max_seqs) */
     int n_out;
@@ -111,6 +119,9 @@ void sched_emit_tokens(engine *e);
 void sched_finish(engine *e, int slot, const char *reason);
 /* Sends ERROR and releases the sequence. */
 void sched_fail(engine *e, int slot, const ps_err *err);
+
+/* engine_adapters.c */
+ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err);
 
 /* demo_model.c */
 void demo_model_config(llama_config *cfg);

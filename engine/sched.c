@@ -18,6 +18,13 @@
  * FIFO: a head request that does not fit waits for pages, later ones do not
  * overtake it (no starvation of long prompts).
  *
+ * Adapters: each token carries its request's adapter (the step lists the
+ * distinct ones; llama_forward mixes them in one batch). A prefix-tuning
+ * request gets its P prefix entries written at admission (llama_store_prefix)
+ * and its prompt runs from KV entry P; a prompt-tuning request's first
+ * n_virtual entries are virtual tokens fed before its prompt. In both cases
+ * the RoPE position equals the KV index, as PEFT's positions do.
+ *
  * Does not: preempt or swap sequences, share prefix pages, or reorder by
  * priority. */
 #include <stdlib.h>
@@ -29,7 +36,7 @@
 #include "stream.h"
 
 static int sched_pages_needed(const sched_req *r) {
-    int kv = r->n_prompt + (r->max_tokens > 0 ? r->max_tokens - 1 : 0);
+    int kv = r->n_extra + r->n_prompt + (r->max_tokens > 0 ? r->max_tokens - 1 : 0);
     return (kv + ENGINE_PAGE_SIZE - 1) / ENGINE_PAGE_SIZE;
 }
 
@@ -63,7 +70,7 @@ void sched_seq_release(engine *e, int slot) {
     sched_publish_stats(e);
 }
 
-static void sched_seq_start(engine *e, sched_req *r) {
+static int sched_seq_start(engine *e, sched_req *r) {
     int slot = 0;
     while (e->seqs[slot].state != SEQ_FREE) slot++;
     sched_seq *s = &e->seqs[slot];
@@ -78,8 +85,23 @@ static void sched_seq_start(engine *e, sched_req *r) {
     sampler_rng_seed(&s->rng, r->seed);
     tok_decoder_init(&s->dec, false); /* continuation of the prompt: keep the leading space */
     e->order[e->n_running++] = slot;
-    PS_LOG_DEBUG("engine", "req=%llu admitted slot=%d prompt=%d max_tokens=%d pages=%d",
-                 (unsigned long long)r->id, slot, r->n_prompt, r->max_tokens, s->n_pages);
+    PS_LOG_DEBUG("engine", "req=%llu admitted slot=%d prompt=%d max_tokens=%d pages=%d adapter=%s",
+                 (unsigned long long)r->id, slot, r->n_prompt, r->max_tokens, s->n_pages,
+                 r->adapter ? r->adapter->name : "-");
+    return slot;
+}
+
+/* Prefix tuning: the adapter's P entries go into the sequence's cache first. */
+static void sched_store_prefix(engine *e, int slot) {
+    sched_seq *s = &e->seqs[slot];
+    const adapter *a = s->req->adapter;
+    if (!a || a->kind != ADAPTER_PREFIX) return;
+    ps_err err = {0};
+    if (llama_store_prefix(e->model, &e->kv, e->block_tables + (size_t)slot * e->max_pages, s->n_pages, a, &err)) {
+        sched_fail(e, slot, &err);
+        return;
+    }
+    s->n_ctx = a->n_prefix;
 }
 
 /* Waiting requests whose client went away are dropped without running. */
@@ -103,7 +125,10 @@ static void sched_admit(engine *e) {
         if (sched_pages_needed(r) > e->kv.n_free) break; /* FIFO: wait for pages */
         e->wait_head = (e->wait_head + 1) % e->max_queue;
         e->n_waiting--;
-        sched_seq_start(e, r);
+        int slot = sched_seq_start(e, r);
+        pthread_mutex_unlock(&e->mu); /* the prefix upload runs unlocked */
+        sched_store_prefix(e, slot);
+        pthread_mutex_lock(&e->mu);
     }
     pthread_mutex_unlock(&e->mu);
 }
@@ -120,12 +145,23 @@ static void sched_drop_cancelled(engine *e) {
     }
 }
 
+/* The step's index of a (pinned) adapter, added on first use; -1 for none. */
+static int32_t sched_step_adapter(engine *e, const adapter *a) {
+    if (!a) return -1;
+    for (int i = 0; i < e->n_step_adapters; i++)
+        if (e->step_adapters[i] == a) return i;
+    e->step_adapters[e->n_step_adapters] = a;
+    return e->n_step_adapters++;
+}
+
 static void sched_add_token(engine *e, int slot, int32_t id, int kv_pos) {
     int t = e->n_tokens++;
     e->b_ids[t] = id;
-    e->b_pos[t] = kv_pos; /* no prefix entries yet: RoPE position = KV index */
+    e->b_pos[t] = kv_pos; /* prefix / virtual entries included: RoPE position = KV index (PEFT) */
     e->b_seq[t] = slot;
     e->b_kv_pos[t] = kv_pos;
+    e->b_adapter[t] = sched_step_adapter(e, e->seqs[slot].req->adapter);
+    e->b_virtual[t] = -1;
 }
 
 static void sched_add_out(engine *e, int slot) {
@@ -137,6 +173,7 @@ static void sched_add_out(engine *e, int slot) {
 static int sched_build_batch(engine *e) {
     e->n_tokens = 0;
     e->n_out = 0;
+    e->n_step_adapters = 0;
     for (int i = 0; i < e->n_running; i++) e->seqs[e->order[i]].batch_n = 0;
     for (int i = 0; i < e->n_running; i++) { /* decode tokens first: they always fit */
         int slot = e->order[i];
@@ -151,11 +188,15 @@ static int sched_build_batch(engine *e) {
         sched_seq *s = &e->seqs[slot];
         if (s->state != SEQ_PREFILL) continue;
         const sched_req *r = s->req;
-        int take = r->n_prompt - s->n_ctx;
+        int take = r->n_extra + r->n_prompt - s->n_ctx;
         if (take > e->max_batch_tokens - e->n_tokens) take = e->max_batch_tokens - e->n_tokens;
-        for (int k = 0; k < take; k++) sched_add_token(e, slot, r->prompt[s->n_ctx + k], s->n_ctx + k);
+        for (int k = 0; k < take; k++) {
+            int i = s->n_ctx + k - r->n_extra; /* prompt index; < 0: a prompt-tuning virtual token */
+            sched_add_token(e, slot, i < 0 ? 0 : r->prompt[i], s->n_ctx + k);
+            if (i < 0) e->b_virtual[e->n_tokens - 1] = s->n_ctx + k;
+        }
         s->batch_n = take;
-        if (s->n_ctx + take == r->n_prompt && r->max_tokens > 0) sched_add_out(e, slot);
+        if (s->n_ctx + take == r->n_extra + r->n_prompt && r->max_tokens > 0) sched_add_out(e, slot);
     }
     return e->n_tokens;
 }
@@ -172,6 +213,10 @@ static ps_status sched_run_step(engine *e) {
         .block_tables = e->block_tables,
         .n_out = e->n_out,
         .out_rows = e->out_rows,
+        .n_adapters = e->n_step_adapters,
+        .adapters = e->step_adapters,
+        .tok_adapter = e->b_adapter,
+        .tok_virtual = e->b_virtual,
     };
     ps_err err = {0};
     pthread_mutex_lock(&e->mu);

@@ -131,7 +131,7 @@ void sched_emit_tokens(engine *e) {
     /* max_tokens == 0: the prompt was evaluated, nothing to sample */
     for (int slot = 0; slot < e->max_seqs; slot++) {
         sched_seq *s = &e->seqs[slot];
-        if (s->state == SEQ_PREFILL && s->n_ctx == s->req->n_prompt) {
+        if (s->state == SEQ_PREFILL && s->n_ctx == s->req->n_extra + s->req->n_prompt) {
             e->stat_step_prompt += (uint64_t)s->req->n_prompt;
             sched_finish(e, slot, "length");
         }

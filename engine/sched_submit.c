@@ -31,9 +31,8 @@ static ps_status sched_check_sampling(const engine_request *q, ps_err *err) {
     return PS_OK;
 }
 
-static ps_status sched_check_request(const engine *e, const engine_request *q, ps_err *err) {
+static ps_status sched_check_request(const engine *e, const engine_request *q, int n_extra, ps_err *err) {
     if (!q) return ps_errf(err, PS_EINVAL, "request is NULL");
-    if (q->adapter) return ps_errf(err, PS_ENOTFOUND, "adapter '%s' not found", q->adapter);
     if (q->n_prompt < 1 || !q->prompt_ids)
         return ps_errf(err, PS_EINVAL, "prompt has %d tokens, need at least 1", q->n_prompt);
     ps_status st = sched_check_sampling(q, err);
@@ -42,17 +41,19 @@ static ps_status sched_check_request(const engine *e, const engine_request *q, p
         if (q->prompt_ids[t] < 0 || q->prompt_ids[t] >= e->V)
             return ps_errf(err, PS_EINVAL, "prompt token %d: id %d out of range [0, %d)", t,
                            (int)q->prompt_ids[t], e->V);
-    int64_t total = (int64_t)q->n_prompt + q->max_tokens;
+    int64_t total = (int64_t)q->n_prompt + q->max_tokens + n_extra;
     if (total > e->ctx_len)
         return ps_errf(err, PS_ETOOLARGE,
-                       "prompt of %d tokens + max_tokens %d = %lld exceeds the context length %d",
-                       q->n_prompt, q->max_tokens, (long long)total, e->ctx_len);
+                       "prompt of %d tokens + max_tokens %d%s = %lld exceeds the context length %d",
+                       q->n_prompt, q->max_tokens, n_extra ? " + the adapter's virtual tokens" : "",
+                       (long long)total, e->ctx_len);
     return PS_OK;
 }
 
 void sched_req_free(sched_req *r) {
     if (!r) return;
     if (r->stream) stream_engine_release(r->stream);
+    if (r->adapter) adapter_registry_unpin(r->reg, r->adapter);
     stop_free(&r->stop);
     free(r->prompt);
     free(r);
@@ -85,10 +86,18 @@ static ps_status sched_req_make(const engine_request *q, sched_req **out, ps_err
 
 ps_status engine_submit(engine *e, const engine_request *req, engine_stream **out, ps_err *err) {
     *out = NULL;
-    ps_status st = sched_check_request(e, req, err);
+    adapter *ad = NULL; /* pinned for the request's lifetime: DELETE lets it finish */
+    ps_status st = req && req->adapter ? adapter_registry_pin(e->adapters, req->adapter, &ad, err) : PS_OK;
     if (st) return st;
+    int n_extra = !ad ? 0 : ad->kind == ADAPTER_PREFIX ? ad->n_prefix : ad->kind == ADAPTER_PROMPT ? ad->n_virtual : 0;
     sched_req *r = NULL;
-    if ((st = sched_req_make(req, &r, err))) return st;
+    if ((st = sched_check_request(e, req, n_extra, err)) || (st = sched_req_make(req, &r, err))) {
+        adapter_registry_unpin(e->adapters, ad);
+        return st;
+    }
+    r->adapter = ad;
+    r->reg = e->adapters;
+    r->n_extra = n_extra;
 
     pthread_mutex_lock(&e->mu);
     if (e->stopping) {

@@ -107,6 +107,42 @@ typedef struct {
     int max_kv_len;         /* max over tokens of tok_kv_pos + 1 (host-side hint) */
 } ps_attn_meta;
 
+/* Multi-adapter LoRA for one projection of one layer (the BGMV/SGMV idea of
+ * Punica and S-LoRA): the tokens of one step may each use a different LoRA
+ * adapter, or none, and the deltas are added next to the frozen base output
+ * y = x W^T, never merged into W and never by splitting the batch per adapter.
+ *
+ * The engine builds, per step, one slot per distinct adapter in the batch and
+ * gives every token its slot (or -1); per (layer, projection) it fills the
+ * slots' A/B pointers (A == NULL when that adapter leaves the projection
+ * alone). Semantics (PEFT tuners/lora/layer.py Linear.forward):
+ *   for every token t with s = tok_slot[t] >= 0 and slots[s].A != NULL:
+ *     v = A_s x[t]          (r_s values, fp32 accumulation; 16-bit A/B widened exactly)
+ *     y[t] += scale_s * (B_s v)   (B_s as PEFT's (out, r); stored transposed, see below)
+ * Rows of tokens with no LoRA are left bit-identical. The result for token t
+ * depends only on x[t] and its slot (batch invariant): a backend may group
+ * tokens by slot (SGMV segments) or gather per token (BGMV), but the sum order
+ * inside one token's dot products must not depend on T or on the grouping. */
+#define PS_LORA_MAX_RANK 512
+
+typedef struct {
+    const void *A;  /* (r, in) row-major on the backend's device; NULL = not adapted */
+    const void *B;  /* (r, out) row-major: lora_B.weight (out, r) TRANSPOSED, so the
+                     * expand streams contiguous rows (CPU vectors, coalesced GPU loads) */
+    ps_dtype dtype; /* of A and B: F32, F16 or BF16 (an adapter keeps its file's
+                     * 16-bit dtype: half the bytes a step reads); math is F32 */
+    int r;          /* 1..PS_LORA_MAX_RANK when A != NULL */
+    float scale;    /* lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA */
+} ps_lora_slot;
+
+typedef struct {
+    int n_slots;
+    const ps_lora_slot *slots; /* (n_slots) host array; device pointers inside */
+    const int32_t *tok_slot;   /* (T) host: slot of token t, -1 = no LoRA */
+    ps_tensor tok_slot_dev;    /* (T) I32 copy on the device for device backends
+                                * (uploaded once per step); unused by the CPU backend */
+} ps_lora_batch;
+
 typedef struct ps_backend ps_backend;
 
 /* The backend table. Entries below "ops" may be NULL (not supported).
@@ -163,6 +199,9 @@ struct ps_backend {
     /* out (R, C) = x[rows[r]] ; x (T, C), rows (R) I32 */
     ps_status (*gather_rows)(ps_backend *be, ps_tensor *out, const ps_tensor *x,
                              const ps_tensor *rows, ps_err *err);
+    /* y (T, out) += per-token LoRA deltas, see ps_lora_batch */
+    ps_status (*lora_bgmv)(ps_backend *be, ps_tensor *y, const ps_tensor *x,
+                           const ps_lora_batch *lb, ps_err *err);
 };
 
 enum { PS_ACT_SILU = 0, PS_ACT_GELU, PS_ACT_QUICK_GELU, PS_ACT_RELU };
@@ -204,5 +243,9 @@ ps_status op_activate(ps_backend *be, ps_tensor *x, int act, ps_err *err);
 ps_status op_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err);
 ps_status op_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
                          const ps_tensor *rows, ps_err *err);
+/* y (T, out) F32 += LoRA deltas of x (T, in) F32 per token (see ps_lora_batch).
+ * Checks slot indices, ranks and pointers; in/out come from x and y. */
+ps_status op_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
+                       ps_err *err);
 
 #endif

@@ -18,6 +18,7 @@ static const http_error_kind kinds[SRV_ERR_COUNT_] = {
     [SRV_ERR_MODEL_NOT_FOUND] = {404, "invalid_request_error", "model_not_found"},
     [SRV_ERR_NO_ROUTE] = {404, "invalid_request_error", "unknown_url"},
     [SRV_ERR_METHOD] = {405, "invalid_request_error", "method_not_allowed"},
+    [SRV_ERR_CONFLICT] = {409, "invalid_request_error", "already_exists"},
     [SRV_ERR_BODY_TOO_LARGE] = {413, "invalid_request_error", "request_too_large"},
     [SRV_ERR_MEDIA_TYPE] = {415, "invalid_request_error", "unsupported_media_type"},
     [SRV_ERR_BUSY] = {503, "server_error", "server_busy"},
@@ -45,6 +46,7 @@ srv_err_kind srv_err_kind_of_status(ps_status s) {
     case PS_EDEVICE: return SRV_ERR_UNAVAILABLE;
     case PS_ENOMEM: return SRV_ERR_BUSY;
     case PS_EIO: return SRV_ERR_INTERNAL;
+    case PS_EEXIST: return SRV_ERR_CONFLICT;
     }
     return SRV_ERR_INTERNAL;
 }

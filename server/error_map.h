@@ -20,6 +20,7 @@ typedef enum {
     SRV_ERR_MODEL_NOT_FOUND,  /* 404 `model` is neither the base id nor an adapter */
     SRV_ERR_NO_ROUTE,         /* 404 unknown path */
     SRV_ERR_METHOD,           /* 405 known path, other method */
+    SRV_ERR_CONFLICT,         /* 409 the name is taken (adapter upload) */
     SRV_ERR_BODY_TOO_LARGE,   /* 413 body over --max-body */
     SRV_ERR_MEDIA_TYPE,       /* 415 Content-Type that cannot hold JSON */
     SRV_ERR_BUSY,             /* 503 too many generations / engine queue full */

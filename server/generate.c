@@ -47,7 +47,8 @@ static bool prompt_ids(gen_job *job, api_error *e) {
 
 /* OpenAI's wording, with both numbers, so clients that parse it still can */
 static bool context_check(gen_job *job, api_error *e) {
-    int ctx = job->srv->ctx_len, n = job->n_prompt, want = job->req->max_tokens;
+    /* an adapter's virtual tokens (prefix / prompt tuning) occupy the context too */
+    int ctx = job->srv->ctx_len, n = job->n_prompt + job->req->adapter_extra, want = job->req->max_tokens;
     const char *param = job->req->chat ? "messages" : "prompt";
     if (ctx <= 0) return true;
     if (n >= ctx)
@@ -76,7 +77,7 @@ int gen_prepare_or_reply(gen_job *job, http_req *rq, const oai_gen_request *req,
     snprintf(rq->id, sizeof rq->id, "%s", job->id);
     api_error e = {0};
     if (!prompt_ids(job, &e) || !context_check(job, &e)) return reply_error(job->conn, &e);
-    int room = srv->ctx_len > 0 ? srv->ctx_len - job->n_prompt : srv->opts.default_max_tokens;
+    int room = srv->ctx_len > 0 ? srv->ctx_len - job->n_prompt - req->adapter_extra : srv->opts.default_max_tokens;
     engine_request *er = &job->ereq;
     er->prompt_ids = job->prompt_ids;
     er->n_prompt = job->n_prompt;
@@ -91,7 +92,7 @@ int gen_prepare_or_reply(gen_job *job, http_req *rq, const oai_gen_request *req,
     er->n_stop = req->n_stop;
     er->ignore_eos = req->ignore_eos;
     er->logprobs = req->logprobs;
-    er->adapter = NULL; /* adapters: issue 3 */
+    er->adapter = req->adapter;
     return 0;
 }
 

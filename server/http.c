@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "adapters_routes.h"
 #include "auth.h"
 #include "base/log.h"
 #include "clip_routes.h"
@@ -35,6 +36,10 @@ static const http_route routes[] = {
     {"GET", "/v1/models/", true, true, false, routes_model_get},
     {"POST", "/v1/completions", false, true, false, openai_completions_handle},
     {"POST", "/v1/chat/completions", false, true, false, openai_chat_handle},
+    {"POST", "/v1/adapters", false, true, false, adapters_upload},
+    {"GET", "/v1/adapters", false, true, false, adapters_list},
+    {"GET", "/v1/adapters/", true, true, false, adapters_get},
+    {"DELETE", "/v1/adapters/", true, true, false, adapters_delete},
     {"POST", "/v1/classify", false, true, false, clip_routes_classify},
     {"POST", "/v1/embeddings", false, true, false, clip_routes_embeddings},
 };

@@ -59,8 +59,8 @@ static void log_model(const server *srv, engine *eng) {
                 srv->chat_template[0] ? srv->chat_template : "-");
     if (in.demo)
         PS_LOG_WARN("server", "no --model given: serving the built-in demo model (random weights: its text is noise)");
-    if (srv->opts.adapters_dir)
-        PS_LOG_WARN("server", "--adapters-dir %s stored; adapters are not served yet", srv->opts.adapters_dir);
+    PS_LOG_INFO("server", "adapters: %d registered%s%s", in.adapters_total, srv->opts.adapters_dir ? ", dir " : "",
+                srv->opts.adapters_dir ? srv->opts.adapters_dir : " (no --adapters-dir: uploads last until exit)");
 }
 
 int main(int argc, char **argv) {
@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
     case CLI_RUN: break;
     }
     ps_log_threshold = (ps_log_level)o.log_level;
+    o.eng.adapters_dir = o.srv.adapters_dir; /* the engine owns the adapters; the server shows the dir */
     install_signals();
 
     engine *eng = NULL;

@@ -14,11 +14,15 @@ static bool parse_model(const json_t *body, const oai_ctx *ctx, oai_gen_request 
     bool present = false;
     if (!oai_get_string(body, "model", &r->model, &present, e)) return false;
     if (!present) return api_errorf(e, SRV_ERR_INVALID_REQUEST, "model", "missing required parameter 'model'");
-    /* adapters will be looked up here too (issue 3); never a silent fallback */
-    if (strcmp(r->model, ctx->model_id) != 0)
-        return api_errorf(e, SRV_ERR_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist (served: '%s')",
-                          r->model, ctx->model_id);
-    return true;
+    /* the base, or an adapter by name; never a silent fallback to the base */
+    if (strcmp(r->model, ctx->model_id) == 0) return true;
+    if (ctx->find_adapter && ctx->find_adapter(ctx->user, r->model, &r->adapter_extra)) {
+        r->adapter = r->model;
+        return true;
+    }
+    return api_errorf(e, SRV_ERR_MODEL_NOT_FOUND, "model",
+                      "the model '%.200s' does not exist (served: '%s' and the adapters of GET /v1/models)", r->model,
+                      ctx->model_id);
 }
 
 static bool parse_stream(const json_t *body, oai_gen_request *r, api_error *e) {

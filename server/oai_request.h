@@ -24,11 +24,16 @@
 typedef struct {
     const char *model_id;
     int vocab_size;
+    /* adapters: true when `name` is one (its virtual tokens in *extra); NULL = none */
+    bool (*find_adapter)(void *user, const char *name, int *extra);
+    void *user;
 } oai_ctx;
 
 typedef struct {
     bool chat;
     const char *model;
+    const char *adapter; /* == model when it names an adapter, else NULL (the base) */
+    int adapter_extra;   /* the adapter's virtual tokens (prefix / prompt tuning) */
     /* completions: text (BOS added) or ids (used as given) */
     const char *prompt_text;
     int32_t *prompt_ids; /* malloc'd */

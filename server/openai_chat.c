@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "generate.h"
+#include "adapters_routes.h"
 #include "reply.h"
 #include "request.h"
 
@@ -90,7 +91,7 @@ int openai_chat_handle(http_req *rq) {
     json_t *body = NULL;
     int st = request_json_or_reply(rq->conn, srv->opts.max_body, &body);
     if (st) return st;
-    oai_ctx ctx = {srv->model_id, srv->vocab_size};
+    oai_ctx ctx = {srv->model_id, srv->vocab_size, adapters_find_for_model, srv};
     oai_gen_request req;
     api_error e = {0};
     if (!oai_chat_parse(body, &ctx, &req, &e)) {

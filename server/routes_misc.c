@@ -1,6 +1,6 @@
 /* GET /health (status + model and device facts; 503 when the engine is
  * unhealthy or the server is stopping), GET /v1/models and /v1/models/{id}
- * (OpenAI's list/model objects; adapters join the list with issue 3), and
+ * (OpenAI's list/model objects, the base and every adapter), and
  * GET /metrics (Prometheus text: server counters from metrics.c plus the
  * engine's live gauges read at scrape time). */
 #include "routes_misc.h"
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapters_routes.h"
 #include "clip_routes.h"
 #include "reply.h"
 
@@ -30,6 +31,7 @@ int routes_health(http_req *rq) {
     json_object_set_new(o, "kv_page_size", json_integer(in.kv_page_size));
     json_object_set_new(o, "kv_pages_total", json_integer(in.kv_pages_total));
     json_object_set_new(o, "kv_pages_free", json_integer(in.kv_pages_free));
+    json_object_set_new(o, "adapters", json_integer(in.adapters_total));
     json_object_set_new(o, "clip", clip_routes_health(srv));
     json_object_set_new(o, "adapters_dir",
                         srv->opts.adapters_dir ? json_string(srv->opts.adapters_dir) : json_null());
@@ -48,6 +50,7 @@ int routes_models(http_req *rq) {
     json_array_append_new(data, model_object(rq->srv));
     json_t *clip = clip_routes_model_object(rq->srv);
     if (clip) json_array_append_new(data, clip);
+    adapters_append_models(rq->srv, data);
     json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", data);
     int st = o ? reply_json(rq->conn, 200, o, NULL)
                : reply_errorf(rq->conn, SRV_ERR_INTERNAL, NULL, "out of memory building the model list");
@@ -65,10 +68,10 @@ int routes_model_get(http_req *rq) {
         json_decref(c);
         return st;
     }
-    if (strcmp(id, rq->srv->model_id) != 0)
+    json_t *o = strcmp(id, rq->srv->model_id) == 0 ? model_object(rq->srv) : adapters_model_object(rq->srv, id);
+    if (!o)
         return reply_errorf(rq->conn, SRV_ERR_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist (served: '%s')",
                             id, rq->srv->model_id);
-    json_t *o = model_object(rq->srv);
     int st = reply_json(rq->conn, 200, o, NULL);
     json_decref(o);
     return st;
@@ -94,11 +97,17 @@ static void engine_gauges(const server *srv, const engine_info *in, char *buf, s
              "# HELP peftserve_kv_pages_total KV cache pages (%d tokens each)\n"
              "# TYPE peftserve_kv_pages_total gauge\npeftserve_kv_pages_total %d\n"
              "# HELP peftserve_kv_pages_free KV cache pages not held by a sequence\n"
-             "# TYPE peftserve_kv_pages_free gauge\npeftserve_kv_pages_free %d\n",
+             "# TYPE peftserve_kv_pages_free gauge\npeftserve_kv_pages_free %d\n"
+             "# HELP peftserve_adapters adapters registered\n# TYPE peftserve_adapters gauge\npeftserve_adapters %d\n"
+             "# HELP peftserve_adapters_resident adapters loaded in memory (the others were evicted)\n"
+             "# TYPE peftserve_adapters_resident gauge\npeftserve_adapters_resident %d\n"
+             "# HELP peftserve_adapter_bytes_resident bytes of adapters in memory\n"
+             "# TYPE peftserve_adapter_bytes_resident gauge\npeftserve_adapter_bytes_resident %lld\n",
              in->healthy ? 1 : 0, in->running, in->waiting, atomic_load(&srv->active_gens),
              (unsigned long long)in->requests_total, (unsigned long long)in->tokens_generated_total,
              (unsigned long long)in->prompt_tokens_total, (long long)in->weight_bytes, in->kv_page_size,
-             in->kv_pages_total, in->kv_pages_free);
+             in->kv_pages_total, in->kv_pages_free, in->adapters_total, in->adapters_resident,
+             (long long)in->adapter_bytes_resident);
 }
 
 int routes_metrics(http_req *rq) {

@@ -24,7 +24,8 @@ typedef struct {
     size_t max_body;          /* request body cap in bytes */
     size_t clip_max_body;     /* body cap of /v1/classify and /v1/embeddings (images) */
     int default_max_tokens;   /* cap when a request gives no max_tokens */
-    const char *adapters_dir; /* stored; adapters are issue 3 */
+    const char *adapters_dir; /* engine's --adapters-dir (shown in /health) */
+    size_t max_upload;        /* adapter upload body cap in bytes */
     int shutdown_grace_s;     /* on SIGTERM: how long in-flight generations may finish */
 } server_opts;
 

@@ -11,5 +11,6 @@ server_opts server_opts_default(void) {
     o.clip_max_body = 32u << 20; /* a large photo, base64-encoded */
     o.default_max_tokens = 512;  /* long enough to be useful, short enough on a CPU */
     o.shutdown_grace_s = 10;
+    o.max_upload = (size_t)2 << 30; /* a 7B LoRA at r=64 in F32 is ~640 MB */
     return o;
 }

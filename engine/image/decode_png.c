@@ -63,8 +63,8 @@ static ps_status check_limits(uint32_t w, uint32_t h, const img_limits *lim, ps_
     if ((int64_t)w > lim->max_side || (int64_t)h > lim->max_side ||
         (int64_t)w * (int64_t)h > lim->max_pixels)
         return ps_errf(err, PS_ETOOLARGE,
-                       "image is %ux%u (%lld pixels); the limit is %lld pixels and %d per side",
-                       (unsigned)w, (unsigned)h, (long long)w * h, (long long)lim->max_pixels,
+                       "image is %ux%u (%llu pixels); the limit is %lld pixels and %d per side",
+                       (unsigned)w, (unsigned)h, (unsigned long long)w * h, (long long)lim->max_pixels,
                        lim->max_side);
     return PS_OK;
 }

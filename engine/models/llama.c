@@ -114,16 +114,17 @@ static ps_status check_batch(const llama_model *m, const kv_cache *kv, const lla
         if (b->out_rows[r] < 0 || b->out_rows[r] >= b->n_tokens)
             return ps_errf(err, PS_EINVAL, "llama batch: out_rows[%d] = %d outside [0, %d)", r,
                            b->out_rows[r], b->n_tokens);
-    return PS_OK;
+    return llama_adapters_check(m, b, err);
 }
 
 typedef struct {
     ps_tensor ids, pos, slots, out_rows;
     ps_attn_meta attn;
+    llama_step_adapters ad;
 } step_meta;
 
-/* Packs ids | pos | slots | tok_seq | tok_kv_pos | out_rows | block_tables into
- * one staging array and uploads it once. */
+/* Packs ids | pos | slots | tok_seq | tok_kv_pos | out_rows | block_tables
+ * (| adapter metadata) into one staging array and uploads it once. */
 static ps_status upload_meta(llama_model *m, const kv_cache *kv, const llama_batch *b,
                              step_meta *sm, ps_err *err) {
     int T = b->n_tokens, R = b->n_out, BT = b->n_seqs * b->max_pages;
@@ -153,7 +154,10 @@ static ps_status upload_meta(llama_model *m, const kv_cache *kv, const llama_bat
     sm->attn.tok_kv_pos = ps_tensor_1d(PS_DT_I32, T, d + 4 * T, dev);
     sm->attn.block_tables = ps_tensor_2d(PS_DT_I32, b->n_seqs, b->max_pages, d + 5 * T + R, dev);
     sm->attn.max_kv_len = max_len;
-    return ps_buf_upload(m->be, d, h, sizeof(int32_t) * (size_t)(5 * T + R + BT), err);
+    int AD = llama_adapters_meta_ints(b);
+    ps_status st = llama_adapters_begin(m, b, h + 5 * T + R + BT, d + 5 * T + R + BT, &sm->ad, err);
+    if (st) return st;
+    return ps_buf_upload(m->be, d, h, sizeof(int32_t) * (size_t)(5 * T + R + BT + AD), err);
 }
 
 /* Activations of one step, views into the scratch buffers. */
@@ -198,25 +202,34 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
     ps_backend *be = m->be;
     const llama_config *c = &m->cfg;
     ps_tensor q2 = as_2d(&a->q), k2 = as_2d(&a->k), v2 = as_2d(&a->v), att2 = as_2d(&a->att);
+    const llama_step_adapters *ad = &sm->ad;
+    int l = (int)(L - m->layers);
     ps_status st;
     /* self-attention block (LlamaAttention, HF rotate_half layout) */
     if ((st = op_rmsnorm(be, &a->h, &a->x, &L->attn_norm, c->rms_eps, err)) ||
         (st = op_linear(be, &q2, &a->h, &L->wq, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 0, &q2, &a->h, err)) ||
         (st = op_linear(be, &k2, &a->h, &L->wk, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 1, &k2, &a->h, err)) ||
         (st = op_linear(be, &v2, &a->h, &L->wv, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 2, &v2, &a->h, err)) ||
         (st = op_rope(be, &a->q, &sm->pos, c->rope_theta, err)) ||
         (st = op_rope(be, &a->k, &sm->pos, c->rope_theta, err)) ||
         (st = op_kv_store(be, kvl, &a->k, &a->v, &sm->slots, err)) ||
         (st = op_attention(be, &a->att, &a->q, kvl, &sm->attn, 1.0f / sqrtf((float)c->head_dim),
                            err)) ||
-        (st = op_linear(be, &a->tmp, &att2, &L->wo, err)) || (st = op_add(be, &a->x, &a->tmp, err)))
+        (st = op_linear(be, &a->tmp, &att2, &L->wo, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 3, &a->tmp, &att2, err)) || (st = op_add(be, &a->x, &a->tmp, err)))
         return st;
     /* MLP block (LlamaMLP: down(silu(gate(h)) * up(h))) */
     if ((st = op_rmsnorm(be, &a->h, &a->x, &L->ffn_norm, c->rms_eps, err)) ||
         (st = op_linear(be, &a->g, &a->h, &L->wg, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 4, &a->g, &a->h, err)) ||
         (st = op_linear(be, &a->u, &a->h, &L->wu, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 5, &a->u, &a->h, err)) ||
         (st = op_silu_mul(be, &a->a, &a->g, &a->u, err)) ||
-        (st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) || (st = op_add(be, &a->x, &a->tmp, err)))
+        (st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) ||
+        (st = llama_adapters_lora(m, ad, l, 6, &a->tmp, &a->a, err)) || (st = op_add(be, &a->x, &a->tmp, err)))
         return st;
     return PS_OK;
 }
@@ -229,12 +242,14 @@ ps_status llama_forward(llama_model *m, kv_cache *kv, const llama_batch *b, floa
     acts a;
     ps_status st;
     if ((st = check_batch(m, kv, b, err))) return st;
-    int meta_ints = 5 * b->n_tokens + b->n_out + b->n_seqs * b->max_pages;
+    int meta_ints = 5 * b->n_tokens + b->n_out + b->n_seqs * b->max_pages + llama_adapters_meta_ints(b);
     if ((st = scratch_reserve(m, b, meta_ints, err)) || (st = upload_meta(m, kv, b, &sm, err)))
         return st;
     carve(m, b->n_tokens, b->n_out, &a);
 
-    if ((st = op_embed(be, &a.x, &m->embed, &sm.ids, err))) return st;
+    if ((st = op_embed(be, &a.x, &m->embed, &sm.ids, err)) ||
+        (st = llama_adapters_embed(m, b, &sm.ad, &a.x, err)))
+        return st;
     for (int l = 0; l < c->n_layers; l++)
         if ((st = layer_forward(m, &m->layers[l], &kv->layers[l], &sm, &a, err))) {
             ps_err_wrap(err, "layer %d", l);
@@ -245,7 +260,8 @@ ps_status llama_forward(llama_model *m, kv_cache *kv, const llama_batch *b, floa
     /* final norm and lm_head only on the rows whose logits are wanted */
     if ((st = op_gather_rows(be, &a.xo, &a.x, &sm.out_rows, err)) ||
         (st = op_rmsnorm(be, &a.ho, &a.xo, &m->norm, c->rms_eps, err)) ||
-        (st = op_linear(be, &a.logits, &a.ho, &m->lm_head, err)))
+        (st = op_linear(be, &a.logits, &a.ho, &m->lm_head, err)) ||
+        (st = llama_adapters_lm_head(m, b, &sm.ad, &a.logits, &a.ho, err)))
         return st;
     return ps_buf_download(be, logits, a.logits.data,
                            sizeof(float) * (size_t)b->n_out * (size_t)c->vocab, err);

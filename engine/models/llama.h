@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "adapter.h"
 #include "base/status.h"
 #include "ops.h"
 
@@ -99,6 +100,21 @@ typedef struct {
     const int32_t *block_tables;/* (S, max_pages) host */
     int n_out;
     const int32_t *out_rows;    /* (n_out) tokens whose logits are wanted */
+    /* PEFT adapters (optional: n_adapters == 0 serves every token from the base).
+     * The caller keeps them pinned for the step. Token t uses
+     * adapters[tok_adapter[t]] (-1 = none): the LoRA deltas of every projection
+     * it adapts (op_lora_bgmv: tokens of different adapters in one step, never
+     * merged into the base), its modules_to_save embed_tokens for the input and
+     * lm_head for the logits. Prompt tuning: tok_virtual[t] >= 0 marks a virtual
+     * token whose input embedding is that row of the adapter's prompt table
+     * (ids[t] is ignored but must be a valid id; give virtual tokens kv_pos and
+     * pos 0..n_virtual-1 and the real tokens the ones after). Prefix tuning:
+     * llama_store_prefix fills cache entries 0..P-1 once; the real tokens get
+     * kv_pos and pos from P. */
+    int n_adapters;
+    const adapter *const *adapters; /* (n_adapters) */
+    const int32_t *tok_adapter;     /* (T) index into adapters or -1 */
+    const int32_t *tok_virtual;     /* (T) prompt-table row or -1; NULL = no virtual tokens */
 } llama_batch;
 
 /* Writes host logits (n_out, vocab) F32. Token t's K/V are stored first, so a
@@ -106,5 +122,13 @@ typedef struct {
  * scratch buffers (grown on demand, never per step). */
 ps_status llama_forward(llama_model *m, kv_cache *kv, const llama_batch *b, float *logits,
                         ps_err *err);
+
+/* Prefix tuning (PEFT PREFIX_TUNING): writes the adapter's P keys and values of
+ * every layer into entries 0..P-1 of one sequence (block_table: its max_pages
+ * page ids; the pages holding entries 0..P-1 must be allocated), in the
+ * cache's HF layout and not rotated, as peft_model.py puts them into the
+ * DynamicCache. The sequence's real tokens then use kv_pos and pos P, P+1, ... */
+ps_status llama_store_prefix(llama_model *m, kv_cache *kv, const int32_t *block_table, int max_pages,
+                             const adapter *a, ps_err *err);
 
 #endif

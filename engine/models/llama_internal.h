@@ -18,6 +18,9 @@ typedef struct {
     int tok_cap, out_cap, meta_cap;
     void *tok_buf, *out_buf, *meta_buf; /* device */
     int32_t *meta_host;                 /* staging for the one metadata upload */
+    ps_lora_slot *lora_slots;           /* host: per-step LoRA tables (llama_adapters.c) */
+    int lora_cap;                       /* entries of lora_slots */
+    unsigned *lora_active;              /* host: (n_layers) projection bits */
 } llama_scratch;
 
 struct llama_model {
@@ -61,6 +64,36 @@ ps_status llama_config_check(const llama_config *cfg, ps_err *err);
 
 /* `tensor 'NAME': shape [..], expected [..]` unless t has exactly that shape. */
 ps_status llama_check_shape(const st_tensor *t, int ndim, const int64_t *shape, ps_err *err);
+
+/* The adapters of one step (llama_adapters.c), built by llama_adapters_begin
+ * from the batch; all zero when the batch has none. */
+typedef struct {
+    int n;                    /* adapters in the step */
+    const ps_lora_slot *slots;/* (n_layers, LLAMA_N_PROJ, n): A/B of adapter a for (l, p) */
+    unsigned *active;         /* (n_layers) bit p: some adapter adapts (l, p) */
+    const int32_t *tok;       /* (T) host: adapter of each token or -1 */
+    ps_tensor tok_dev;        /* (T) I32 device copy of tok */
+    ps_tensor rows_dev;       /* (T) I32 device: embedding row of each token */
+    bool any_embed, any_lm_head;
+} llama_step_adapters;
+
+/* Extra I32 metadata entries the batch's adapters need (0 without adapters). */
+int llama_adapters_meta_ints(const llama_batch *b);
+/* Host checks: indices, virtual rows, adapters made for this model's shape. */
+ps_status llama_adapters_check(const llama_model *m, const llama_batch *b, ps_err *err);
+/* Writes the adapter metadata into h (meta_ints entries) and fills sa; dev is
+ * where h lands on the device. */
+ps_status llama_adapters_begin(llama_model *m, const llama_batch *b, int32_t *h, int32_t *dev,
+                               llama_step_adapters *sa, ps_err *err);
+/* x (T, C): replaces the rows of virtual tokens and of adapters with their own embed_tokens. */
+ps_status llama_adapters_embed(llama_model *m, const llama_batch *b, const llama_step_adapters *sa,
+                               ps_tensor *x, ps_err *err);
+/* y += LoRA deltas of projection p of layer l for x (op_lora_bgmv). */
+ps_status llama_adapters_lora(llama_model *m, const llama_step_adapters *sa, int l, int p, ps_tensor *y,
+                              const ps_tensor *x, ps_err *err);
+/* logits (R, V): recomputes the rows whose adapter has its own lm_head from ho (R, C). */
+ps_status llama_adapters_lm_head(llama_model *m, const llama_batch *b, const llama_step_adapters *sa,
+                                 ps_tensor *logits, const ps_tensor *ho, ps_err *err);
 
 /* bitsandbytes 4-bit weights (llama_bnb.c): present when `<name>.quant_state.*`
  * exists; loaded as NF4 views of the stored bytes, no requantisation. */

@@ -113,6 +113,8 @@ void llama_free(llama_model *m) {
     ps_buf_free(m->be, m->s.out_buf);
     ps_buf_free(m->be, m->s.meta_buf);
     free(m->s.meta_host);
+    free(m->s.lora_slots);
+    free(m->s.lora_active);
     free(m->bufs);
     free(m->layers);
     free(m);

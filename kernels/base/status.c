@@ -40,7 +40,8 @@ ps_status ps_err_wrap(ps_err *err, const char *fmt, ...) {
 const char *ps_status_name(ps_status s) {
     static const char *names[] = {"ok",     "einval",    "enomem", "enotsup",
                                   "eformat", "eio",      "edevice", "enotfound",
-                                  "ebusy",  "etoolarge", "ecanceled", "eshutdown"};
+                                  "ebusy",  "etoolarge", "ecanceled", "eshutdown",
+                                  "eexist"};
     if ((unsigned)s < sizeof names / sizeof names[0]) return names[s];
     return "unknown";
 }

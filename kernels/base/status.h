@@ -21,6 +21,7 @@ typedef enum {
     PS_ETOOLARGE, /* input over a configured limit */
     PS_ECANCELED, /* the request was cancelled */
     PS_ESHUTDOWN, /* the engine is stopping */
+    PS_EEXIST,    /* a named thing already exists (adapter upload under a taken name) */
 } ps_status;
 
 #define PS_ERR_MSG_MAX 512

@@ -139,6 +139,7 @@ ps_status ps_backend_cpu_create(int threads, ps_backend **out, ps_err *err) {
     be->activate = cpu_activate;
     be->add = cpu_add;
     be->gather_rows = cpu_gather_rows;
+    be->lora_bgmv = cpu_lora_bgmv;
     for (int i = 1; i < threads; i++) {
         cpu_worker_arg *a = &p->args[i];
         a->p = p;

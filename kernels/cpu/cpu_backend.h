@@ -49,6 +49,13 @@ ps_status cpu_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err)
 ps_status cpu_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
                           const ps_tensor *rows, ps_err *err);
 
+/* Multi-adapter LoRA (kernels/cpu/lora.c): the SGMV-style default groups
+ * tokens by slot; the reference gathers per token (the oracle). */
+ps_status cpu_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
+                        ps_err *err);
+ps_status cpu_lora_bgmv_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x,
+                            const ps_lora_batch *lb, ps_err *err);
+
 /* Reads element i of a F32/F16/BF16 tensor as float (slow path helper). */
 float cpu_load_f(const ps_tensor *t, int64_t i);
 

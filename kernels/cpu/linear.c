@@ -10,7 +10,9 @@
  *    decoding the next. NF4 never exists as a full f32 copy.
  * NF4 with K % 64 != 0 (blocks spanning rows) takes the element-wise decoder.
  * Both paths sum in one fixed order, so results do not depend on T or on the
- * thread count (linear_impl.h). The oracle is cpu_linear_ref (linear_ref.c). */
+ * thread count (linear_impl.h). The oracle is cpu_linear_ref (linear_ref.c).
+ * Scratch lives on the stack of each thread that runs a part (at most
+ * ~140 KiB: the tile plus 4 split x rows), so no call allocates. */
 #include <string.h>
 
 #include "cpu_backend.h"

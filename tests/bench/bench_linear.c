@@ -14,7 +14,8 @@
  * (process CPU time / (wall time * threads)); well below 100% means other
  * work competed and the number understates what the code can do.
  *
- * usage: bench_linear [--quick]      (--quick: fewer repetitions) */
+ * usage: bench_linear [--quick] [--reps N]   (timed runs per number, default 5;
+ *        --quick: 2; more runs find quieter moments on a busy machine) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,7 +222,15 @@ static void print_gemv(const char *name, const bench_weights *w, ps_backend *be,
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--quick") == 0) reps = 2;
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--quick") == 0) reps = 2;
+        else if (strcmp(argv[a], "--reps") == 0 && a + 1 < argc) reps = atoi(argv[++a]);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1) reps = 1;
     ps_backend *be[2];
     ps_err err;
     for (int i = 0; i < 2; i++)
