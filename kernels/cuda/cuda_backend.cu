@@ -177,6 +177,7 @@ static void cuda_impl_free(cuda_impl *p) {
         if (p->stream) (void)cudaStreamSynchronize(p->stream);
         if (p->scratch_w) (void)cudaFree(p->scratch_w);
         if (p->scratch_x) (void)cudaFree(p->scratch_x);
+        if (p->scratch_lora) (void)cudaFree(p->scratch_lora);
         if (p->rope_tab) (void)cudaFree(p->rope_tab);
         if (p->d_flag) (void)cudaFree(p->d_flag);
         if (p->h_flag) (void)cudaFreeHost(p->h_flag);
@@ -231,6 +232,7 @@ static void cuda_fill_table(ps_backend *be) {
     be->activate = cuda_activate;
     be->add = cuda_add;
     be->gather_rows = cuda_gather_rows;
+    be->lora_bgmv = cuda_lora_bgmv;
 }
 
 /* Picks the device and reads its facts; refuses cards this build has no code for. */

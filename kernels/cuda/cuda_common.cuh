@@ -74,6 +74,8 @@ typedef struct {
     size_t scratch_w_bytes;
     void *scratch_x;
     size_t scratch_x_bytes;
+    void *scratch_lora; /* (T, PS_LORA_MAX_RANK) f32 shrink results of lora_bgmv */
+    size_t scratch_lora_bytes;
     /* RoPE inverse frequencies of the last (theta, D), computed on the host
      * with the shared ps_rope_inv_freq so they equal the CPU's bit for bit */
     float *rope_tab;
@@ -171,6 +173,8 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
 ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
                                const ps_tensor *k, const ps_tensor *v, bool causal, float scale,
                                ps_err *err);
+ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
+                         const ps_lora_batch *lb, ps_err *err);
 ps_status cuda_attention_init(cuda_impl *p, ps_err *err); /* raises smem limits once */
 ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
                       ps_err *err);

@@ -5,7 +5,7 @@
 # .git/info/exclude; pass it in the device call's `carry`):
 #   .gpu-carry/root/      the unpacked .debs of jansson, civetweb, libjpeg,
 #                         libpng, zlib and pkgconf (headers, libs, .pc files)
-#   .gpu-carry/fixtures/  llama-tiny and llama-tiny-bnb4 from $PEFTSERVE_FIXTURES
+#   .gpu-carry/fixtures/  llama-tiny, llama-tiny-bnb4 and clip-tiny from $PEFTSERVE_FIXTURES
 #                         (default ../shared/fixtures); never committed
 # tests/gpu/run.sh uses them only when the system's packages or fixtures are
 # missing. About 12 MB.
@@ -23,7 +23,7 @@ pkgs=(libjansson-dev libjansson4 libcivetweb-dev libcivetweb1 libjpeg62-turbo-de
 (cd "$dst/debs" && apt-get download "${pkgs[@]}")
 for f in "$dst"/debs/*.deb; do dpkg -x "$f" "$dst/root"; done
 rm -rf "$dst/debs"
-for d in llama-tiny llama-tiny-bnb4; do
+for d in llama-tiny llama-tiny-bnb4 clip-tiny; do
   if [ -d "$fx/$d" ]; then cp -r "$fx/$d" "$dst/fixtures/"; else echo "warning: $fx/$d missing"; fi
 done
 du -sh "$dst"

@@ -165,8 +165,9 @@ static void check_decode_exact(wkind kind, int64_t N, int64_t K) {
 }
 
 int main(void) {
-    be2 = tu_backend_create();
-    if (ps_backend_cpu_create(1, &be1, &err) != PS_OK) {
+    /* CPU kernels only (they are called directly with host pointers); the
+     * CUDA linear paths have their own test in tests/gpu */
+    if (ps_backend_cpu_create(2, &be2, &err) != PS_OK || ps_backend_cpu_create(1, &be1, &err) != PS_OK) {
         fprintf(stderr, "cannot create a 1-thread backend: %s\n", err.msg);
         return 1;
     }

@@ -1,0 +1,112 @@
+/* Multi-adapter LoRA on the GPU (op lora_bgmv, see ps_lora_batch in ops.h):
+ * the BGMV idea of Punica / S-LoRA. Every token gathers its own adapter's
+ * A and B through its slot index, so one launch serves a batch that mixes
+ * many adapters (and tokens with none) without merging into the base and
+ * without splitting the batch.
+ *
+ * Two kernels per launch window of up to LORA_WINDOW slots (passed by value
+ * as kernel parameters: no host-to-device copy per call):
+ *   shrink: v[t, j] = A_s[j, :] . x[t, :]        one warp per (token, j)
+ *   expand: y[t, o] += scale_s * sum_j v[t, j] B_s[j, o]   one thread per (token, o);
+ *           B is stored (r, out), so neighbouring threads read neighbouring bytes.
+ * Each token's sums run in an order fixed by its shapes alone, so results are
+ * batch invariant, as the op requires. Math in f32; 16-bit A/B widened with
+ * the shared kernels/math/half.h conversions. Mirrors kernels/cpu/lora.c. */
+#include "cuda_common.cuh"
+
+#define LORA_WINDOW 32       /* slots per launch (kernel parameter space) */
+#define LORA_SHRINK_WARPS 8  /* warps per shrink block */
+#define LORA_EXPAND_THREADS 256
+
+typedef struct {
+    const void *A[LORA_WINDOW];
+    const void *B[LORA_WINDOW];
+    int r[LORA_WINDOW];
+    int dtype[LORA_WINDOW];
+    float scale[LORA_WINDOW];
+    int first, count; /* slots [first, first + count) of the batch */
+} lora_window;
+
+__device__ static inline float lora_ld(const void *p, int64_t i, int dt) {
+    if (dt == PS_DT_F32) return ((const float *)p)[i];
+    if (dt == PS_DT_F16) return ps_f16_to_f32(((const uint16_t *)p)[i]);
+    return ps_bf16_to_f32(((const uint16_t *)p)[i]);
+}
+
+/* slot of token t inside this window, or -1 */
+__device__ static inline int lora_local_slot(const lora_window &w, const int32_t *tok_slot,
+                                             int64_t t) {
+    int s = tok_slot[t] - w.first;
+    if (s < 0 || s >= w.count || w.A[s] == NULL) return -1;
+    return s;
+}
+
+__global__ void lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const float *x,
+                                   float *v, int64_t in) {
+    int64_t t = blockIdx.x;
+    int s = lora_local_slot(w, tok_slot, t);
+    if (s < 0) return;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int j = blockIdx.y * LORA_SHRINK_WARPS + warp;
+    if (j >= w.r[s]) return;
+    const float *xt = x + t * in;
+    float acc = 0.0f;
+    for (int64_t k = lane; k < in; k += 32) acc += lora_ld(w.A[s], (int64_t)j * in + k, w.dtype[s]) * xt[k];
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) v[t * PS_LORA_MAX_RANK + j] = acc;
+}
+
+__global__ void lora_expand_kernel(lora_window w, const int32_t *tok_slot, const float *v,
+                                   float *y, int64_t out) {
+    int64_t t = blockIdx.x;
+    int s = lora_local_slot(w, tok_slot, t);
+    if (s < 0) return;
+    int64_t o = blockIdx.y * (int64_t)LORA_EXPAND_THREADS + threadIdx.x;
+    if (o >= out) return;
+    const float *vt = v + t * PS_LORA_MAX_RANK;
+    float acc = 0.0f;
+    for (int j = 0; j < w.r[s]; j++) acc += vt[j] * lora_ld(w.B[s], (int64_t)j * out + o, w.dtype[s]);
+    y[t * out + o] += w.scale[s] * acc;
+}
+
+ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
+                         const ps_lora_batch *lb, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t in = cuda_last_dim(x), out = cuda_last_dim(y), T = cuda_rows(x);
+    if (T == 0 || lb->n_slots == 0) return PS_OK;
+    if (!lb->tok_slot_dev.data || ps_tensor_numel(&lb->tok_slot_dev) != T ||
+        lb->tok_slot_dev.dev != PS_DEV_CUDA)
+        return ps_errf(err, PS_EINVAL, "lora_bgmv: the cuda backend needs tok_slot_dev (%lld tokens) "
+                                       "on the device", (long long)T);
+    PS_TRY(cuda_scratch(p, &p->scratch_lora, &p->scratch_lora_bytes,
+                        sizeof(float) * (size_t)T * PS_LORA_MAX_RANK, err));
+    float *v = (float *)p->scratch_lora;
+    const int32_t *tok_slot = (const int32_t *)lb->tok_slot_dev.data;
+    for (int first = 0; first < lb->n_slots; first += LORA_WINDOW) {
+        lora_window w;
+        memset(&w, 0, sizeof w);
+        w.first = first;
+        w.count = lb->n_slots - first < LORA_WINDOW ? lb->n_slots - first : LORA_WINDOW;
+        int rmax = 0;
+        for (int i = 0; i < w.count; i++) {
+            const ps_lora_slot *sl = &lb->slots[first + i];
+            w.A[i] = sl->A;
+            w.B[i] = sl->B;
+            w.r[i] = sl->A ? sl->r : 0;
+            w.dtype[i] = (int)sl->dtype;
+            w.scale[i] = sl->scale;
+            if (w.r[i] > rmax) rmax = w.r[i];
+        }
+        if (rmax == 0) continue;
+        dim3 gs((unsigned)T, (unsigned)((rmax + LORA_SHRINK_WARPS - 1) / LORA_SHRINK_WARPS));
+        lora_shrink_kernel<<<gs, 32 * LORA_SHRINK_WARPS, 0, p->stream>>>(w, tok_slot,
+                                                                       (const float *)x->data, v, in);
+        CU_LAUNCH_CHECK(p);
+        dim3 ge((unsigned)T, (unsigned)((out + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS));
+        lora_expand_kernel<<<ge, LORA_EXPAND_THREADS, 0, p->stream>>>(w, tok_slot, v,
+                                                                     (float *)y->data, out);
+        CU_LAUNCH_CHECK(p);
+    }
+    return cuda_op_done(p, "lora_bgmv", err);
+}
