@@ -55,8 +55,11 @@ if ! cmake "${cfg[@]}" >>"$log" 2>&1; then
     export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export PKG_CONFIG_PATH="$lib/pkgconfig:$carry/usr/share/pkgconfig"
     export PKG_CONFIG_SYSROOT_DIR="$carry"
+    # the carried headers must win over any the image has (its jpeglib.h is
+    # libjpeg 8: with the carried libjpeg 62 every decode fails the version check)
     extra=(-DCMAKE_PREFIX_PATH="$carry/usr" -DCIVETWEB_LIB="$lib/libcivetweb.so"
-           -DCIVETWEB_INCLUDE="$carry/usr/include")
+           -DCIVETWEB_INCLUDE="$carry/usr/include" -DJPEG_INCLUDE_DIR="$carry/usr/include"
+           -DCMAKE_C_FLAGS="-I$carry/usr/include/x86_64-linux-gnu -I$carry/usr/include")
     command -v pkg-config >/dev/null || extra+=(-DPKG_CONFIG_EXECUTABLE="$carry/usr/bin/pkgconf")
     rm -rf build-gpu/CMakeCache.txt
     cmake "${cfg[@]}" "${extra[@]}" >>"$log" 2>&1 || true
