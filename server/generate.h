@@ -93,6 +93,20 @@ json_t *gen_ids_json(const int32_t *ids, int n);
 /* The ids of pieces[0..n). */
 json_t *gen_piece_ids_json(const gen_piece *p, int n);
 
+/* One generation endpoint: how it parses its body, names its ids, streams
+ * and builds its non-streaming choice (gen_endpoint.c). */
+typedef struct {
+    const char *id_prefix; /* "cmpl" | "chatcmpl" */
+    bool (*parse)(const json_t *body, const oai_ctx *ctx, oai_gen_request *r, api_error *e);
+    const gen_stream_shape *shape;
+    const char *object;               /* non-streaming object: "text_completion" | "chat.completion" */
+    json_t *(*choice)(gen_job *job);  /* non-streaming choice from the collected job (new reference) */
+} gen_endpoint;
+
+/* The whole request: body, parse, prepare, stream or collect, reply, finish.
+ * Returns the HTTP status it answered. */
+int gen_handle(http_req *rq, const gen_endpoint *ep);
+
 /* Counts metrics, writes the log facts into job->rq->detail (http.c logs
  * the line), frees the job. Call once after gen_prepare_or_reply, whatever
  * it returned. */

@@ -14,9 +14,7 @@
 #include <string.h>
 
 #include "generate.h"
-#include "adapters_routes.h"
 #include "reply.h"
-#include "request.h"
 
 static json_t *token_entry(gen_job *job, int32_t id, float lp) {
     char buf[256];
@@ -71,38 +69,16 @@ static json_t *stream_final(gen_job *job) {
 
 static const gen_stream_shape chat_shape = {"chat.completion.chunk", stream_first, stream_delta, stream_final};
 
-static int reply_collected(gen_job *job) {
-    api_error e = {0};
-    if (!gen_collect(job, &e)) return reply_error(job->conn, &e);
+/* the non-streaming choice: the whole message */
+static json_t *collected_choice(gen_job *job) {
     json_t *c = json_pack("{s:i, s:{s:s, s:s}, s:o, s:s}", "index", 0, "message", "role", "assistant", "content",
                           job->text ? job->text : "", "logprobs", lp_or_null(job, job->pieces, job->n_pieces),
                           "finish_reason", job->finish_reason);
-    add_token_ids(job, c, job->pieces, job->n_pieces);
-    json_t *o = gen_envelope(job, "chat.completion", c);
-    if (!o) return reply_errorf(job->conn, SRV_ERR_INTERNAL, NULL, "out of memory building the reply");
-    json_object_set_new(o, "usage", gen_usage_json(job));
-    int st = reply_json(job->conn, 200, o, NULL);
-    json_decref(o);
-    return st;
+    if (c) add_token_ids(job, c, job->pieces, job->n_pieces);
+    return c;
 }
 
-int openai_chat_handle(http_req *rq) {
-    server *srv = rq->srv;
-    json_t *body = NULL;
-    int st = request_json_or_reply(rq->conn, srv->opts.max_body, &body);
-    if (st) return st;
-    oai_ctx ctx = {srv->model_id, srv->vocab_size, adapters_find_for_model, srv};
-    oai_gen_request req;
-    api_error e = {0};
-    if (!oai_chat_parse(body, &ctx, &req, &e)) {
-        st = reply_error(rq->conn, &e);
-    } else {
-        gen_job job;
-        st = gen_prepare_or_reply(&job, rq, &req, "chatcmpl");
-        if (!st) st = req.stream ? gen_stream(&job, &chat_shape) : reply_collected(&job);
-        gen_finish(&job);
-    }
-    oai_gen_request_free(&req);
-    json_decref(body);
-    return st;
-}
+static const gen_endpoint chat_endpoint = {"chatcmpl", oai_chat_parse, &chat_shape, "chat.completion",
+                                           collected_choice};
+
+int openai_chat_handle(http_req *rq) { return gen_handle(rq, &chat_endpoint); }

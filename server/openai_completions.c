@@ -13,9 +13,7 @@
 #include <string.h>
 
 #include "generate.h"
-#include "adapters_routes.h"
 #include "reply.h"
-#include "request.h"
 
 static json_t *token_json(gen_job *job, int32_t id) {
     char buf[256];
@@ -72,35 +70,11 @@ static json_t *stream_final(gen_job *job) {
 
 static const gen_stream_shape completions_shape = {"text_completion", stream_first, stream_delta, stream_final};
 
-static int reply_collected(gen_job *job) {
-    api_error e = {0};
-    if (!gen_collect(job, &e)) return reply_error(job->conn, &e);
-    json_t *choice = choice_json(job, job->text, job->pieces, job->n_pieces, job->finish_reason);
-    json_t *o = gen_envelope(job, "text_completion", choice);
-    if (!o) return reply_errorf(job->conn, SRV_ERR_INTERNAL, NULL, "out of memory building the reply");
-    json_object_set_new(o, "usage", gen_usage_json(job));
-    int st = reply_json(job->conn, 200, o, NULL);
-    json_decref(o);
-    return st;
+static json_t *collected_choice(gen_job *job) {
+    return choice_json(job, job->text, job->pieces, job->n_pieces, job->finish_reason);
 }
 
-int openai_completions_handle(http_req *rq) {
-    server *srv = rq->srv;
-    json_t *body = NULL;
-    int st = request_json_or_reply(rq->conn, srv->opts.max_body, &body);
-    if (st) return st;
-    oai_ctx ctx = {srv->model_id, srv->vocab_size, adapters_find_for_model, srv};
-    oai_gen_request req;
-    api_error e = {0};
-    if (!oai_completions_parse(body, &ctx, &req, &e)) {
-        st = reply_error(rq->conn, &e);
-    } else {
-        gen_job job;
-        st = gen_prepare_or_reply(&job, rq, &req, "cmpl");
-        if (!st) st = req.stream ? gen_stream(&job, &completions_shape) : reply_collected(&job);
-        gen_finish(&job);
-    }
-    oai_gen_request_free(&req);
-    json_decref(body);
-    return st;
-}
+static const gen_endpoint completions_endpoint = {"cmpl", oai_completions_parse, &completions_shape,
+                                                  "text_completion", collected_choice};
+
+int openai_completions_handle(http_req *rq) { return gen_handle(rq, &completions_endpoint); }
