@@ -64,7 +64,7 @@ typedef struct {
     const float *q, *K, *V;
     const int32_t *tok_seq, *tok_kv_pos, *block_tables;
     int max_pages, page_size, max_len;
-    int64_t H, n_kv, D, group;
+    int64_t n_tokens, H, n_kv, D, group;
     float scale;
 } fast_job;
 
@@ -73,8 +73,13 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1) {
     int64_t G = j->group, row = j->n_kv * j->D;
     float *scores = malloc(sizeof(float) * (size_t)(G * (j->max_len > 0 ? j->max_len : 1)));
     if (!scores) return; /* cannot happen in practice; output stays as is */
-    for (int64_t r = r0; r < r1; r++) { /* r = t * n_kv + kv head */
-        int64_t t = r / j->n_kv, kvh = r % j->n_kv;
+    for (int64_t r = r0; r < r1; r++) {
+        /* r walks (token, kv head) pairs with tokens in zigzag order (0, T-1,
+         * 1, T-2, ...): a causal prefill's work grows with the token index,
+         * so contiguous chunks of plain order would leave the first thread
+         * idle for most of the step */
+        int64_t z = r / j->n_kv, kvh = r % j->n_kv;
+        int64_t t = z % 2 == 0 ? z / 2 : j->n_tokens - 1 - z / 2;
         const int32_t *bt = j->block_tables + (int64_t)j->tok_seq[t] * j->max_pages;
         int len = j->tok_kv_pos[t] + 1;
         const float *q0 = j->q + (t * j->H + kvh * G) * j->D;
@@ -114,7 +119,7 @@ ps_status cpu_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, cons
     if (st) return st;
     fast_job j = {out->data, q->data, kv->k.data, kv->v.data, meta->tok_seq.data,
                   meta->tok_kv_pos.data, meta->block_tables.data, meta->max_pages, kv->page_size,
-                  max_len, H, n_kv, kv->k.shape[3], H / n_kv, scale};
+                  max_len, meta->n_tokens, H, n_kv, kv->k.shape[3], H / n_kv, scale};
     cpu_parallel_for(be, (int64_t)meta->n_tokens * n_kv, fast_rows, &j);
     return PS_OK;
 }

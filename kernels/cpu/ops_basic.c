@@ -108,12 +108,23 @@ ps_status cpu_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float the
     return PS_OK;
 }
 
+typedef struct {
+    float *out;
+    const float *g, *u;
+} silu_job;
+
+static void silu_range(void *ctx, int64_t i0, int64_t i1) {
+    silu_job *j = ctx;
+    for (int64_t i = i0; i < i1; i++) j->out[i] = ps_silu(j->g[i]) * j->u[i];
+}
+
 ps_status cpu_silu_mul(ps_backend *be, ps_tensor *out, const ps_tensor *gate, const ps_tensor *up,
                        ps_err *err) {
+    silu_job j = {out->data, gate->data, up->data};
     int64_t n = ps_tensor_numel(out);
-    float *o = out->data;
-    const float *g = gate->data, *u = up->data;
-    for (int64_t i = 0; i < n; i++) o[i] = ps_silu(g[i]) * u[i];
+    /* split only when there is enough work to pay for waking the pool */
+    if (n < (1 << 16)) silu_range(&j, 0, n);
+    else cpu_parallel_for(be, n, silu_range, &j);
     return PS_OK;
 }
 
