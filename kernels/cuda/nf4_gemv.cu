@@ -4,6 +4,8 @@
  * oracle) with the element math of kernels/math/nf4.h (ps_nf4_code_at,
  * ps_nf4_block_scale, ps_nf4_value).
  *
+ * Two fast kernels, picked by ps_cuda_tuning.gemv_kernel (PS_CUDA_GEMV=v1|v2):
+ * v2 (default) is described at its definition below. v1 (kept to compare):
  * Fast kernel (in % 64 == 0, 16-byte aligned codes and x): each warp owns R
  * output rows; every lane reads 16 bytes (32 codes, half a 64-block) of each
  * of its rows per step, two steps in flight, and applies them to up to 8 rows
