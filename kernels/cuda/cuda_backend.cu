@@ -206,6 +206,9 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     if (s && !strcmp(s, "prefill")) t->attn_path = PS_CUDA_ATTN_PREFILL;
     s = getenv("PS_CUDA_SYNC");
     t->sync_each_op = s && *s && strcmp(s, "0") != 0;
+    t->gemv_kernel = 2;
+    s = getenv("PS_CUDA_GEMV");
+    if (s && !strcmp(s, "v1")) t->gemv_kernel = 1;
 }
 
 /* ---- create ---- */
@@ -334,9 +337,10 @@ extern "C" ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t,
     if (!p) return PS_EINVAL;
     if (t->linear_path < PS_CUDA_LINEAR_AUTO || t->linear_path > PS_CUDA_LINEAR_GEMM ||
         t->attn_path < PS_CUDA_ATTN_AUTO || t->attn_path > PS_CUDA_ATTN_PREFILL ||
-        t->gemv_max_t < 0)
-        return ps_errf(err, PS_EINVAL, "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d",
-                       t->linear_path, t->attn_path, t->gemv_max_t);
+        t->gemv_max_t < 0 || t->gemv_kernel < 1 || t->gemv_kernel > 2)
+        return ps_errf(err, PS_EINVAL,
+                       "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d, gemv_kernel %d (1 or 2)",
+                       t->linear_path, t->attn_path, t->gemv_max_t, t->gemv_kernel);
     p->tune = *t;
     return PS_OK;
 }

@@ -34,10 +34,12 @@ typedef struct {
     int gemv_max_t;  /* AUTO: rows (tokens) up to which the GEMV path is used */
     int attn_path;   /* ps_cuda_attn_path */
     bool sync_each_op; /* wait after every op so an error names its op (slow; tests) */
+    int gemv_kernel;   /* NF4 GEMV fast kernel: 2 (x tiles in shared memory, default) or 1 (the first) */
 } ps_cuda_tuning;
 
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
- * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill, PS_CUDA_SYNC=1. */
+ * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill, PS_CUDA_SYNC=1,
+ * PS_CUDA_GEMV=v1|v2. */
 ps_status ps_cuda_get_tuning(ps_backend *be, ps_cuda_tuning *out, ps_err *err);
 ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t, ps_err *err);
 

@@ -44,7 +44,7 @@ static double g_bw; /* measured read bandwidth, GB/s */
 static int g_div = 1, g_iters = 1;
 
 /* the summary table printed last */
-#define MAX_ROWS 40
+#define MAX_ROWS 80
 static char rows[MAX_ROWS][1024];
 static int n_rows;
 #define ROW(...) snprintf(rows[n_rows < MAX_ROWS ? n_rows++ : MAX_ROWS - 1], sizeof rows[0], __VA_ARGS__)
@@ -123,11 +123,14 @@ static ps_status weight_set_init(weight_set *s, bool nf4, int64_t out, int64_t i
     return st;
 }
 
+static int g_gemv_kernel = 2; /* the NF4 GEMV kernel time_linear uses (1 or 2) */
+
 static ps_status set_path(int path) {
     ps_cuda_tuning t;
     ps_status st = ps_cuda_get_tuning(be, &t, &err);
     if (st) return st;
     t.linear_path = path;
+    t.gemv_kernel = g_gemv_kernel;
     t.sync_each_op = false;
     return ps_cuda_set_tuning(be, &t, &err);
 }
@@ -170,21 +173,28 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
         return;
     }
     printf("%s: %d copies of %.1f MB rotated\n", name, s.copies, s.bytes_per_copy / 1e6);
-    static const int64_t gemv_T[] = {1, 8, 32};
-    for (int i = 0; i < 3; i++) {
-        int64_t T = gemv_T[i];
-        double us;
-        if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &us) != PS_OK) {
-            ROW("%-22s gemv T=%-3lld failed: %s", name, (long long)T, err.msg);
-            continue;
+    /* NF4: both GEMV kernels (v1, v2) at decode batch sizes; F16: its one kernel */
+    static const int64_t gemv_T[] = {1, 2, 4, 8, 32};
+    for (int v = nf4 ? 1 : 2; v <= 2; v++) {
+        g_gemv_kernel = v;
+        for (int i = 0; i < 5; i++) {
+            int64_t T = gemv_T[i];
+            double us;
+            if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &us) != PS_OK) {
+                ROW("%-22s gemv%s T=%-3lld failed: %s", name, nf4 ? (v == 1 ? "v1" : "v2") : "", (long long)T, err.msg);
+                continue;
+            }
+            int64_t passes = (T + 7) / 8; /* each chunk of 8 rows rereads W */
+            double bytes = (double)s.bytes_per_copy * passes + 4.0 * T * (in + out);
+            double gbs = bytes / (us * 1e-6) / 1e9;
+            const char *k = nf4 ? (v == 1 ? "v1" : "v2") : "";
+            printf("  gemv%s T=%-3lld %8.2f us  %7.1f GB/s  %5.1f%% of %.0f GB/s\n", k, (long long)T, us, gbs,
+                   100 * gbs / g_bw, g_bw);
+            ROW("%-22s gemv%s T=%-3lld %8.2f us %7.1f GB/s %5.1f%% bw", name, k, (long long)T, us, gbs,
+                100 * gbs / g_bw);
         }
-        int64_t passes = (T + 7) / 8; /* each chunk of 8 rows rereads W */
-        double bytes = (double)s.bytes_per_copy * passes + 4.0 * T * (in + out);
-        double gbs = bytes / (us * 1e-6) / 1e9;
-        printf("  gemv T=%-3lld %8.2f us  %7.1f GB/s  %5.1f%% of %.0f GB/s\n", (long long)T, us, gbs,
-               100 * gbs / g_bw, g_bw);
-        ROW("%-22s gemv T=%-3lld %8.2f us %7.1f GB/s %5.1f%% bw", name, (long long)T, us, gbs, 100 * gbs / g_bw);
     }
+    g_gemv_kernel = 2;
     static const int64_t gemm_T[] = {32, 512};
     for (int i = 0; i < 2; i++) {
         int64_t T = gemm_T[i];

@@ -166,6 +166,9 @@ int main(void) {
         {1, 1, 64},    {1, 3, 128},   {1, 17, 4096}, {1, 4097, 64}, {2, 127, 4097},
         {3, 33, 17},   {5, 256, 1024}, {8, 129, 4096}, {9, 100, 640}, {17, 127, 448},
         {33, 65, 4096}, {127, 3, 64},  {1, 1, 1},
+        /* GEMV v2 edges: K not a multiple of its 1024-element x tile, rows
+         * not a multiple of its 16 rows per block, every T up to 8 */
+        {4, 65, 1088}, {6, 31, 2112}, {7, 16, 192},
     };
     int n = (int)(sizeof shapes / sizeof shapes[0]);
     for (int i = 0; i < n; i++) {
@@ -179,5 +182,12 @@ int main(void) {
     /* LLaMA-7B layer shapes at decode batch sizes (the benchmark's GEMV) */
     test_nf4(1, 11008, 4096, true, false, 7001);
     test_nf4(4, 4096, 11008, true, false, 7002);
+    /* the first GEMV kernel (PS_CUDA_GEMV=v1), kept for comparison */
+    ps_cuda_tuning tune;
+    GU_OK(ps_cuda_get_tuning(gu_gpu, &tune, &gu_err), "tuning");
+    tune.gemv_kernel = 1;
+    GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning v1");
+    test_nf4(8, 129, 4096, true, false, 7003);
+    test_nf4(3, 65, 1088, false, false, 7004);
     return gu_finish("cuda linear");
 }
