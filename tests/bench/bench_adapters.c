@@ -26,6 +26,7 @@
  *
  *   bench_adapters [--threads 2] [--layers 22] [--batch 16] [--steps 8]
  *                  [--prompt 16] [--rank 16] [--rounds 3] [--lora-dtype f32|f16|bf16]
+ *                  [--device cpu|cuda]
  * Not a ctest: it measures, it does not judge. */
 #include <math.h>
 #include <stdio.h>
@@ -292,7 +293,13 @@ done:
 
 int main(int argc, char **argv) {
     int threads = 2, layers = 22, B = 16, steps = 8, prompt = 16, rank = 16, rounds = 3;
+    bool cuda = false;
     for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--device")) {
+            cuda = !strcmp(argv[i + 1], "cuda");
+            if (!cuda && strcmp(argv[i + 1], "cpu")) return fprintf(stderr, "--device cpu|cuda\n"), 2;
+            continue;
+        }
         if (!strcmp(argv[i], "--lora-dtype")) {
             const char *d = argv[i + 1];
             lora_file_dtype = !strcmp(d, "f16") ? ST_F16 : !strcmp(d, "bf16") ? ST_BF16 : ST_F32;
@@ -324,12 +331,12 @@ int main(int argc, char **argv) {
     char tmp[256];
     snprintf(tmp, sizeof tmp, "%s/ps_bench_adapters_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmp)) return 1;
-    if (ps_backend_cpu_create(threads, &be, &err)) goto fail;
+    if (cuda ? ps_backend_cuda_create(0, &be, &err) : ps_backend_cpu_create(threads, &be, &err)) goto fail;
     llama_config cfg = {32000, 2048, 5632, layers, 32, 4, 64, 2048, 1e-5f, 10000.0f, false, 1, 2};
     double t0 = now();
     if (llama_init_random(&cfg, 1234, LLAMA_QUANT_NF4, be, &m, &err)) goto fail;
-    printf("model: random TinyLlama-1.1B shape, %d layers, NF4+DQ, %.1f MB of weights, built in %.1f s; %d threads\n",
-           cfg.n_layers, (double)llama_weight_bytes(m) / 1e6, now() - t0, threads);
+    printf("model: random TinyLlama-1.1B shape, %d layers, NF4+DQ, %.1f MB of weights, built in %.1f s; %s, %d threads\n",
+           cfg.n_layers, (double)llama_weight_bytes(m) / 1e6, now() - t0, cuda ? "cuda" : "cpu", cuda ? 0 : threads);
     t0 = now();
     for (int i = 0; i < B; i++) {
         peft_files f = {0};
