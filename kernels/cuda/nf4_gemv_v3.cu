@@ -4,7 +4,7 @@
  * per row per iteration, so U * R * 16 bytes per lane are in flight, and their
  * block scales are computed before any math. x is read with 128-bit __ldg
  * (L1/L2 resident: every warp reads the same x). One lookup in a 256-entry
- * pair table (float2 per code byte, built with ps_nf4_code_at) decodes two
+ * pair table (two floats per code byte, built with ps_nf4_code_at) decodes two
  * codes. As in v1, the block scale multiplies the 32-code partial dot.
  * Instantiated for 1..8 rows of x (T > 2 only to compare). Element math from
  * kernels/math/nf4.h, as the oracle kernels/cpu/linear_ref.c. Needs
@@ -18,13 +18,20 @@ cuda_gemv_launch_fn cuda_gemv_v3_fn(int R, int U, int nb);
 #define GEMV3_THREADS 128
 #define GEMV3_WARPS (GEMV3_THREADS / 32)
 
+/* two decoded codes: one 64-bit shared-memory load (own type rather than
+ * float2, which the CPU emulator of tests/gpu/emu does not define) */
+struct alignas(8) gemv3_pair {
+    float first, second;
+};
+
 /* s_pair[v] = (value of the first code of byte v, value of the second) in
  * the packed order; s_dq as cuda_nf4_tables_to_smem. Ends with a barrier. */
-__device__ static inline void gemv3_tables(float2 *s_pair, float *s_nf4, float *s_dq, bool dq) {
+__device__ static inline void gemv3_tables(gemv3_pair *s_pair, float *s_nf4, float *s_dq, bool dq) {
     cuda_nf4_tables_to_smem(s_nf4, s_dq, dq);
     for (int v = threadIdx.x; v < 256; v += blockDim.x) {
         uint8_t byte = (uint8_t)v;
-        s_pair[v] = make_float2(s_nf4[ps_nf4_code_at(&byte, 0)], s_nf4[ps_nf4_code_at(&byte, 1)]);
+        s_pair[v].first = s_nf4[ps_nf4_code_at(&byte, 0)];
+        s_pair[v].second = s_nf4[ps_nf4_code_at(&byte, 1)];
     }
     __syncthreads();
 }
@@ -32,7 +39,7 @@ __device__ static inline void gemv3_tables(float2 *s_pair, float *s_nf4, float *
 template <int B, int R, int U>
 __global__ void __launch_bounds__(GEMV3_THREADS)
 nf4_gemv_v3_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_args w) {
-    __shared__ float2 s_pair[256];
+    __shared__ gemv3_pair s_pair[256];
     __shared__ float s_nf4[16], s_dq[256];
     gemv3_tables(s_pair, s_nf4, s_dq, w.q8 != NULL);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -96,11 +103,11 @@ nf4_gemv_v3_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
                     memcpy(bytes, &word, 4); /* memory order: the packed layout */
 #pragma unroll
                     for (int e = 0; e < 4; e++) { /* byte e: codes 2e, 2e+1 of the word */
-                        float2 v = s_pair[bytes[e]];
+                        gemv3_pair v = s_pair[bytes[e]];
 #pragma unroll
                         for (int b = 0; b < B; b++) {
-                            dot[r][b] += v.x * xv[b][2 * e];
-                            dot[r][b] += v.y * xv[b][2 * e + 1];
+                            dot[r][b] += v.first * xv[b][2 * e];
+                            dot[r][b] += v.second * xv[b][2 * e + 1];
                         }
                     }
                 }
