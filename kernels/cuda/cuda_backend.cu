@@ -206,9 +206,14 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     if (s && !strcmp(s, "prefill")) t->attn_path = PS_CUDA_ATTN_PREFILL;
     s = getenv("PS_CUDA_SYNC");
     t->sync_each_op = s && *s && strcmp(s, "0") != 0;
-    t->gemv_kernel = 2;
+    t->gemv_kernel = PS_CUDA_GEMV_DEFAULT;
     s = getenv("PS_CUDA_GEMV");
-    if (s && !strcmp(s, "v1")) t->gemv_kernel = 1;
+    if (s && *s) {
+        int k = ps_cuda_gemv_find(s);
+        if (k >= 0) t->gemv_kernel = k;
+        else PS_LOG_WARN("cuda", "PS_CUDA_GEMV=%s is no GEMV configuration; using %s", s,
+                    ps_cuda_gemv_name(PS_CUDA_GEMV_DEFAULT));
+    }
 }
 
 /* ---- create ---- */
@@ -337,10 +342,12 @@ extern "C" ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t,
     if (!p) return PS_EINVAL;
     if (t->linear_path < PS_CUDA_LINEAR_AUTO || t->linear_path > PS_CUDA_LINEAR_GEMM ||
         t->attn_path < PS_CUDA_ATTN_AUTO || t->attn_path > PS_CUDA_ATTN_PREFILL ||
-        t->gemv_max_t < 0 || t->gemv_kernel < 1 || t->gemv_kernel > 2)
+        t->gemv_max_t < 0 || t->gemv_kernel < 0 ||
+        t->gemv_kernel >= ps_cuda_gemv_count())
         return ps_errf(err, PS_EINVAL,
-                       "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d, gemv_kernel %d (1 or 2)",
-                       t->linear_path, t->attn_path, t->gemv_max_t, t->gemv_kernel);
+                       "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d, gemv_kernel %d (0..%d)",
+                       t->linear_path, t->attn_path, t->gemv_max_t, t->gemv_kernel,
+                       ps_cuda_gemv_count() - 1);
     p->tune = *t;
     return PS_OK;
 }

@@ -34,12 +34,23 @@ typedef struct {
     int gemv_max_t;  /* AUTO: rows (tokens) up to which the GEMV path is used */
     int attn_path;   /* ps_cuda_attn_path */
     bool sync_each_op; /* wait after every op so an error names its op (slow; tests) */
-    int gemv_kernel;   /* NF4 GEMV fast kernel: 2 (x tiles in shared memory, default) or 1 (the first) */
+    int gemv_kernel;   /* NF4 GEMV fast-kernel configuration: 0 .. ps_cuda_gemv_count() - 1 */
 } ps_cuda_tuning;
+
+/* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "v2" (index
+ * PS_CUDA_GEMV_DEFAULT), "v1", v1r<R>, v2w<W>r<R>, v3r<R>u<U> (R rows per
+ * warp, W warps per block, U chunks per lane in flight). Host-only, need no
+ * backend. ps_cuda_gemv_name: NULL out of range; ps_cuda_gemv_find: -1 when
+ * unknown. */
+#define PS_CUDA_GEMV_DEFAULT 0
+int ps_cuda_gemv_count(void);
+const char *ps_cuda_gemv_name(int k);
+int ps_cuda_gemv_find(const char *name);
 
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
  * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill, PS_CUDA_SYNC=1,
- * PS_CUDA_GEMV=v1|v2. */
+ * PS_CUDA_GEMV=<configuration name> (see below; an unknown name keeps the default and
+ * logs a warning). */
 ps_status ps_cuda_get_tuning(ps_backend *be, ps_cuda_tuning *out, ps_err *err);
 ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t, ps_err *err);
 

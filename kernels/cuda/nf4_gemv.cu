@@ -4,12 +4,15 @@
  * oracle) with the element math of kernels/math/nf4.h (ps_nf4_code_at,
  * ps_nf4_block_scale, ps_nf4_value).
  *
- * Two fast kernels, picked by ps_cuda_tuning.gemv_kernel (PS_CUDA_GEMV=v1|v2):
- * v2 (default) is described at its definition below. v1 (kept to compare):
- * Fast kernel (in % 64 == 0, 16-byte aligned codes and x): each warp owns R
- * output rows; every lane reads 16 bytes (32 codes, half a 64-block) of each
- * of its rows per step, two steps in flight, and applies them to up to 8 rows
- * of x held in registers, so one weight load serves the whole batch and one x
+ * Fast kernels come in configurations (the table below, picked by
+ * ps_cuda_tuning.gemv_kernel or PS_CUDA_GEMV=<name>), so one benchmark run
+ * can sweep them: v1 (this file), v2 (nf4_gemv_v2.cu, x tiles in shared
+ * memory; "v2" is the default) and v3 (nf4_gemv_v3.cu, no staging, more
+ * bytes in flight per lane).
+ * v1 (in % 64 == 0, 16-byte aligned codes and x): each warp owns R output
+ * rows; every lane reads 16 bytes (32 codes, half a 64-block) of each of its
+ * rows per step, two steps in flight, and applies them to up to 8 rows of x
+ * held in registers, so one weight load serves the whole batch and one x
  * load serves R rows. The block scale multiplies the 32-code partial dot
  * rather than each element: the same product, rounded once instead of 32
  * times (well inside the f32 tolerance of the parity test).
@@ -142,175 +145,69 @@ static void nf4_gemv_fast_launch(cuda_impl *p, float *y, const float *x, const c
 }
 
 
-/* ---- v2: x tiles in shared memory, conflict-free ----
- * v1 reads x straight from global memory with lanes 128 bytes apart (each lane
- * owns 32 consecutive elements), so every warp load of x touches 32 cache
- * lines; at T = 8 that, not the weights, is the cost. v2 stages x in tiles of
- * 1024 elements (one 16-byte code chunk per lane) in shared memory, laid out
- * so that float4 j of lane l's chunk sits at slot j*32 + (l ^ j): the reads of
- * a warp (fixed j) cover 32 consecutive slots and the cooperative writes (8
- * threads, fixed l, j = 0..7) land in 8 different bank groups. Double
- * buffered (one barrier per tile); the next tile's codes and scales are loaded
- * into registers before the current tile is computed. */
-#define GEMV2_THREADS 256
-#define GEMV2_WARPS (GEMV2_THREADS / 32)
-#define GEMV2_KT 1024 /* elements of a K tile: 32 lanes x 32 codes */
+#define GEMV1_BY_B(R)                                                                      \
+    {nf4_gemv_fast_launch<1, R>, nf4_gemv_fast_launch<2, R>, nf4_gemv_fast_launch<3, R>,     \
+     nf4_gemv_fast_launch<4, R>, nf4_gemv_fast_launch<5, R>, nf4_gemv_fast_launch<6, R>,     \
+     nf4_gemv_fast_launch<7, R>, nf4_gemv_fast_launch<8, R>}
 
-template <int B>
-__device__ static inline void gemv2_stage_x(float4 *s_x, const float *__restrict__ x, int64_t in, int64_t k0) {
-    for (int q = threadIdx.x; q < B * (GEMV2_KT / 4); q += GEMV2_THREADS) {
-        int b = q / (GEMV2_KT / 4), f = q % (GEMV2_KT / 4), l = f / 8, j = f % 8;
-        int64_t k = k0 + 4 * (int64_t)f;
-        float4 v = k < in ? __ldg((const float4 *)(x + b * in + k)) : make_float4(0.f, 0.f, 0.f, 0.f);
-        s_x[b * (GEMV2_KT / 4) + j * 32 + (l ^ j)] = v;
-    }
+typedef void (*cuda_gemv_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a);
+cuda_gemv_launch_fn cuda_gemv_v2_fn(int warps, int R, int nb); /* nf4_gemv_v2.cu */
+cuda_gemv_launch_fn cuda_gemv_v3_fn(int R, int U, int nb);     /* nf4_gemv_v3.cu */
+
+static cuda_gemv_launch_fn cuda_gemv_v1_fn(int R, int nb) {
+    static const cuda_gemv_launch_fn tab[3][8] = {GEMV1_BY_B(1), GEMV1_BY_B(2), GEMV1_BY_B(4)};
+    int ri = R == 1 ? 0 : R == 2 ? 1 : R == 4 ? 2 : -1;
+    return ri < 0 || nb < 1 || nb > 8 ? NULL : tab[ri][nb - 1];
 }
 
-template <int B, int R>
-__global__ void __launch_bounds__(GEMV2_THREADS)
-nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_args w) {
-    __shared__ float s_nf4[16], s_dq[256];
-    extern __shared__ float smem[]; /* two x tiles: 2 * B * GEMV2_KT floats (16-byte aligned) */
-    float4 *s_x0 = (float4 *)smem, *s_x1 = s_x0 + B * (GEMV2_KT / 4);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t in = w.in, nchunk = in / 32, bpr = in / 64;
-    const int64_t ntile = (in + GEMV2_KT - 1) / GEMV2_KT;
-    int64_t row0 = ((int64_t)blockIdx.x * GEMV2_WARPS + warp) * R; /* may be >= out: still joins the barriers */
-    int64_t rows[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) rows[r] = row0 + r < w.out ? row0 + r : w.out - 1; /* tail: computed, not stored */
-    gemv2_stage_x<B>(s_x0, x, in, 0);
-    cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL); /* its barrier also publishes tile 0 */
+/* The fast-kernel configurations (ps_cuda_tuning.gemv_kernel indexes this;
+ * PS_CUDA_GEMV=<name>). R = 0: 4 rows per warp for a single token, 2 for
+ * more (the first tuned choices of v1 and v2). */
+typedef struct {
+    const char *name;
+    int kind;  /* 1, 2, 3: the kernel family */
+    int warps; /* per block (v2; v1 and v3 have 4) */
+    int R;     /* rows per warp */
+    int U;     /* v3: 16-byte chunks per lane in flight */
+} gemv_cfg;
 
-    float acc[R][B];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) acc[r][b] = 0.0f;
-    uint4 wv[R];
-    float sc[R];
-    {
-        int64_t c = lane;
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (c < nchunk) {
-                wv[r] = __ldg((const uint4 *)(w.packed + rows[r] * (in / 2)) + c);
-                sc[r] = cuda_nf4_scale(w, s_dq, rows[r] * bpr + c / 2);
-            }
-    }
-    for (int64_t t = 0; t < ntile; t++) {
-        const float4 *sx = t & 1 ? s_x1 : s_x0;
-        int64_t c = t * 32 + lane, cn = c + 32;
-        uint4 wn[R];
-        float sn[R];
-        if (t + 1 < ntile) { /* next tile: codes in flight, x staged into the other buffer */
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                if (cn < nchunk) {
-                    wn[r] = __ldg((const uint4 *)(w.packed + rows[r] * (in / 2)) + cn);
-                    sn[r] = cuda_nf4_scale(w, s_dq, rows[r] * bpr + cn / 2);
-                }
-            gemv2_stage_x<B>(t & 1 ? s_x0 : s_x1, x, in, (t + 1) * GEMV2_KT);
-        }
-        if (c < nchunk) {
-            float dot[R][B];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; j++) { /* float4 j: codes 4j .. 4j+3 of the chunk */
-                float xv[B][4];
-#pragma unroll
-                for (int b = 0; b < B; b++) {
-                    float4 v = sx[b * (GEMV2_KT / 4) + j * 32 + (lane ^ j)];
-                    xv[b][0] = v.x, xv[b][1] = v.y, xv[b][2] = v.z, xv[b][3] = v.w;
-                }
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    uint32_t word = j < 2 ? wv[r].x : j < 4 ? wv[r].y : j < 6 ? wv[r].z : wv[r].w;
-                    uint8_t bytes[4];
-                    memcpy(bytes, &word, 4); /* memory order: the packed layout */
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float v = s_nf4[ps_nf4_code_at(bytes, (j & 1) * 4 + e)];
-#pragma unroll
-                        for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
-                    }
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int b = 0; b < B; b++) acc[r][b] += dot[r][b] * sc[r];
-        }
-        if (t + 1 < ntile) {
-#pragma unroll
-            for (int r = 0; r < R; r++) wv[r] = wn[r], sc[r] = sn[r];
-        }
-        __syncthreads(); /* tile t+1 staged; buffer t free for tile t+2 */
-    }
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], o);
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (row0 + r < w.out)
-#pragma unroll
-                for (int b = 0; b < B; b++) y[b * w.out + row0 + r] = acc[r][b];
-    }
+static const gemv_cfg k_gemv_cfgs[] = {
+    {"v2", 2, 8, 2, 1}, /* PS_CUDA_GEMV_DEFAULT */
+    {"v1", 1, 4, 0, 2},     {"v1r1", 1, 4, 1, 2},     {"v1r2", 1, 4, 2, 2},     {"v1r4", 1, 4, 4, 2},
+    {"v2w4r1", 2, 4, 1, 1}, {"v2w4r2", 2, 4, 2, 1},   {"v2w4r4", 2, 4, 4, 1},   {"v2w8r1", 2, 8, 1, 1},
+    {"v2w8r4", 2, 8, 4, 1}, {"v3r1u2", 3, 4, 1, 2},   {"v3r1u4", 3, 4, 1, 4},   {"v3r2u2", 3, 4, 2, 2},
+    {"v3r2u4", 3, 4, 2, 4},
+};
+#define GEMV_N_CFGS ((int)(sizeof k_gemv_cfgs / sizeof k_gemv_cfgs[0]))
+
+extern "C" int ps_cuda_gemv_count(void) { return GEMV_N_CFGS; }
+
+extern "C" const char *ps_cuda_gemv_name(int k) {
+    return k >= 0 && k < GEMV_N_CFGS ? k_gemv_cfgs[k].name : NULL;
 }
 
-template <int B, int R>
-static void nf4_gemv_v2_launch(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a) {
-    int64_t rows_per_block = (int64_t)GEMV2_WARPS * R;
-    unsigned grid = (unsigned)((a.out + rows_per_block - 1) / rows_per_block);
-    int smem = (int)(2 * B * GEMV2_KT * sizeof(float)); /* 64 KB at B = 8: above the 48 KB default */
-    /* a failure here shows in the launch check that follows (cudaGetLastError) */
-    (void)cudaFuncSetAttribute(nf4_gemv_v2_kernel<B, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    nf4_gemv_v2_kernel<B, R><<<grid, GEMV2_THREADS, smem, p->stream>>>(y, x, a);
+extern "C" int ps_cuda_gemv_find(const char *name) {
+    for (int k = 0; name && k < GEMV_N_CFGS; k++)
+        if (!strcmp(name, k_gemv_cfgs[k].name)) return k;
+    return -1;
 }
 
-static void nf4_gemv_v2_chunk(cuda_impl *p, float *y, const float *x, int nb, const cuda_nf4_args &a) {
-    switch (nb) {
-    case 1: nf4_gemv_v2_launch<1, 2>(p, y, x, a); break;
-    case 2: nf4_gemv_v2_launch<2, 2>(p, y, x, a); break;
-    case 3: nf4_gemv_v2_launch<3, 2>(p, y, x, a); break;
-    case 4: nf4_gemv_v2_launch<4, 2>(p, y, x, a); break;
-    case 5: nf4_gemv_v2_launch<5, 2>(p, y, x, a); break;
-    case 6: nf4_gemv_v2_launch<6, 2>(p, y, x, a); break;
-    case 7: nf4_gemv_v2_launch<7, 2>(p, y, x, a); break;
-    default: nf4_gemv_v2_launch<8, 2>(p, y, x, a); break;
-    }
-}
-
-/* One chunk of nb (1..8) rows of x. R: 4 rows per warp for a single token
- * (x reuse matters most when the shared-memory code lookups dominate), 2 for
- * more tokens (registers). */
+/* One chunk of nb (1..8) rows of x with configuration k (checked by
+ * ps_cuda_set_tuning; anything else falls back to the default). */
 static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const cuda_nf4_args &a,
                            bool fast) {
-    if (fast && p->tune.gemv_kernel != 1) {
-        nf4_gemv_v2_chunk(p, y, x, nb, a);
-        return;
-    }
     if (!fast) {
         unsigned grid = (unsigned)((a.out + GEMV_WARPS - 1) / GEMV_WARPS);
         nf4_gemv_generic_kernel<<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, nb, a);
         return;
     }
-    switch (nb) {
-    case 1: nf4_gemv_fast_launch<1, 4>(p, y, x, a); break;
-    case 2: nf4_gemv_fast_launch<2, 2>(p, y, x, a); break;
-    case 3: nf4_gemv_fast_launch<3, 2>(p, y, x, a); break;
-    case 4: nf4_gemv_fast_launch<4, 2>(p, y, x, a); break;
-    case 5: nf4_gemv_fast_launch<5, 2>(p, y, x, a); break;
-    case 6: nf4_gemv_fast_launch<6, 2>(p, y, x, a); break;
-    case 7: nf4_gemv_fast_launch<7, 2>(p, y, x, a); break;
-    default: nf4_gemv_fast_launch<8, 2>(p, y, x, a); break;
-    }
+    int k = p->tune.gemv_kernel;
+    const gemv_cfg &c = k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT];
+    int R = c.R ? c.R : nb == 1 ? 4 : 2;
+    cuda_gemv_launch_fn fn = c.kind == 1 ? cuda_gemv_v1_fn(R, nb)
+                           : c.kind == 2 ? cuda_gemv_v2_fn(c.warps, R, nb)
+                                         : cuda_gemv_v3_fn(R, c.U, nb);
+    fn(p, y, x, a);
 }
 
 ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,

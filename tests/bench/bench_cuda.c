@@ -10,6 +10,9 @@
  *     steps), and the bandwidth floor of batch 1 (bytes read per token over the
  *     measured bandwidth, weights + KV at the mean context).
  * Environment: PS_BENCH_LAYERS (default 32) shrinks the model for quick runs.
+ * PS_BENCH_GEMV_ONLY=1: only the bandwidth probe and a sweep of every NF4
+ * GEMV configuration (ps_cuda_gemv_name) at T = 1, 2, 4, 8 on the three layer
+ * shapes: one table (us, % of bandwidth) and the best configuration per T.
  * Multi-adapter ratio: adapters are a later issue; reported as n/a. */
 #include <math.h>
 #include <stdio.h>
@@ -123,7 +126,7 @@ static ps_status weight_set_init(weight_set *s, bool nf4, int64_t out, int64_t i
     return st;
 }
 
-static int g_gemv_kernel = 2; /* the NF4 GEMV kernel time_linear uses (1 or 2) */
+static int g_gemv_kernel = PS_CUDA_GEMV_DEFAULT; /* the NF4 GEMV configuration time_linear uses */
 
 static ps_status set_path(int path) {
     ps_cuda_tuning t;
@@ -175,8 +178,9 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     printf("%s: %d copies of %.1f MB rotated\n", name, s.copies, s.bytes_per_copy / 1e6);
     /* NF4: both GEMV kernels (v1, v2) at decode batch sizes; F16: its one kernel */
     static const int64_t gemv_T[] = {1, 2, 4, 8, 32};
+    int v1 = ps_cuda_gemv_find("v1"), v2 = PS_CUDA_GEMV_DEFAULT;
     for (int v = nf4 ? 1 : 2; v <= 2; v++) {
-        g_gemv_kernel = v;
+        g_gemv_kernel = v == 1 ? v1 : v2;
         for (int i = 0; i < 5; i++) {
             int64_t T = gemv_T[i];
             double us;
@@ -194,7 +198,7 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
                 100 * gbs / g_bw);
         }
     }
-    g_gemv_kernel = 2;
+    g_gemv_kernel = PS_CUDA_GEMV_DEFAULT;
     static const int64_t gemm_T[] = {32, 512};
     for (int i = 0; i < 2; i++) {
         int64_t T = gemm_T[i];
@@ -208,6 +212,87 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
         ROW("%-22s gemm T=%-3lld %8.2f us %7.1f TFLOP/s", name, (long long)T, us, tflops);
     }
     weight_set_free(&s);
+}
+
+/* ---- 2b. GEMV configuration sweep (PS_BENCH_GEMV_ONLY=1) ---- */
+
+#define SW_SHAPES 3
+#define SW_TS 4
+#define SW_MAX_CFG 64
+
+/* Times every configuration at every T on each shape; prints one line per
+ * (configuration, shape), then the best configuration per (shape, T) and per
+ * T over the three shapes (smallest summed time). */
+static int bench_gemv_sweep(void) {
+    static const int64_t shapes[SW_SHAPES][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    static const int64_t Ts[SW_TS] = {1, 2, 4, 8};
+    static double us[SW_MAX_CFG][SW_SHAPES][SW_TS], pct[SW_MAX_CFG][SW_SHAPES][SW_TS];
+    int ncfg = ps_cuda_gemv_count() < SW_MAX_CFG ? ps_cuda_gemv_count() : SW_MAX_CFG, rc = 0;
+    for (int si = 0; si < SW_SHAPES; si++) {
+        int64_t out = shapes[si][0] / g_div, in = shapes[si][1] / g_div;
+        weight_set s;
+        if (weight_set_init(&s, true, out, in, ((size_t)512 << 20) / ((size_t)g_div * g_div)) != PS_OK) {
+            printf("sweep %lldx%lld: setup failed: %s\n", (long long)out, (long long)in, err.msg);
+            return 1;
+        }
+        for (int k = 0; k < ncfg; k++)
+            for (int ti = 0; ti < SW_TS; ti++) {
+                int64_t T = Ts[ti];
+                g_gemv_kernel = k;
+                us[k][si][ti] = pct[k][si][ti] = -1;
+                double t_us;
+                if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &t_us) != PS_OK) {
+                    printf("sweep %s %lldx%lld T=%lld failed: %s\n", ps_cuda_gemv_name(k), (long long)out,
+                           (long long)in, (long long)T, err.msg);
+                    rc = 1;
+                    continue;
+                }
+                double bytes = (double)s.bytes_per_copy + 4.0 * T * (in + out);
+                us[k][si][ti] = t_us;
+                pct[k][si][ti] = 100 * bytes / (t_us * 1e-6) / 1e9 / g_bw;
+            }
+        weight_set_free(&s);
+    }
+    g_gemv_kernel = PS_CUDA_GEMV_DEFAULT;
+    printf("\n==== NF4 GEMV sweep: us (%% of %.0f GB/s) ====\n%-8s %-11s", g_bw, "config", "shape");
+    for (int ti = 0; ti < SW_TS; ti++) printf("   T=%-12lld", (long long)Ts[ti]);
+    printf("\n");
+    for (int k = 0; k < ncfg; k++)
+        for (int si = 0; si < SW_SHAPES; si++) {
+            char shp[32];
+            snprintf(shp, sizeof shp, "%lldx%lld", (long long)shapes[si][0], (long long)shapes[si][1]);
+            printf("%-8s %-11s", ps_cuda_gemv_name(k), shp);
+            for (int ti = 0; ti < SW_TS; ti++)
+                if (us[k][si][ti] < 0) printf("   %-14s", "failed");
+                else printf("   %7.2f (%3.0f%%)", us[k][si][ti], pct[k][si][ti]);
+            printf("\n");
+        }
+    printf("\n==== best configuration per T ====\n");
+    for (int ti = 0; ti < SW_TS; ti++) {
+        printf("T=%lld:", (long long)Ts[ti]);
+        int best_all = -1;
+        double best_sum = 0;
+        for (int si = 0; si < SW_SHAPES; si++) {
+            int b = -1;
+            for (int k = 0; k < ncfg; k++)
+                if (us[k][si][ti] >= 0 && (b < 0 || us[k][si][ti] < us[b][si][ti])) b = k;
+            if (b >= 0)
+                printf("  %lldx%lld %s %.2f us (%.0f%%)", (long long)shapes[si][0], (long long)shapes[si][1],
+                       ps_cuda_gemv_name(b), us[b][si][ti], pct[b][si][ti]);
+        }
+        for (int k = 0; k < ncfg; k++) {
+            double sum = 0;
+            bool ok = true;
+            for (int si = 0; si < SW_SHAPES; si++) ok = ok && us[k][si][ti] >= 0, sum += us[k][si][ti];
+            if (ok && (best_all < 0 || sum < best_sum)) best_all = k, best_sum = sum;
+        }
+        if (best_all >= 0)
+            printf("  | all three: %s %.2f us (default %s %.2f us)", ps_cuda_gemv_name(best_all), best_sum,
+                   ps_cuda_gemv_name(PS_CUDA_GEMV_DEFAULT),
+                   us[PS_CUDA_GEMV_DEFAULT][0][ti] + us[PS_CUDA_GEMV_DEFAULT][1][ti] + us[PS_CUDA_GEMV_DEFAULT][2][ti]);
+        printf("\n");
+    }
+    return rc;
 }
 
 /* ---- 3. the 7B-shaped model ---- */
@@ -337,6 +422,13 @@ int main(void) {
     }
     printf("device read bandwidth: %.0f GB/s (2 GiB read kernel, median of 10)\n", g_bw);
     ROW("device read bandwidth      %.0f GB/s (%s)", g_bw, info.name);
+    const char *only = getenv("PS_BENCH_GEMV_ONLY");
+    if (only && atoi(only) > 0) {
+        int rc = bench_gemv_sweep();
+        if (ps_cuda_health(be, &err) != PS_OK) printf("CUDA backend unhealthy: %s\n", err.msg), rc = 1;
+        ps_backend_destroy(be);
+        return rc;
+    }
     bench_layer("nf4 4096x4096", true, 4096, 4096);
     bench_layer("nf4 11008x4096", true, 11008, 4096);
     bench_layer("nf4 4096x11008", true, 4096, 11008);

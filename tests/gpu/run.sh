@@ -14,8 +14,54 @@
 # and the fixtures come from .gpu-carry/ when present (tests/gpu/prepare.sh).
 # Exit status: 0 when the build, the gpu tests and the f32-mode unit tests pass.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 root=$(pwd)
+
+# ---- functions (tests/gpu/sweep.sh sources them: `source run.sh --functions`) ----
+
+# Sets PEFTSERVE_FIXTURES when unset and a fixtures folder is found.
+gpu_find_fixtures() {
+  if [ -z "${PEFTSERVE_FIXTURES:-}" ]; then
+    local d
+    for d in "$root/shared/fixtures" "$root/../shared/fixtures" "$root/.gpu-carry/fixtures"; do
+      if [ -d "$d/llama-tiny" ]; then export PEFTSERVE_FIXTURES="$d"; break; fi
+    done
+  fi
+}
+
+# gpu_configure LOG: configures build-gpu/ with CUDA (system packages first,
+# then the carried ones from .gpu-carry/, exporting their library paths);
+# output appended to LOG. Sets gen and keep (the generator's keep-going
+# flag) for the build. Fails when the CUDA backend is not ON.
+gpu_configure() {
+  local log=$1
+  export PATH="/usr/local/cuda/bin:$PATH"
+  if command -v make >/dev/null; then gen="Unix Makefiles"; keep=(-k); else gen=Ninja; keep=(-k 0); fi
+  local cfg=(-S . -B build-gpu -DPS_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -G "$gen")
+  echo "== configure" >>"$log"
+  if ! cmake "${cfg[@]}" >>"$log" 2>&1; then
+    local carry="$root/.gpu-carry/root"
+    if [ -d "$carry" ]; then
+      echo "configure with system packages failed; using $carry"
+      local lib="$carry/usr/lib/x86_64-linux-gnu"
+      export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      export PKG_CONFIG_PATH="$lib/pkgconfig:$carry/usr/share/pkgconfig"
+      export PKG_CONFIG_SYSROOT_DIR="$carry"
+      # the carried headers must win over any the image has (its jpeglib.h is
+      # libjpeg 8: with the carried libjpeg 62 every decode fails the version check)
+      local extra=(-DCMAKE_PREFIX_PATH="$carry/usr" -DCIVETWEB_LIB="$lib/libcivetweb.so"
+             -DCIVETWEB_INCLUDE="$carry/usr/include" -DJPEG_INCLUDE_DIR="$carry/usr/include"
+             -DCMAKE_C_FLAGS="-I$carry/usr/include/x86_64-linux-gnu -I$carry/usr/include")
+      command -v pkg-config >/dev/null || extra+=(-DPKG_CONFIG_EXECUTABLE="$carry/usr/bin/pkgconf")
+      rm -rf build-gpu/CMakeCache.txt
+      cmake "${cfg[@]}" "${extra[@]}" >>"$log" 2>&1 || true
+    fi
+  fi
+  [ -f build-gpu/CMakeCache.txt ] && grep -q "CUDA backend ON" "$log"
+}
+
+if [ "${1:-}" = --functions ]; then return 0 2>/dev/null || exit 0; fi
+
 out=${OUT:-$root/build-gpu/logs}
 mkdir -p "$out"
 jobs=$(nproc 2>/dev/null || echo 8)
@@ -35,37 +81,11 @@ gpu=$(nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,nohead
 note "gpu" "${gpu:-unknown (nvidia-smi failed)}"
 
 # ---- fixtures ----
-if [ -z "${PEFTSERVE_FIXTURES:-}" ]; then
-  for d in "$root/shared/fixtures" "$root/../shared/fixtures" "$root/.gpu-carry/fixtures"; do
-    if [ -d "$d/llama-tiny" ]; then export PEFTSERVE_FIXTURES="$d"; break; fi
-  done
-fi
+gpu_find_fixtures
 note "fixtures" "${PEFTSERVE_FIXTURES:-NOT FOUND: parity tests will skip}"
 
 # ---- configure (system packages first, then the carried ones) ----
-export PATH="/usr/local/cuda/bin:$PATH"
-if command -v make >/dev/null; then gen="Unix Makefiles"; keep=(-k); else gen=Ninja; keep=(-k 0); fi
-cfg=(-S . -B build-gpu -DPS_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -G "$gen")
-echo "== configure" >>"$log"
-if ! cmake "${cfg[@]}" >>"$log" 2>&1; then
-  carry="$root/.gpu-carry/root"
-  if [ -d "$carry" ]; then
-    echo "configure with system packages failed; using $carry"
-    lib="$carry/usr/lib/x86_64-linux-gnu"
-    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    export PKG_CONFIG_PATH="$lib/pkgconfig:$carry/usr/share/pkgconfig"
-    export PKG_CONFIG_SYSROOT_DIR="$carry"
-    # the carried headers must win over any the image has (its jpeglib.h is
-    # libjpeg 8: with the carried libjpeg 62 every decode fails the version check)
-    extra=(-DCMAKE_PREFIX_PATH="$carry/usr" -DCIVETWEB_LIB="$lib/libcivetweb.so"
-           -DCIVETWEB_INCLUDE="$carry/usr/include" -DJPEG_INCLUDE_DIR="$carry/usr/include"
-           -DCMAKE_C_FLAGS="-I$carry/usr/include/x86_64-linux-gnu -I$carry/usr/include")
-    command -v pkg-config >/dev/null || extra+=(-DPKG_CONFIG_EXECUTABLE="$carry/usr/bin/pkgconf")
-    rm -rf build-gpu/CMakeCache.txt
-    cmake "${cfg[@]}" "${extra[@]}" >>"$log" 2>&1 || true
-  fi
-fi
-if [ ! -f build-gpu/CMakeCache.txt ] || ! grep -q "CUDA backend ON" "$log"; then
+if ! gpu_configure "$log"; then
   tail -30 "$log"
   note "configure" "FAILED (see build.log; run tests/gpu/prepare.sh and carry .gpu-carry)"
   printf '%s\n' "==== summary" "${summary[@]}" | tee "$out/summary.txt"

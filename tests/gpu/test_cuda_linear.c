@@ -3,7 +3,12 @@
  * nf4_quantize from random floats) and dense F32 / F16 / BF16 weights, at odd
  * shapes, through each path of the backend: the fused GEMV, the 16-bit
  * cuBLAS GEMM, and the automatic choice. Also misaligned x and NF4 arrays
- * carved from one block at odd offsets (the generic kernels).
+ * carved from one block at odd offsets (the generic kernels). The NF4 GEMV
+ * runs in EVERY fast-kernel configuration (ps_cuda_gemv_count: v1, v2, v3
+ * variants) when the shape takes the fast path (in % 64 == 0; otherwise all
+ * configurations run the same generic kernel, checked once; likewise the
+ * odd layouts, whose codes are not 16-byte aligned), at every T in
+ * 1..8 and the odd shapes below, so one GPU run validates the whole sweep.
  *
  * Tolerances (rel L2; every case prints its measured error):
  *  - GEMV, any weight: 1e-5. f32 accumulation in another order than the
@@ -64,7 +69,7 @@ static void run_case(const char *tag, const ps_weight *gw, const float *x, int64
     ps_cuda_tuning tune;
     GU_OK(ps_cuda_get_tuning(gu_gpu, &tune, &gu_err), "tuning");
     bool gemm = path == PS_CUDA_LINEAR_GEMM || (path == PS_CUDA_LINEAR_AUTO && T > tune.gemv_max_t);
-    char what[128];
+    char what[192];
     snprintf(what, sizeof what, "%s T=%lld out=%lld in=%lld %s%s", tag, (long long)T, (long long)out,
              (long long)in, path_name(path), misalign_x ? " x+4B" : "");
     gu_check(what, got, want, T * out, gemm ? tol_gemm : TOL_GEMV);
@@ -101,6 +106,27 @@ static ps_weight nf4_upload(const nf4_host *q, bool odd, gu_buf *block) {
     return w;
 }
 
+static void set_gemv(int k) {
+    ps_cuda_tuning tune;
+    GU_OK(ps_cuda_get_tuning(gu_gpu, &tune, &gu_err), "tuning");
+    tune.gemv_kernel = k;
+    GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning gemv_kernel");
+}
+
+/* The GEMV path in every configuration (one when no fast kernel applies). */
+static void run_nf4_gemv_all(const char *tag, const ps_weight *gw, const float *x, int64_t T,
+                             int64_t out, int64_t in, const float *want) {
+    bool fast = in % PS_NF4_BLOCK == 0 && ((uintptr_t)gw->nf4.packed & 15) == 0;
+    int n = fast ? ps_cuda_gemv_count() : 1;
+    for (int k = 0; k < n; k++) {
+        char t[96];
+        snprintf(t, sizeof t, "%s %s", tag, ps_cuda_gemv_name(k));
+        set_gemv(k);
+        run_case(t, gw, x, T, out, in, false, PS_CUDA_LINEAR_GEMV, want, NULL, TOL_GEMM_BF16);
+    }
+    set_gemv(PS_CUDA_GEMV_DEFAULT);
+}
+
 static void test_nf4(int64_t T, int64_t out, int64_t in, bool dq, bool odd_layout, uint64_t seed) {
     float *wf = gu_rand(out * in, seed, 0.05f), *x = gu_rand(T * in, seed + 1, 1.0f);
     for (int64_t i = 0; i < out * in; i += 97) wf[i] *= 8.0f; /* outliers: varied block scales */
@@ -123,8 +149,9 @@ static void test_nf4(int64_t T, int64_t out, int64_t in, bool dq, bool odd_layou
     ps_weight gw = nf4_upload(&q, odd_layout, &block);
     char tag[48];
     snprintf(tag, sizeof tag, "nf4%s%s", dq ? "+dq" : "", odd_layout ? " odd-layout" : "");
-    for (int path = PS_CUDA_LINEAR_AUTO; path <= PS_CUDA_LINEAR_GEMM; path++)
-        run_case(tag, &gw, x, T, out, in, false, path, want, emul, TOL_GEMM_BF16);
+    run_case(tag, &gw, x, T, out, in, false, PS_CUDA_LINEAR_AUTO, want, emul, TOL_GEMM_BF16);
+    run_case(tag, &gw, x, T, out, in, false, PS_CUDA_LINEAR_GEMM, want, emul, TOL_GEMM_BF16);
+    run_nf4_gemv_all(tag, &gw, x, T, out, in, want);
     run_case(tag, &gw, x, T, out, in, true, PS_CUDA_LINEAR_GEMV, want, emul, TOL_GEMM_BF16);
     gu_free(&block);
     nf4_host_free(&q);
@@ -179,15 +206,11 @@ int main(void) {
         test_dense(T, out, in, PS_DT_F16, 4000 + i);
         test_dense(T, out, in, PS_DT_BF16, 5000 + i);
     }
+    /* every T of one GEMV launch, K with a partial 1024-element x tile and
+     * an odd chunk count per lane loop, rows not a multiple of any block */
+    for (int64_t T = 1; T <= 8; T++) test_nf4(T, 37, 1088, T % 2 == 1, T % 3 == 0, 6000 + T);
     /* LLaMA-7B layer shapes at decode batch sizes (the benchmark's GEMV) */
     test_nf4(1, 11008, 4096, true, false, 7001);
     test_nf4(4, 4096, 11008, true, false, 7002);
-    /* the first GEMV kernel (PS_CUDA_GEMV=v1), kept for comparison */
-    ps_cuda_tuning tune;
-    GU_OK(ps_cuda_get_tuning(gu_gpu, &tune, &gu_err), "tuning");
-    tune.gemv_kernel = 1;
-    GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning v1");
-    test_nf4(8, 129, 4096, true, false, 7003);
-    test_nf4(3, 65, 1088, false, false, 7004);
     return gu_finish("cuda linear");
 }
