@@ -392,7 +392,6 @@ static void bench_model(void) {
             ROW("decode batch %-2d            %8.1f tok/s (%.2f ms/step)", B, tps, dt / G * 1e3);
         }
     }
-    ROW("multi-adapter ratio        n/a (adapters are a later issue)");
     done = true;
 fail:
     if (!done) ROW("model benchmark failed: %s", err.msg);

@@ -142,6 +142,15 @@ else
   note "bench_cuda" "not built"
   status=1
 fi
+# ---- multi-adapter decode (batch 16: none / one LoRA / 16 distinct / mixed PEFT) ----
+adapters_bench=$(find build-gpu -type f -name bench_adapters -perm -u+x | head -1)
+if [ -n "$adapters_bench" ]; then
+  timeout 150 "$adapters_bench" --device cuda --rounds 3 >"$out/adapters.log" 2>&1
+  ratio=$(grep -m1 -E '^\| \(c\)/\(b\)' "$out/adapters.log" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
+  note "multi-adapter (c)/(b)" "${ratio:-n/a (see adapters.log)} (16 distinct LoRA vs one; target 0.9)"
+else
+  note "multi-adapter (c)/(b)" "bench_adapters not built"
+fi
 note "total time" "$(elapsed)"
 
 {
