@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tokenizer.h"
+#include "unit/tok_testlib.h" /* tt_utf8_valid: the tests' independent validator */
 
 #define MAX_INPUT 8192
 
@@ -42,41 +43,6 @@ static void fz_init(void) {
     if (n_models == 1) fprintf(stderr, "fuzz_tokenizer: no fixtures, byte tokenizer only\n");
 }
 
-/* RFC 3629 well-formedness. */
-static bool fz_utf8_valid(const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-            cp = c & 0x1F;
-            min = 0x80;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            cp = c & 0x0F;
-            min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else
-            return false;
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
-}
-
 /* Decodes ids one at a time into out; returns the length. */
 static size_t fz_decode(const tokenizer *t, const int32_t *ids, int n, bool strip, char *out) {
     tok_decoder d;
@@ -87,7 +53,7 @@ static size_t fz_decode(const tokenizer *t, const int32_t *ids, int n, bool stri
         int k = i < n ? tok_decode_next(t, &d, ids[i], chunk, sizeof chunk)
                       : tok_decode_flush(t, &d, chunk, sizeof chunk);
         if (k < 0) fz_fail("decode returned -1 for an id from encode");
-        if (!fz_utf8_valid((const unsigned char *)chunk, (size_t)k)) fz_fail("invalid UTF-8 chunk");
+        if (!tt_utf8_valid((const unsigned char *)chunk, (size_t)k)) fz_fail("invalid UTF-8 chunk");
         memcpy(out + len, chunk, (size_t)k);
         len += (size_t)k;
     }
@@ -111,7 +77,7 @@ static size_t fz_expected(const uint8_t *x, size_t n, char *out) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_init();
     if (size > MAX_INPUT) size = MAX_INPUT;
-    bool valid = fz_utf8_valid(data, size);
+    bool valid = tt_utf8_valid(data, size);
     /* decoded text: at most 3 bytes (U+FFFD) per input byte + the unk surface per id */
     char *out = malloc(size * 16 + 64), *want = malloc(size + 1);
     for (int m = 0; m < n_models; m++) {
