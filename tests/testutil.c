@@ -63,6 +63,24 @@ void tu_print_diff(const char *what, const float *got, const float *want, int64_
         fprintf(stderr, "    [%lld] got %.7g want %.7g\n", (long long)i, got[i], want[i]);
 }
 
+char *tu_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0) b = malloc((size_t)len + 1);
+    if (b && fread(b, 1, (size_t)len, f) != (size_t)len) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (!b) return NULL;
+    b[len] = 0;
+    *n = (size_t)len;
+    return b;
+}
+
 void tu_rand_fill(float *x, int64_t n, uint64_t seed) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (int64_t i = 0; i < n; i++) {

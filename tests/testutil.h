@@ -47,6 +47,10 @@ const char *tu_device_name(void);
  * README: bf16 <= 7e-2), so 2e-2, never below f32_tol. */
 double tu_logits_tol(double f32_tol);
 
+/* Reads a whole file into a malloc'd, NUL-terminated buffer (*n = its size);
+ * NULL when it cannot be opened or read completely. */
+char *tu_read_file(const char *path, size_t *n);
+
 /* Deterministic uniform random floats in [-1, 1) (never all zeros). */
 void tu_rand_fill(float *x, int64_t n, uint64_t seed);
 

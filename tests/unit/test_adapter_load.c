@@ -29,19 +29,6 @@ static adapter_base_shape base;
 static ps_backend *be;
 static char tmpdir[256];
 
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    b[len] = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
 
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -82,7 +69,7 @@ static void fx_open(fx *f, const char *name) {
     char rel[256];
     size_t n;
     snprintf(rel, sizeof rel, "llama-tiny/adapters/%s/adapter_config.json", name);
-    f->config = read_file(tu_path(rel), &n);
+    f->config = tu_read_file(tu_path(rel), &n);
     snprintf(rel, sizeof rel, "llama-tiny/adapters/%s/adapter_model.safetensors", name);
     ps_err err;
     if (!f->config || st_open(tu_path(rel), &f->set, &err)) {
@@ -157,7 +144,7 @@ static char *fx_bytes(fx *f, size_t *n) {
         fprintf(stderr, "st_write: %s\n", err.msg);
         exit(1);
     }
-    return read_file(path, n);
+    return tu_read_file(path, n);
 }
 
 /* Loads the (possibly edited) copy from memory. */
@@ -562,7 +549,7 @@ static void run_bad_dirs(void) {
     snprintf(d, sizeof d, "%s/dir", tmpdir);
     mkdir(d, 0755);
     size_t n;
-    char *cfg = read_file(tu_path("llama-tiny/adapters/lora-qv/adapter_config.json"), &n);
+    char *cfg = tu_read_file(tu_path("llama-tiny/adapters/lora-qv/adapter_config.json"), &n);
     snprintf(p, sizeof p, "%s/adapter_config.json", d);
     write_file(p, cfg, n);
     adapter *a = NULL;

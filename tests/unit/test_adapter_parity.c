@@ -298,18 +298,6 @@ static void check_mixed(llama_model *m, kv_cache *kv, st_set *r, int q, const mi
  * base table with rows X and Y swapped (X in the prompt, Y not). On prompt P
  * it must give exactly twice the logits lora-qv gives on P with X replaced by
  * Y, alone and inside a batch next to rows without modules_to_save. */
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
 
 static adapter *make_saved_modules_adapter(const adapter_base_shape *shape, int32_t X, int32_t Y) {
     st_set *model = NULL, *qv = NULL;
@@ -338,11 +326,11 @@ static adapter *make_saved_modules_adapter(const adapter_base_shape *shape, int3
              (int)getpid());
     adapter *a = NULL;
     size_t cfg_n = 0, st_n = 0;
-    char *cfg = slurp(tu_path("llama-tiny/adapters/lora-qv/adapter_config.json"), &cfg_n), *st = NULL;
+    char *cfg = tu_read_file(tu_path("llama-tiny/adapters/lora-qv/adapter_config.json"), &cfg_n), *st = NULL;
     json_t *j = json_loadb(cfg, cfg_n, 0, NULL);
     json_object_set_new(j, "modules_to_save", json_pack("[s, s]", "lm_head", "embed_tokens"));
     char *cfg2 = json_dumps(j, 0);
-    if (st_write(path, items, k, NULL, &err) == PS_OK && (st = slurp(path, &st_n)))
+    if (st_write(path, items, k, NULL, &err) == PS_OK && (st = tu_read_file(path, &st_n)))
         TU_CHECK(adapter_load_mem("saved", cfg2, strlen(cfg2), st, st_n, shape, NULL, be, &a, &err) == PS_OK,
                  "modules_to_save adapter: %s", err.msg);
     unlink(path);

@@ -29,26 +29,14 @@ typedef struct {
 } upload;
 static upload up_qv, up_rs, up_all, up_prompt, up_prefix;
 
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
 
 static upload load_upload(const char *name) {
     upload u;
     char rel[256];
     snprintf(rel, sizeof rel, "llama-tiny/adapters/%s/adapter_config.json", name);
-    u.cfg = read_file(tu_path(rel), &u.cfg_n);
+    u.cfg = tu_read_file(tu_path(rel), &u.cfg_n);
     snprintf(rel, sizeof rel, "llama-tiny/adapters/%s/adapter_model.safetensors", name);
-    u.st = read_file(tu_path(rel), &u.st_n);
+    u.st = tu_read_file(tu_path(rel), &u.st_n);
     if (!u.cfg || !u.st) exit(1);
     return u;
 }
@@ -75,7 +63,7 @@ static void dir_listing(const char *dir, char *out, size_t cap) {
 
 static bool file_equals(const char *path, const char *data, size_t n) {
     size_t m;
-    char *b = read_file(path, &m);
+    char *b = tu_read_file(path, &m);
     bool eq = b && m == n && !memcmp(b, data, n);
     free(b);
     return eq;

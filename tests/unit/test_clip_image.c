@@ -17,18 +17,6 @@
 #include "image/image.h"
 #include "testutil.h"
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)len + 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
 
 /* Number of differing bytes; prints the first difference. */
 static int64_t u8_diff(const char *what, const uint8_t *got, const uint8_t *want, size_t n) {
@@ -143,18 +131,18 @@ static void test_errors(const char *dir) {
     char path[4400];
     size_t n;
     snprintf(path, sizeof path, "%s/images/jpeg_baseline420_77x51.jpg", dir);
-    uint8_t *jpg = read_file(path, &n);
+    uint8_t *jpg = (uint8_t *)tu_read_file(path, &n);
     expect_fail("truncated jpeg (half)", jpg, n / 2, NULL, PS_EFORMAT, "truncated");
     expect_fail("jpeg header only (200 bytes)", jpg, 200 < n ? 200 : n, NULL, PS_EFORMAT, "jpeg");
     img_limits small = {1000, 30000};
     expect_fail("jpeg over the pixel limit", jpg, n, &small, PS_ETOOLARGE, "77x51");
     free(jpg);
     snprintf(path, sizeof path, "%s/images/jpeg_progressive420_64x80.jpg", dir);
-    jpg = read_file(path, &n);
+    jpg = (uint8_t *)tu_read_file(path, &n);
     expect_fail("truncated progressive jpeg", jpg, n - 40, NULL, PS_EFORMAT, "truncated");
     free(jpg);
     snprintf(path, sizeof path, "%s/images/png_rgb8_61x45.png", dir);
-    uint8_t *png = read_file(path, &n);
+    uint8_t *png = (uint8_t *)tu_read_file(path, &n);
     expect_fail("truncated png", png, n / 2, NULL, PS_EFORMAT, "truncated");
     uint8_t *bad = malloc(n);
     memcpy(bad, png, n);
@@ -190,7 +178,7 @@ int main(void) {
         char path[4400];
         size_t n;
         snprintf(path, sizeof path, "%s/%s", dir, json_string_value(json_object_get(item, "file")));
-        uint8_t *data = read_file(path, &n);
+        uint8_t *data = (uint8_t *)tu_read_file(path, &n);
         img_image im;
         TU_CHECK(data && img_decode(data, n, NULL, &im, &err) == PS_OK, "%s: %s", path, err.msg);
         if (data && im.pix) {

@@ -37,14 +37,7 @@ static const char *image_names[N_IMAGES];
 
 static blob read_blob(const char *path) {
     blob b = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return b;
-    fseek(f, 0, SEEK_END);
-    b.n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b.data = malloc(b.n + 1);
-    if (fread(b.data, 1, b.n, f) != b.n) b.n = 0;
-    fclose(f);
+    b.data = (void *)tu_read_file(path, &b.n);
     return b;
 }
 

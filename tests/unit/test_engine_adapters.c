@@ -47,18 +47,6 @@ typedef struct {
 static mixed mixes[4];
 static int n_mixes;
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
 
 static int ad_index(const char *n) {
     for (int i = 0; i < N_AD; i++)
@@ -319,9 +307,9 @@ int main(void) {
     for (int a = 0; a < N_AD; a++) {
         char rel[200];
         snprintf(rel, sizeof rel, "llama-tiny/adapters/%s/adapter_config.json", names[a]);
-        up[a].cfg = slurp(tu_path(rel), &up[a].cfg_n);
+        up[a].cfg = tu_read_file(tu_path(rel), &up[a].cfg_n);
         snprintf(rel, sizeof rel, "llama-tiny/adapters/%s/adapter_model.safetensors", names[a]);
-        up[a].st = slurp(tu_path(rel), &up[a].st_n);
+        up[a].st = tu_read_file(tu_path(rel), &up[a].st_n);
         if (!up[a].cfg || !up[a].st) return 1;
     }
     char tmp[256];

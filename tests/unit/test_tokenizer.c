@@ -98,7 +98,7 @@ static void check_decode(tally *t, const tokenizer *tk, const char *what, const 
 
 static void test_llama2(const tokenizer *tk) {
     size_t n;
-    char *buf = tt_read_file(tu_path("tokenizers/llama2/cases.jsonl"), &n);
+    char *buf = tu_read_file(tu_path("tokenizers/llama2/cases.jsonl"), &n);
     TU_CHECK(buf != NULL, "cannot read llama2/cases.jsonl");
     if (!buf) return;
     tally ids_t = {"llama2 cases: ids"}, pieces_t = {"llama2 cases: pieces"},
@@ -163,7 +163,7 @@ static void test_gguf_file(const char *name, bool expect_ok) {
     TU_CHECK(st == PS_OK, "%s: %s", name, err.msg);
     if (st) return;
     size_t ni, no;
-    char *inp = tt_read_file(tu_path(inp_rel), &ni), *out = tt_read_file(tu_path(out_rel), &no);
+    char *inp = tu_read_file(tu_path(inp_rel), &ni), *out = tu_read_file(tu_path(out_rel), &no);
     TU_CHECK(inp && out, "%s: cannot read .inp/.out", name);
     const char *sep = "\n__ggml_vocab_test__\n";
     char label[64];

@@ -1,7 +1,7 @@
 /* Helpers shared by the tokenizer tests (header-only on purpose: tests/unit
  * globs test_*.c as executables, so a helper .c file would become a test).
- * An independent strict UTF-8 validator (RFC 3629), whole-file reading and
- * id-list printing. */
+ * An independent strict UTF-8 validator (RFC 3629) and id-list printing
+ * (whole files: tu_read_file in testutil.h). */
 #ifndef PS_TOK_TESTLIB_H
 #define PS_TOK_TESTLIB_H
 
@@ -73,24 +73,6 @@ static inline size_t tt_random_utf8(uint64_t *r, char *s, int max_chars) {
         for (int j = k - 1; j >= 0; j--) s[len++] = (char)(0x80 | ((cp >> (6 * j)) & 0x3F));
     }
     return len;
-}
-
-static inline char *tt_read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    if (!b || fread(b, 1, (size_t)sz, f) != (size_t)sz) {
-        free(b);
-        fclose(f);
-        return NULL;
-    }
-    b[sz] = 0;
-    fclose(f);
-    *n = (size_t)sz;
-    return b;
 }
 
 static inline void tt_print_ids(const char *label, const int32_t *ids, int n) {
