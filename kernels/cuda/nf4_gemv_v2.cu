@@ -3,6 +3,7 @@
  * x; nf4_gemv.cu owns the configuration table and the dispatch. Element math
  * from kernels/math/nf4.h, as the oracle kernels/cpu/linear_ref.c. */
 #include "cuda_common.cuh"
+#include "nf4_gemv_common.cuh"
 #include "nf4_tables.cuh"
 
 /* the launcher type shared with nf4_gemv.cu (declared there too) */
@@ -93,7 +94,7 @@ nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
                 }
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    uint32_t word = j < 2 ? wv[r].x : j < 4 ? wv[r].y : j < 6 ? wv[r].z : wv[r].w;
+                    uint32_t word = gemv_word(wv[r], j / 2);
                     uint8_t bytes[4];
                     memcpy(bytes, &word, 4); /* memory order: the packed layout */
 #pragma unroll
@@ -115,18 +116,7 @@ nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
         }
         __syncthreads(); /* tile t+1 staged; buffer t free for tile t+2 */
     }
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], o);
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (row0 + r < w.out)
-#pragma unroll
-                for (int b = 0; b < B; b++) y[b * w.out + row0 + r] = acc[r][b];
-    }
+    gemv_warp_store<R, B>(acc, y, row0, w.out, lane);
 }
 
 template <int B, int W, int R>

@@ -10,6 +10,7 @@
  * kernels/math/nf4.h, as the oracle kernels/cpu/linear_ref.c. Needs
  * in % 64 == 0 and 16-byte aligned codes and x (the dispatcher checks). */
 #include "cuda_common.cuh"
+#include "nf4_gemv_common.cuh"
 #include "nf4_tables.cuh"
 
 typedef void (*cuda_gemv_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a);
@@ -89,16 +90,10 @@ nf4_gemv_v3_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
 #pragma unroll
             for (int j = 0; j < 4; j++) { /* 32-bit word j: codes 8j .. 8j+7 of the chunk */
                 float xv[B][8];
-#pragma unroll
-                for (int b = 0; b < B; b++) {
-                    const float4 *xp = (const float4 *)(x + b * in + c * 32 + j * 8);
-                    float4 lo = __ldg(xp), hi = __ldg(xp + 1);
-                    xv[b][0] = lo.x, xv[b][1] = lo.y, xv[b][2] = lo.z, xv[b][3] = lo.w;
-                    xv[b][4] = hi.x, xv[b][5] = hi.y, xv[b][6] = hi.z, xv[b][7] = hi.w;
-                }
+                gemv_load_x8<B>(xv, x, in, c * 32 + j * 8);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    uint32_t word = j == 0 ? wv[u][r].x : j == 1 ? wv[u][r].y : j == 2 ? wv[u][r].z : wv[u][r].w;
+                    uint32_t word = gemv_word(wv[u][r], j);
                     uint8_t bytes[4];
                     memcpy(bytes, &word, 4); /* memory order: the packed layout */
 #pragma unroll
@@ -118,18 +113,7 @@ nf4_gemv_v3_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
                 for (int b = 0; b < B; b++) acc[r][b] += dot[r][b] * sc[u][r];
         }
     }
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++)
-            for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], o);
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (row0 + r < w.out)
-#pragma unroll
-                for (int b = 0; b < B; b++) y[b * w.out + row0 + r] = acc[r][b];
-    }
+    gemv_warp_store<R, B>(acc, y, row0, w.out, lane);
 }
 
 template <int B, int R, int U>

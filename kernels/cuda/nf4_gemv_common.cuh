@@ -1,0 +1,46 @@
+/* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v3.cu)
+ * share: picking a 32-bit word of a 16-byte code chunk, loading 8 floats of x
+ * per token, and the warp reduction + store that ends every variant. */
+#ifndef PS_CUDA_NF4_GEMV_COMMON_CUH
+#define PS_CUDA_NF4_GEMV_COMMON_CUH
+
+#include "cuda_common.cuh"
+
+/* Word j (0..3) of a chunk, in memory order (the packed layout). */
+__device__ static inline uint32_t gemv_word(const uint4 &v, int j) {
+    return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
+
+/* xv[b][0..8) = x[b * in + off .. + 8) for B tokens (16-byte aligned loads). */
+template <int B>
+__device__ static inline void gemv_load_x8(float (&xv)[B][8], const float *x, int64_t in, int64_t off) {
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        const float4 *xp = (const float4 *)(x + b * in + off);
+        float4 lo = __ldg(xp), hi = __ldg(xp + 1);
+        xv[b][0] = lo.x, xv[b][1] = lo.y, xv[b][2] = lo.z, xv[b][3] = lo.w;
+        xv[b][4] = hi.x, xv[b][5] = hi.y, xv[b][6] = hi.z, xv[b][7] = hi.w;
+    }
+}
+
+/* Sums each lane's partial dot over the warp; lane 0 stores rows row0 ..
+ * row0 + R - 1 of y (T, out) for the B tokens (tail rows past `out` were
+ * computed on a clamped row and are dropped here). */
+template <int R, int B>
+__device__ static inline void gemv_warp_store(float (&acc)[R][B], float *y, int64_t row0, int64_t out,
+                                              int lane) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < B; b++)
+            for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], o);
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (row0 + r < out)
+#pragma unroll
+                for (int b = 0; b < B; b++) y[b * out + row0 + r] = acc[r][b];
+    }
+}
+
+#endif
