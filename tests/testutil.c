@@ -81,6 +81,26 @@ char *tu_read_file(const char *path, size_t *n) {
     return b;
 }
 
+json_t *tu_load_json(const char *rel) {
+    json_error_t je;
+    json_t *root = json_load_file(tu_path(rel), 0, &je);
+    if (!root) {
+        fprintf(stderr, "%s: line %d: %s\n", rel, je.line, je.text);
+        exit(1);
+    }
+    return root;
+}
+
+int tu_json_ids(const json_t *arr, int32_t *out, int cap) {
+    int n = (int)json_array_size(arr);
+    if (n > cap) {
+        fprintf(stderr, "token id list of %d entries, room for %d\n", n, cap);
+        exit(1);
+    }
+    for (int t = 0; t < n; t++) out[t] = (int32_t)json_integer_value(json_array_get(arr, (size_t)t));
+    return n;
+}
+
 void tu_rand_fill(float *x, int64_t n, uint64_t seed) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (int64_t i = 0; i < n; i++) {

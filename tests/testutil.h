@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define TU_SKIP 77
 
 extern int tu_failures;
@@ -50,6 +52,13 @@ double tu_logits_tol(double f32_tol);
 /* Reads a whole file into a malloc'd, NUL-terminated buffer (*n = its size);
  * NULL when it cannot be opened or read completely. */
 char *tu_read_file(const char *path, size_t *n);
+
+/* Parses a JSON file of the fixtures (tu_path(rel)); on failure prints the
+ * parser's line and message and exits 1. */
+json_t *tu_load_json(const char *rel);
+/* Copies a JSON array of integers (token ids) into out; exits 1 when it holds
+ * more than cap. Returns the count. */
+int tu_json_ids(const json_t *arr, int32_t *out, int cap);
 
 /* Deterministic uniform random floats in [-1, 1) (never all zeros). */
 void tu_rand_fill(float *x, int64_t n, uint64_t seed);

@@ -61,16 +61,13 @@ static int prompt_index(const char *id) {
 }
 
 static void load_cases(void) {
-    json_t *root = json_load_file(tu_path("llama-tiny/ref/cases.json"), 0, NULL);
-    if (!root) exit(1);
+    json_t *root = tu_load_json("llama-tiny/ref/cases.json");
     size_t i;
     json_t *p;
     json_array_foreach(json_object_get(root, "prompts"), i, p) {
         prompt *q = &prompts_by_id[n_prompts];
         snprintf(prompt_ids_names[n_prompts++], 16, "%s", json_string_value(json_object_get(p, "id")));
-        json_t *ids = json_object_get(p, "input_ids");
-        q->n = (int)json_array_size(ids);
-        for (int t = 0; t < q->n; t++) q->ids[t] = (int32_t)json_integer_value(json_array_get(ids, (size_t)t));
+        q->n = tu_json_ids(json_object_get(p, "input_ids"), q->ids, (int)(sizeof q->ids / sizeof q->ids[0]));
     }
     en = prompts_by_id[prompt_index("en")];
     for (int a = 0; a < N_AD; a++)

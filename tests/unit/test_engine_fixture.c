@@ -40,10 +40,7 @@ static int load(json_t *root, fx_case *cs) {
         fx_case *c = &cs[n++];
         snprintf(c->id, sizeof c->id, "%s", json_string_value(json_object_get(p, "id")));
         c->text = json_string_value(json_object_get(p, "text"));
-        json_t *ids = json_object_get(p, "input_ids");
-        c->n = (int)json_array_size(ids);
-        for (int t = 0; t < c->n && t < 128; t++)
-            c->ids[t] = (int32_t)json_integer_value(json_array_get(ids, (size_t)t));
+        c->n = tu_json_ids(json_object_get(p, "input_ids"), c->ids, (int)(sizeof c->ids / sizeof c->ids[0]));
         const char *keys[2] = {"greedy_fp", "greedy_nf4"};
         for (int q = 0; q < 2; q++) {
             json_t *g = json_object_get(p, keys[q]);
@@ -140,12 +137,7 @@ static void run_quant(const char *dir, const char *quant, int qi, fx_case *cs, i
 
 int main(void) {
     tu_fixtures_or_skip("llama-tiny");
-    json_error_t je;
-    json_t *root = json_load_file(tu_path("llama-tiny/ref/cases.json"), 0, &je);
-    if (!root) {
-        fprintf(stderr, "cases.json: line %d: %s\n", je.line, je.text);
-        return 1;
-    }
+    json_t *root = tu_load_json("llama-tiny/ref/cases.json");
     static fx_case cs[MAX_CASES];
     int n = load(root, cs);
     TU_CHECK(n >= 1 && strcmp(cs[0].id, "en") == 0, "cases.json prompts: %d, first '%s'", n, cs[0].id);

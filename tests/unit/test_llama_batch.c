@@ -41,20 +41,12 @@ static seqstate seqs[MAX_SEQ];
 static int n_seqs;
 
 static void load_prompts(void) {
-    json_error_t je;
-    json_t *root = json_load_file(tu_path("llama-tiny/ref/cases.json"), 0, &je);
-    if (!root) {
-        fprintf(stderr, "cases.json: %s\n", je.text);
-        exit(1);
-    }
+    json_t *root = tu_load_json("llama-tiny/ref/cases.json");
     size_t i;
     json_t *p;
     json_array_foreach(json_object_get(root, "prompts"), i, p) {
-        json_t *ids = json_object_get(p, "input_ids");
         seqstate *s = &seqs[n_seqs++];
-        s->n_prompt = (int)json_array_size(ids);
-        for (int t = 0; t < s->n_prompt; t++)
-            s->ids[t] = (int32_t)json_integer_value(json_array_get(ids, (size_t)t));
+        s->n_prompt = tu_json_ids(json_object_get(p, "input_ids"), s->ids, MAX_LEN);
     }
     json_decref(root);
 }

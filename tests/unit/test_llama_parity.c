@@ -57,21 +57,14 @@ static void read_greedy(json_t *g, int32_t *ids, double *margins) {
 }
 
 static void load_cases(void) {
-    json_error_t je;
-    json_t *root = json_load_file(tu_path("llama-tiny/ref/cases.json"), 0, &je);
-    if (!root) {
-        fprintf(stderr, "cases.json: %s\n", je.text);
-        exit(1);
-    }
+    json_t *root = tu_load_json("llama-tiny/ref/cases.json");
     size_t i;
     json_t *p;
     json_array_foreach(json_object_get(root, "prompts"), i, p) {
         prompt *q = &prompts[n_prompts++];
         q->id = strdup(json_string_value(json_object_get(p, "id")));
         q->row = (int)json_integer_value(json_object_get(p, "row"));
-        json_t *ids = json_object_get(p, "input_ids");
-        q->n = (int)json_array_size(ids);
-        for (int t = 0; t < q->n; t++) q->ids[t] = (int32_t)json_integer_value(json_array_get(ids, (size_t)t));
+        q->n = tu_json_ids(json_object_get(p, "input_ids"), q->ids, (int)(sizeof q->ids / sizeof q->ids[0]));
         read_greedy(json_object_get(p, "greedy_fp"), q->greedy_fp, q->margin_fp);
         read_greedy(json_object_get(p, "greedy_nf4"), q->greedy_nf4, q->margin_nf4);
     }
