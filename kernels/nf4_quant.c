@@ -10,12 +10,14 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
 
+#include "base/host_parallel.h"
 #include "math/nf4.h"
 
 int64_t nf4_n_blocks(int64_t n) { return (n + PS_NF4_BLOCK - 1) / PS_NF4_BLOCK; }
@@ -39,11 +41,11 @@ ps_nf4 nf4_host_view(const nf4_host *q) {
     return v;
 }
 
-/* absmax of every 64-block (a last partial block uses what it has); rejects
- * non-finite elements since their codes would be meaningless. */
-static ps_status nf4_block_absmax(const float *w, int64_t in, int64_t n, float *absmax,
-                                  ps_err *err) {
-    for (int64_t b = 0; b * PS_NF4_BLOCK < n; b++) {
+/* absmax of blocks [b0, b1) (a last partial block uses what it has); returns
+ * the index of the first non-finite element, or -1: its codes would be
+ * meaningless. */
+static int64_t nf4_block_absmax(const float *w, int64_t n, int64_t b0, int64_t b1, float *absmax) {
+    for (int64_t b = b0; b < b1; b++) {
         int64_t i0 = b * PS_NF4_BLOCK, i1 = i0 + PS_NF4_BLOCK < n ? i0 + PS_NF4_BLOCK : n;
 #ifdef __AVX512F__
         if (i1 - i0 == PS_NF4_BLOCK) {
@@ -62,17 +64,13 @@ static ps_status nf4_block_absmax(const float *w, int64_t in, int64_t n, float *
 #endif
         float m = 0.0f;
         for (int64_t i = i0; i < i1; i++) {
-            if (!isfinite(w[i]))
-                return ps_errf(err, PS_EINVAL,
-                               "nf4 quantise: weight element [%lld, %lld] is %g, expected a "
-                               "finite value",
-                               (long long)(i / in), (long long)(i % in), (double)w[i]);
+            if (!isfinite(w[i])) return i;
             float a = fabsf(w[i]);
             if (a > m) m = a;
         }
         absmax[b] = m;
     }
-    return PS_OK;
+    return -1;
 }
 
 #ifdef __AVX512F__
@@ -95,12 +93,13 @@ static void nf4_pack_block64(const float *w, float r, const float *mid, uint8_t 
 }
 #endif
 
-/* 4-bit codes, two per byte, first element in the high nibble; an odd
- * element count pads the last low nibble with the zero code. */
-static void nf4_pack(const float *w, int64_t n, const float *absmax, uint8_t *packed) {
+/* 4-bit codes of blocks [b0, b1), two per byte, first element in the high
+ * nibble; an odd element count pads the last low nibble with the zero code. */
+static void nf4_pack(const float *w, int64_t n, int64_t b0, int64_t b1, const float *absmax,
+                     uint8_t *packed) {
     float mid[15];
     for (int k = 0; k < 15; k++) mid[k] = (ps_nf4_code[k] + ps_nf4_code[k + 1]) * 0.5f;
-    for (int64_t b = 0; b * PS_NF4_BLOCK < n; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         int64_t i0 = b * PS_NF4_BLOCK, i1 = i0 + PS_NF4_BLOCK < n ? i0 + PS_NF4_BLOCK : n;
         /* all-zero block: scale 0 maps every element to code 7 (0.0) */
         float r = absmax[b] > 0.0f ? 1.0f / absmax[b] : 0.0f;
@@ -140,10 +139,10 @@ static uint8_t nf4_dq_nearest(float s) {
     return (uint8_t)best;
 }
 
-/* 8-bit blockwise quantisation (blocks of 256) of absmax - offset. */
-static void nf4_double_quant(const float *absmax, int64_t nb, float offset, uint8_t *q8,
-                             float *absmax2) {
-    for (int64_t c = 0; c * PS_NF4_DQ_BLOCK < nb; c++) {
+/* 8-bit blockwise quantisation of absmax - offset, DQ blocks (of 256) [c0, c1). */
+static void nf4_double_quant(const float *absmax, int64_t nb, float offset, int64_t c0,
+                             int64_t c1, uint8_t *q8, float *absmax2) {
+    for (int64_t c = c0; c < c1; c++) {
         int64_t b0 = c * PS_NF4_DQ_BLOCK;
         int64_t b1 = b0 + PS_NF4_DQ_BLOCK < nb ? b0 + PS_NF4_DQ_BLOCK : nb;
         float m = 0.0f;
@@ -155,6 +154,37 @@ static void nf4_double_quant(const float *absmax, int64_t nb, float offset, uint
             q8[b] = nf4_dq_nearest(s < -1.0f ? -1.0f : s > 1.0f ? 1.0f : s);
         }
     }
+}
+
+/* The three block-parallel passes, each over a range of blocks given by
+ * host_parallel_for: every block's output depends on that block alone, so the
+ * result is the same for any thread count. */
+typedef struct {
+    const float *w;
+    int64_t n, nb;
+    nf4_host *q;
+    _Atomic int64_t first_bad; /* first non-finite element over all ranges, or INT64_MAX */
+} nf4_job;
+
+#define NF4_GRAIN 1024 /* 64-blocks per range at least: 64K elements */
+
+static void nf4_absmax_range(void *ctx, int64_t b0, int64_t b1) {
+    nf4_job *j = ctx;
+    int64_t bad = nf4_block_absmax(j->w, j->n, b0, b1, j->q->absmax);
+    if (bad < 0) return;
+    int64_t cur = atomic_load(&j->first_bad);
+    while (bad < cur && !atomic_compare_exchange_weak(&j->first_bad, &cur, bad)) {
+    }
+}
+
+static void nf4_pack_range(void *ctx, int64_t b0, int64_t b1) {
+    nf4_job *j = ctx;
+    nf4_pack(j->w, j->n, b0, b1, j->q->absmax, j->q->packed);
+}
+
+static void nf4_dq_range(void *ctx, int64_t c0, int64_t c1) {
+    nf4_job *j = ctx;
+    nf4_double_quant(j->q->absmax, j->nb, j->q->offset, c0, c1, j->q->absmax_q8, j->q->absmax2);
 }
 
 ps_status nf4_quantize(const float *w, int64_t out, int64_t in, bool double_quant, nf4_host *q,
@@ -170,18 +200,26 @@ ps_status nf4_quantize(const float *w, int64_t out, int64_t in, bool double_quan
     q->packed = malloc((size_t)(n + 1) / 2);
     q->absmax = malloc(sizeof(float) * (size_t)nb);
     if (!q->packed || !q->absmax) goto nomem;
-    st = nf4_block_absmax(w, in, n, q->absmax, err);
-    if (st != PS_OK) goto fail;
-    nf4_pack(w, n, q->absmax, q->packed);
+    nf4_job job = {.w = w, .n = n, .nb = nb, .q = q};
+    atomic_init(&job.first_bad, INT64_MAX);
+    host_parallel_for(nb, NF4_GRAIN, nf4_absmax_range, &job);
+    int64_t bad = atomic_load(&job.first_bad);
+    if (bad != INT64_MAX) {
+        st = ps_errf(err, PS_EINVAL,
+                     "nf4 quantise: weight element [%lld, %lld] is %g, expected a finite value",
+                     (long long)(bad / in), (long long)(bad % in), (double)w[bad]);
+        goto fail;
+    }
+    host_parallel_for(nb, NF4_GRAIN, nf4_pack_range, &job);
     if (!double_quant) return PS_OK;
 
     q->absmax_q8 = malloc((size_t)nb);
     q->absmax2 = malloc(sizeof(float) * (size_t)nb2);
     if (!q->absmax_q8 || !q->absmax2) goto nomem;
-    double sum = 0.0;
+    double sum = 0.0; /* in block order, on one thread: the offset must not depend on threads */
     for (int64_t b = 0; b < nb; b++) sum += q->absmax[b];
     q->offset = (float)(sum / (double)nb);
-    nf4_double_quant(q->absmax, nb, q->offset, q->absmax_q8, q->absmax2);
+    host_parallel_for(nb2, NF4_GRAIN / PS_NF4_DQ_BLOCK + 1, nf4_dq_range, &job);
     free(q->absmax);
     q->absmax = NULL;
     return PS_OK;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/host_parallel.h"
 #include "base/log.h"
 #include "math/half.h"
 #include "models/llama_internal.h"
@@ -57,6 +58,32 @@ static float kind_std(const llama_config *c, int kind) {
     return 1.0f / sqrtf((float)cols);
 }
 
+typedef struct {
+    uint64_t seed;
+    int layer, kind;
+    int64_t row0, cols;
+    float scale;
+    float *out;
+} random_job;
+
+/* Rows [r0, r1) of a job: each row has its own stream, so any split of the
+ * rows over threads gives the same values. */
+static void random_rows_range(void *ctx, int64_t r0, int64_t r1) {
+    const random_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        uint64_t s = j->seed ^ ((uint64_t)(j->layer + 1) << 48) ^ ((uint64_t)j->kind << 40) ^
+                     (uint64_t)(j->row0 + r);
+        splitmix64(&s);
+        float *o = j->out + r * j->cols;
+        for (int64_t i = 0; i < j->cols; i++) {
+            uint64_t a = splitmix64(&s);
+            int32_t u = (int32_t)(a & 0xffff) + (int32_t)((a >> 16) & 0xffff) +
+                        (int32_t)((a >> 32) & 0xffff) + (int32_t)(a >> 48) - 2 * 65536;
+            o[i] = ps_f16_to_f32(ps_f32_to_f16((float)u * j->scale));
+        }
+    }
+}
+
 void llama_random_rows(const llama_config *c, uint64_t seed, int layer, int kind, int64_t row0,
                        int64_t nrows, float *out) {
     int64_t rows, cols;
@@ -66,20 +93,10 @@ void llama_random_rows(const llama_config *c, uint64_t seed, int layer, int kind
         return;
     }
     /* Irwin-Hall: the sum of 4 uniforms on [0,1) has mean 2 and variance 1/3; the
-     * four 16-bit quarters of one 64-bit draw are the uniforms (one draw per value). */
-    float scale = kind_std(c, kind) * 1.7320508f / 65536.0f;
-    for (int64_t r = 0; r < nrows; r++) {
-        uint64_t s = seed ^ ((uint64_t)(layer + 1) << 48) ^ ((uint64_t)kind << 40) ^
-                     (uint64_t)(row0 + r);
-        splitmix64(&s);
-        float *o = out + r * cols;
-        for (int64_t i = 0; i < cols; i++) {
-            uint64_t a = splitmix64(&s);
-            int32_t u = (int32_t)(a & 0xffff) + (int32_t)((a >> 16) & 0xffff) +
-                        (int32_t)((a >> 32) & 0xffff) + (int32_t)(a >> 48) - 2 * 65536;
-            o[i] = ps_f16_to_f32(ps_f32_to_f16((float)u * scale));
-        }
-    }
+     * four 16-bit quarters of one 64-bit draw are the uniforms (one draw per value).
+     * A 7B-shaped model is 6.7e9 draws: the rows are spread over host threads. */
+    random_job j = {seed, layer, kind, row0, cols, kind_std(c, kind) * 1.7320508f / 65536.0f, out};
+    host_parallel_for(nrows, 16, random_rows_range, &j);
 }
 
 /* A (rows, cols) F16 tensor made and uploaded RAND_CHUNK_ROWS rows at a time. */

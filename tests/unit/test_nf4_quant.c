@@ -268,6 +268,40 @@ static void check_errors(void) {
     nf4_host_free(&q);
 }
 
+/* The quantiser splits blocks over host threads: the bytes must not depend on
+ * the thread count, and the element an error names must be the first bad one
+ * even when a later range finds its own bad element first. */
+static void check_threads(void) {
+    const int64_t out = 257, in = 4099, n = out * in; /* 16.5K blocks: many ranges, odd tail */
+    float *w = malloc(sizeof(float) * (size_t)n);
+    tu_rand_fill(w, n, 77);
+    nf4_host one = {0}, many = {0};
+    setenv("PS_HOST_THREADS", "1", 1);
+    TU_CHECK(nf4_quantize(w, out, in, true, &one, &err) == PS_OK, "1 thread: %s", err.msg);
+    setenv("PS_HOST_THREADS", "7", 1);
+    TU_CHECK(nf4_quantize(w, out, in, true, &many, &err) == PS_OK, "7 threads: %s", err.msg);
+    if (one.packed && many.packed) {
+        int64_t nb = nf4_n_blocks(n), nb2 = nf4_n_blocks2(n);
+        TU_CHECK(!memcmp(one.packed, many.packed, (size_t)(n + 1) / 2) &&
+                     !memcmp(one.absmax_q8, many.absmax_q8, (size_t)nb) &&
+                     !memcmp(one.absmax2, many.absmax2, sizeof(float) * (size_t)nb2) &&
+                     one.offset == many.offset,
+                 "7 threads quantise differently from 1");
+    }
+    nf4_host_free(&one);
+    nf4_host_free(&many);
+    w[n - 10] = NAN;     /* in the last range */
+    w[3 * in + 9] = INFINITY; /* in the first: this one must be named */
+    nf4_host q;
+    TU_CHECK(nf4_quantize(w, out, in, false, &q, &err) == PS_EINVAL && q.packed == NULL,
+             "non-finite weights accepted with 7 threads");
+    TU_CHECK(strstr(err.msg, "[3, 9]") != NULL, "error does not name the first bad element: %s",
+             err.msg);
+    check_random(out, in, 2024); /* the independent rules, on the threaded path */
+    unsetenv("PS_HOST_THREADS");
+    free(w);
+}
+
 int main(void) {
     check_nearest_ties();
     check_errors();
@@ -275,6 +309,7 @@ int main(void) {
                                         {130, 129}, {1, 64 * 256 + 5}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_random(shapes[i][0], shapes[i][1], 1000 + i);
+    check_threads();
     check_fixture();
     return tu_finish("test_nf4_quant");
 }
