@@ -85,6 +85,25 @@ ps_status ps_buf_download(ps_backend *be, void *dst, const void *src, size_t n, 
 }
 ps_status ps_backend_sync(ps_backend *be, ps_err *err) { return be->sync ? be->sync(be, err) : PS_OK; }
 
+ps_status ps_graph_run(ps_backend *be, uint64_t key, ps_graph_body_fn body, void *ctx,
+                       ps_err *err) {
+    if (!be->graph_launch || !be->graph_begin || !be->graph_end) return body(ctx, err);
+    bool launched = false, recording = false;
+    ps_status st = be->graph_launch(be, key, &launched, err);
+    if (st || launched) return st;
+    if ((st = be->graph_begin(be, key, &recording, err))) return st;
+    st = body(ctx, err);
+    if (!recording) return st;
+    ps_err end_err;
+    ps_status end = be->graph_end(be, st == PS_OK, &launched, &end_err);
+    if (st) return st; /* the body's error names the op that failed */
+    if (end) {
+        if (err) *err = end_err;
+        return end;
+    }
+    return launched ? PS_OK : body(ctx, err); /* recorded but not run: run it now */
+}
+
 /* ---- checks ---- */
 
 static bool is_float(ps_dtype dt) { return dt == PS_DT_F32 || dt == PS_DT_F16 || dt == PS_DT_BF16; }

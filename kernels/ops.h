@@ -159,6 +159,19 @@ struct ps_backend {
     ps_status (*sync)(ps_backend *be, ps_err *err);
     void (*destroy)(ps_backend *be);
 
+    /* ---- step graphs (optional, see ps_graph_run below) ---- */
+    /* launches the graph recorded under key; *launched = false when there is none */
+    ps_status (*graph_launch)(ps_backend *be, uint64_t key, bool *launched, ps_err *err);
+    /* starts recording under key, or answers *recording = false (not now: disabled,
+     * first sighting of the key, cache policy); while recording, ops are recorded
+     * and NOT run */
+    ps_status (*graph_begin)(ps_backend *be, uint64_t key, bool *recording, ps_err *err);
+    /* stops recording; ok: keeps the graph under its key and launches it once (the
+     * recorded step has not run yet), *launched = true; !ok, or a recording the
+     * device refused (logged; graphs are then switched off): dropped, *launched =
+     * false and the caller runs the step directly */
+    ps_status (*graph_end)(ps_backend *be, bool ok, bool *launched, ps_err *err);
+
     /* ---- ops ---- */
     /* out (T, C) F32 = table[ids[t]] ; table (V, C) F32/F16/BF16, ids (T) I32 */
     ps_status (*embed)(ps_backend *be, ps_tensor *out, const ps_tensor *table,
@@ -218,6 +231,19 @@ void ps_buf_free(ps_backend *be, void *ptr);
 ps_status ps_buf_upload(ps_backend *be, void *dst, const void *src, size_t n, ps_err *err);
 ps_status ps_buf_download(ps_backend *be, void *dst, const void *src, size_t n, ps_err *err);
 ps_status ps_backend_sync(ps_backend *be, ps_err *err);
+
+/* Step graphs: a device backend can record the ops of one step and replay
+ * them with one launch (CUDA graphs), removing the per-op launch cost that
+ * dominates small decode steps. The caller guarantees that every value the
+ * recorded ops take from the host (shapes, buffer addresses, weights, paths)
+ * is fixed for a given key; only the contents of device buffers (step
+ * metadata uploaded before the run) may differ between replays. ps_graph_run
+ * either replays key, or records `body` under it and runs the recording, or
+ * (backend without graphs, or declining) just calls body. Between body's ops
+ * nothing may synchronise or read results back. */
+typedef ps_status (*ps_graph_body_fn)(void *ctx, ps_err *err);
+ps_status ps_graph_run(ps_backend *be, uint64_t key, ps_graph_body_fn body, void *ctx,
+                       ps_err *err);
 
 /* Public ops: check dtypes/shapes/devices once, then dispatch. */
 ps_status op_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,

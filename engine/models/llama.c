@@ -124,10 +124,11 @@ typedef struct {
 } step_meta;
 
 /* Packs ids | pos | slots | tok_seq | tok_kv_pos | out_rows | block_tables
- * (| adapter metadata) into one staging array and uploads it once. */
-static ps_status upload_meta(llama_model *m, const kv_cache *kv, const llama_batch *b,
+ * (| adapter metadata) into one staging array and uploads it once. The block
+ * table goes out `width` >= max_pages columns wide (padding -1, never read). */
+static ps_status upload_meta(llama_model *m, const kv_cache *kv, const llama_batch *b, int width,
                              step_meta *sm, ps_err *err) {
-    int T = b->n_tokens, R = b->n_out, BT = b->n_seqs * b->max_pages;
+    int T = b->n_tokens, R = b->n_out, BT = b->n_seqs * width;
     int32_t *h = m->s.meta_host, *d = m->s.meta_buf;
     ps_device dev = m->be->dev;
     memcpy(h, b->ids, sizeof(int32_t) * (size_t)T);
@@ -142,17 +143,21 @@ static ps_status upload_meta(llama_model *m, const kv_cache *kv, const llama_bat
     memcpy(h + 3 * T, b->tok_seq, sizeof(int32_t) * (size_t)T);
     memcpy(h + 4 * T, b->tok_kv_pos, sizeof(int32_t) * (size_t)T);
     if (R) memcpy(h + 5 * T, b->out_rows, sizeof(int32_t) * (size_t)R);
-    memcpy(h + 5 * T + R, b->block_tables, sizeof(int32_t) * (size_t)BT);
+    for (int s = 0; s < b->n_seqs; s++) {
+        int32_t *row = h + 5 * T + R + (int64_t)s * width;
+        memcpy(row, b->block_tables + (int64_t)s * b->max_pages, sizeof(int32_t) * (size_t)b->max_pages);
+        for (int p = b->max_pages; p < width; p++) row[p] = -1;
+    }
     sm->ids = ps_tensor_1d(PS_DT_I32, T, d, dev);
     sm->pos = ps_tensor_1d(PS_DT_I32, T, d + T, dev);
     sm->slots = ps_tensor_1d(PS_DT_I32, T, d + 2 * T, dev);
     sm->out_rows = ps_tensor_1d(PS_DT_I32, R, d + 5 * T, dev);
     sm->attn.n_tokens = T;
     sm->attn.n_seqs = b->n_seqs;
-    sm->attn.max_pages = b->max_pages;
+    sm->attn.max_pages = width;
     sm->attn.tok_seq = ps_tensor_1d(PS_DT_I32, T, d + 3 * T, dev);
     sm->attn.tok_kv_pos = ps_tensor_1d(PS_DT_I32, T, d + 4 * T, dev);
-    sm->attn.block_tables = ps_tensor_2d(PS_DT_I32, b->n_seqs, b->max_pages, d + 5 * T + R, dev);
+    sm->attn.block_tables = ps_tensor_2d(PS_DT_I32, b->n_seqs, width, d + 5 * T + R, dev);
     sm->attn.max_kv_len = max_len;
     int AD = llama_adapters_meta_ints(b);
     ps_status st = llama_adapters_begin(m, b, h + 5 * T + R + BT, d + 5 * T + R + BT, &sm->ad, err);
@@ -234,35 +239,98 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
     return PS_OK;
 }
 
+/* Everything of a step from the embedding to the logits, without the final
+ * download: the part a device backend may record as a graph (ps_graph_run). */
+typedef struct {
+    llama_model *m;
+    kv_cache *kv;
+    const llama_batch *b;
+    const step_meta *sm;
+    acts *a;
+} step_ctx;
+
+static ps_status step_body(void *ctx, ps_err *err) {
+    step_ctx *sc = ctx;
+    llama_model *m = sc->m;
+    ps_backend *be = m->be;
+    const llama_config *c = &m->cfg;
+    const step_meta *sm = sc->sm;
+    acts *a = sc->a;
+    ps_status st;
+    if ((st = op_embed(be, &a->x, &m->embed, &sm->ids, err)) ||
+        (st = llama_adapters_embed(m, sc->b, &sm->ad, &a->x, err)))
+        return st;
+    for (int l = 0; l < c->n_layers; l++)
+        if ((st = layer_forward(m, &m->layers[l], &sc->kv->layers[l], sm, a, err))) {
+            ps_err_wrap(err, "layer %d", l);
+            return st;
+        }
+    if (sc->b->n_out == 0) return PS_OK;
+    /* final norm and lm_head only on the rows whose logits are wanted */
+    if ((st = op_gather_rows(be, &a->xo, &a->x, &sm->out_rows, err)) ||
+        (st = op_rmsnorm(be, &a->ho, &a->xo, &m->norm, c->rms_eps, err)) ||
+        (st = op_linear(be, &a->logits, &a->ho, &m->lm_head, err)) ||
+        (st = llama_adapters_lm_head(m, sc->b, &sm->ad, &a->logits, &a->ho, err)))
+        return st;
+    return PS_OK;
+}
+
+/* A step may be recorded as a graph when everything its ops take from the
+ * host is a function of a few numbers: pure decode (every token the last of
+ * its own sequence, all logits wanted), no adapter (their slots and pointers
+ * vary per step), a bounded batch. The block-table width is padded to a power
+ * of two so a growing sequence keeps its key for many steps. */
+#define LLAMA_GRAPH_MAX_TOKENS 64
+
+static bool graphable(const llama_batch *b) {
+    return b->n_tokens <= LLAMA_GRAPH_MAX_TOKENS && b->n_tokens == b->n_seqs &&
+           b->n_out == b->n_tokens && llama_adapters_meta_ints(b) == 0;
+}
+
+static int pages_bucket(int max_pages) {
+    int w = 1;
+    while (w < max_pages) w *= 2;
+    return w;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    return h;
+}
+
+/* Every host value the recorded ops see: shapes and the addresses of the
+ * scratch, metadata and KV buffers (they move when a buffer grows). */
+static uint64_t graph_key(const llama_model *m, const kv_cache *kv, const llama_batch *b, int width) {
+    uint64_t h = 0x5eedull;
+    h = mix(h, (uint64_t)b->n_tokens);
+    h = mix(h, (uint64_t)b->n_seqs);
+    h = mix(h, (uint64_t)width);
+    h = mix(h, (uint64_t)(uintptr_t)m);
+    h = mix(h, (uint64_t)(uintptr_t)kv->layers[0].k.data);
+    h = mix(h, (uint64_t)(uintptr_t)m->s.tok_buf);
+    h = mix(h, (uint64_t)(uintptr_t)m->s.out_buf);
+    h = mix(h, (uint64_t)(uintptr_t)m->s.meta_buf);
+    return h;
+}
+
 ps_status llama_forward(llama_model *m, kv_cache *kv, const llama_batch *b, float *logits,
                         ps_err *err) {
     ps_backend *be = m->be;
-    const llama_config *c = &m->cfg;
     step_meta sm;
     acts a;
     ps_status st;
     if ((st = check_batch(m, kv, b, err))) return st;
-    int meta_ints = 5 * b->n_tokens + b->n_out + b->n_seqs * b->max_pages + llama_adapters_meta_ints(b);
-    if ((st = scratch_reserve(m, b, meta_ints, err)) || (st = upload_meta(m, kv, b, &sm, err)))
+    bool graph = graphable(b);
+    int width = graph ? pages_bucket(b->max_pages) : b->max_pages;
+    int meta_ints = 5 * b->n_tokens + b->n_out + b->n_seqs * width + llama_adapters_meta_ints(b);
+    if ((st = scratch_reserve(m, b, meta_ints, err)) || (st = upload_meta(m, kv, b, width, &sm, err)))
         return st;
     carve(m, b->n_tokens, b->n_out, &a);
 
-    if ((st = op_embed(be, &a.x, &m->embed, &sm.ids, err)) ||
-        (st = llama_adapters_embed(m, b, &sm.ad, &a.x, err)))
-        return st;
-    for (int l = 0; l < c->n_layers; l++)
-        if ((st = layer_forward(m, &m->layers[l], &kv->layers[l], &sm, &a, err))) {
-            ps_err_wrap(err, "layer %d", l);
-            return st;
-        }
+    step_ctx sc = {m, kv, b, &sm, &a};
+    st = graph ? ps_graph_run(be, graph_key(m, kv, b, width), step_body, &sc, err) : step_body(&sc, err);
+    if (st) return st;
     if (b->n_out == 0) return ps_backend_sync(be, err);
-
-    /* final norm and lm_head only on the rows whose logits are wanted */
-    if ((st = op_gather_rows(be, &a.xo, &a.x, &sm.out_rows, err)) ||
-        (st = op_rmsnorm(be, &a.ho, &a.xo, &m->norm, c->rms_eps, err)) ||
-        (st = op_linear(be, &a.logits, &a.ho, &m->lm_head, err)) ||
-        (st = llama_adapters_lm_head(m, b, &sm.ad, &a.logits, &a.ho, err)))
-        return st;
     return ps_buf_download(be, logits, a.logits.data,
-                           sizeof(float) * (size_t)b->n_out * (size_t)c->vocab, err);
+                           sizeof(float) * (size_t)b->n_out * (size_t)m->cfg.vocab, err);
 }

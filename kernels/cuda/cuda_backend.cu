@@ -175,6 +175,7 @@ static void cuda_impl_free(cuda_impl *p) {
     if (!p) return;
     if (!p->dead) {
         if (p->stream) (void)cudaStreamSynchronize(p->stream);
+        cuda_graphs_clear(p);
         if (p->scratch_w) (void)cudaFree(p->scratch_w);
         if (p->scratch_x) (void)cudaFree(p->scratch_x);
         if (p->scratch_lora) (void)cudaFree(p->scratch_lora);
@@ -206,6 +207,8 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     if (s && !strcmp(s, "prefill")) t->attn_path = PS_CUDA_ATTN_PREFILL;
     s = getenv("PS_CUDA_SYNC");
     t->sync_each_op = s && *s && strcmp(s, "0") != 0;
+    s = getenv("PS_CUDA_GRAPHS");
+    t->graphs = s && *s && strcmp(s, "0") != 0;
     t->gemv_kernel = PS_CUDA_GEMV_DEFAULT;
     s = getenv("PS_CUDA_GEMV");
     if (s && *s) {
@@ -241,6 +244,9 @@ static void cuda_fill_table(ps_backend *be) {
     be->add = cuda_add;
     be->gather_rows = cuda_gather_rows;
     be->lora_bgmv = cuda_lora_bgmv;
+    be->graph_launch = cuda_graph_launch;
+    be->graph_begin = cuda_graph_begin;
+    be->graph_end = cuda_graph_end;
 }
 
 /* Picks the device and reads its facts; refuses cards this build has no code for. */
@@ -348,7 +354,18 @@ extern "C" ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t,
                        "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d, gemv_kernel %d (0..%d)",
                        t->linear_path, t->attn_path, t->gemv_max_t, t->gemv_kernel,
                        ps_cuda_gemv_count() - 1);
+    if (p->capturing) return ps_errf(err, PS_EINVAL, "cuda tuning: cannot change while recording a step graph");
+    cuda_graphs_clear(p); /* recorded paths may differ from the new ones */
     p->tune = *t;
+    return PS_OK;
+}
+
+extern "C" ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, long long *launches,
+                                         ps_err *err) {
+    cuda_impl *p = cuda_ext_impl(be, err);
+    if (!p) return PS_EINVAL;
+    *records = p->graph_records;
+    *launches = p->graph_launches;
     return PS_OK;
 }
 

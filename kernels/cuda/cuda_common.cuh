@@ -56,6 +56,15 @@ __device__ static inline void cuda_raise(cuda_flag *f, int code, int a, int b, i
 
 /* ---- backend state ---- */
 
+#define CUDA_GRAPH_CACHE 16 /* step graphs kept (graph.cu) */
+#define CUDA_GRAPH_SEEN 64  /* keys remembered from their first (direct) run */
+
+typedef struct {
+    uint64_t key;
+    cudaGraphExec_t exec; /* NULL = free entry */
+    uint64_t used;        /* graph_clock at the last launch */
+} cuda_graph_entry;
+
 typedef struct {
     ps_backend be; /* first: be->impl points back here */
     int device;
@@ -82,6 +91,13 @@ typedef struct {
     float rope_theta;
     int rope_half; /* D / 2 the table holds; 0 = none */
     ps_cuda_tuning tune;
+    /* step graphs (graph.cu) */
+    cuda_graph_entry graphs[CUDA_GRAPH_CACHE];
+    uint64_t graph_seen[CUDA_GRAPH_SEEN];
+    int graph_seen_n;
+    uint64_t graph_clock, capture_key;
+    bool capturing;
+    long long graph_records, graph_launches; /* counters for tests and benchmarks */
 } cuda_impl;
 
 #define CUDA_ROPE_MAX_HALF 2048 /* head dims up to 4096 */
@@ -101,6 +117,12 @@ ps_status cuda_enter(cuda_impl *p, ps_err *err);
 ps_status cuda_op_done(cuda_impl *p, const char *op, ps_err *err);
 /* Waits for the stream and reports (then clears) the device flag. */
 ps_status cuda_sync_and_check(cuda_impl *p, ps_err *err);
+/* Step graphs (graph.cu): the backend table's graph_* entries, and dropping
+ * every recorded graph (tuning change, destroy). */
+ps_status cuda_graph_launch(ps_backend *be, uint64_t key, bool *launched, ps_err *err);
+ps_status cuda_graph_begin(ps_backend *be, uint64_t key, bool *recording, ps_err *err);
+ps_status cuda_graph_end(ps_backend *be, bool ok, bool *launched, ps_err *err);
+void cuda_graphs_clear(cuda_impl *p);
 /* Ensures *buf holds at least `bytes` (grows by reallocating; contents lost). */
 ps_status cuda_scratch(cuda_impl *p, void **buf, size_t *have, size_t bytes, ps_err *err);
 

@@ -35,6 +35,7 @@ typedef struct {
     int attn_path;   /* ps_cuda_attn_path */
     bool sync_each_op; /* wait after every op so an error names its op (slow; tests) */
     int gemv_kernel;   /* NF4 GEMV fast-kernel configuration: 0 .. ps_cuda_gemv_count() - 1 */
+    bool graphs;       /* record steps as CUDA graphs and replay them (ops.h ps_graph_run) */
 } ps_cuda_tuning;
 
 /* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "v2" (index
@@ -50,7 +51,8 @@ int ps_cuda_gemv_find(const char *name);
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
  * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill, PS_CUDA_SYNC=1,
  * PS_CUDA_GEMV=<configuration name> (see below; an unknown name keeps the default and
- * logs a warning). */
+ * logs a warning), PS_CUDA_GRAPHS=1 (step graphs; off by default until measured on a GPU).
+ * Setting the tuning drops every recorded step graph. */
 ps_status ps_cuda_get_tuning(ps_backend *be, ps_cuda_tuning *out, ps_err *err);
 ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t, ps_err *err);
 
@@ -60,6 +62,9 @@ typedef struct {
     size_t total_mem, free_mem, l2_bytes;
 } ps_cuda_info;
 ps_status ps_cuda_get_info(ps_backend *be, ps_cuda_info *out, ps_err *err);
+
+/* Step graphs recorded and graph launches (replays + first runs) so far. */
+ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, long long *launches, ps_err *err);
 
 /* PS_OK while healthy; after a sticky device error, PS_EDEVICE and its message. */
 ps_status ps_cuda_health(ps_backend *be, ps_err *err);

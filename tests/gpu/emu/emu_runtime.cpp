@@ -102,7 +102,57 @@ static void fiber_init(emu_fiber &f) {
     f.done = false;
 }
 
+/* ---- stream capture (thread-local, as cudaStreamCaptureModeThreadLocal) ---- */
+struct emu_graph { std::vector<std::function<void()>> ops; };
+static thread_local emu_graph *g_capture;     /* non-null while capturing */
+static thread_local bool g_capture_invalid;   /* a forbidden call happened */
+bool emu_capture_record(const std::function<void()> &op) {
+    if (!g_capture) return false;
+    g_capture->ops.push_back(op);
+    return true;
+}
+/* Synchronising or allocating while capturing: CUDA refuses and invalidates the capture. */
+static bool emu_capture_forbids(const char *call) {
+    if (!g_capture) return false;
+    fprintf(stderr, "EMU: %s while capturing a graph\n", call);
+    g_capture_invalid = true;
+    return true;
+}
+#define FORBIDDEN_IN_CAPTURE(call) if (emu_capture_forbids(call)) return cudaErrorStreamCaptureUnsupported
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+    if (g_capture) return cudaErrorInvalidValue;
+    g_capture = new emu_graph;
+    g_capture_invalid = false;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
+    if (!g_capture) return cudaErrorInvalidValue;
+    emu_graph *c = g_capture;
+    g_capture = nullptr;
+    if (g_capture_invalid) { delete c; *g = nullptr; return cudaErrorStreamCaptureInvalidated; }
+    *g = c;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long) {
+    if (!g) return cudaErrorInvalidValue;
+    *e = new emu_graph(*g);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+    if (!e || g_capture) return cudaErrorInvalidValue;
+    for (auto &op : e->ops) op();
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete g; return cudaSuccess; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { delete e; return cudaSuccess; }
+
+static void emu_launch_now(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+    if (emu_capture_record([=]() { emu_launch_now(grid, block, smem, body); })) return;
+    emu_launch_now(grid, block, smem, body);
+}
+
+static void emu_launch_now(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
     int nt = (int)(block.x * block.y * block.z);
     if (nt <= 0 || nt > 1024) { fprintf(stderr, "EMU: bad block size %d\n", nt); abort(); }
     emu_gdim = {grid.x, grid.y, grid.z};
@@ -151,6 +201,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     return cudaSuccess;
 }
 cudaError_t cudaMalloc(void **p, size_t n) {
+    FORBIDDEN_IN_CAPTURE("cudaMalloc");
     if (n > ((size_t)64 << 30)) { *p = nullptr; return cudaErrorMemoryAllocation; }
     *p = aligned_alloc(256, (n + 255) & ~(size_t)255);
     if (!*p) return cudaErrorMemoryAllocation;
@@ -158,22 +209,28 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     g_allocated += n;
     return cudaSuccess;
 }
-cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
-cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { *p = malloc(n); return cudaSuccess; }
+cudaError_t cudaFree(void *p) { FORBIDDEN_IN_CAPTURE("cudaFree"); free(p); return cudaSuccess; }
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { FORBIDDEN_IN_CAPTURE("cudaHostAlloc"); *p = malloc(n); return cudaSuccess; }
 cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t) { memmove(d, s, n); return cudaSuccess; }
-cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) { memset(d, v, n); return cudaSuccess; }
-cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t) {
+    if (!emu_capture_record([=]() { memmove(d, s, n); })) memmove(d, s, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) {
+    if (!emu_capture_record([=]() { memset(d, v, n); })) memset(d, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void *d, int v, size_t n) { FORBIDDEN_IN_CAPTURE("cudaMemset"); memset(d, v, n); return cudaSuccess; }
 cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = (cudaStream_t)malloc(8); return cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { FORBIDDEN_IN_CAPTURE("cudaStreamSynchronize"); return cudaSuccess; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *t = (size_t)80 << 30; *f = *t - g_allocated; return cudaSuccess; }
 const char *cudaGetErrorName(cudaError_t e) { return e == cudaErrorMemoryAllocation ? "cudaErrorMemoryAllocation" : "cudaError"; }
 const char *cudaGetErrorString(cudaError_t) { return "emulated error"; }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)malloc(8); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { FORBIDDEN_IN_CAPTURE("cudaEventSynchronize"); return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) { *ms = 1.0f; return cudaSuccess; }
 cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
 
@@ -212,12 +269,18 @@ static cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, in
 cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float *alpha, const float *A, int lda, const float *B, int ldb,
                            const float *beta, float *C, int ldc) {
-    return gemm(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, ldc);
+    float al = *alpha, be = *beta; /* host scalars: read at the call, as cuBLAS does */
+    if (emu_capture_record([=]() { gemm(ta, tb, m, n, k, al, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, be, C, ldc); }))
+        return CUBLAS_STATUS_SUCCESS;
+    return gemm(ta, tb, m, n, k, al, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, be, C, ldc);
 }
 cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void *alpha, const void *A, cudaDataType_t at, int lda, const void *B,
                             cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct, int ldc,
                             cublasComputeType_t, cublasGemmAlgo_t) {
     if (ct != CUDA_R_32F || at != bt) return CUBLAS_STATUS_INVALID_VALUE;
-    return gemm(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, (float *)C, ldc);
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    if (emu_capture_record([=]() { gemm(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, (float *)C, ldc); }))
+        return CUBLAS_STATUS_SUCCESS;
+    return gemm(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, (float *)C, ldc);
 }

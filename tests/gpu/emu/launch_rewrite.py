@@ -1,5 +1,6 @@
 # Rewrites CUDA launches  kern<<<grid, block[, smem[, stream]]>>>(args)  into
-# emu_launch(grid, block, smem, [&]() { kern(args); })  and dynamic shared
+# emu_launch_k(grid, block, smem, kern, args) (the arguments are evaluated at
+# the launch, as CUDA does, which matters when a graph replays it) and dynamic shared
 # memory into the emulator's buffer, so a .cu file compiles as C++ against
 # tests/gpu/emu/include. Usage: launch_rewrite.py file.cu > file.cpp
 import re, sys
@@ -32,7 +33,7 @@ while True:
         e += 1
     args = src[k+1:e]
     smem = cfg[2] if len(cfg) > 2 else '0'
-    out += 'emu_launch(emu_dim(%s), emu_dim(%s), (size_t)(%s), [&]() { %s(%s); })' % (cfg[0], cfg[1], smem, m.group(1), args)
+    out += 'emu_launch_k(emu_dim(%s), emu_dim(%s), (size_t)(%s), %s%s)' % (cfg[0], cfg[1], smem, m.group(1), (', ' + args) if args.strip() else '')
     i = e + 1
 out = out.replace('extern __shared__ float smem[];', 'float *smem = (float *)emu_dyn_smem;')
 sys.stdout.write(out)

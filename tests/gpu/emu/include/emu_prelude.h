@@ -3,7 +3,9 @@
  * tests/gpu/emu/run_emu.sh). Every CUDA thread is a fiber; the threads of one
  * block run cooperatively and switch at __syncthreads and warp shuffles, so
  * barriers, shuffles and shared memory behave as on the device. Blocks run
- * one after another. Not emulated: fast-math precision, timing, memory
+ * one after another. Stream capture records launches, async copies/sets and
+ * cuBLAS calls for graph replay, and fails (as CUDA does) on synchronising or
+ * allocating calls made while capturing. Not emulated: fast-math precision, timing, memory
  * model races between blocks, launch limits beyond block size. x86-64 only. */
 #pragma once
 #include <stdint.h>
@@ -54,4 +56,10 @@ template <typename T> static inline T __ldg(const T *p) { return *p; }
 template <typename T> static inline T __ldcs(const T *p) { return *p; }
 
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+/* A launch with its arguments taken by value now: runs at once, or, while the
+ * stream is being captured, is recorded and runs at each graph launch. */
+template <typename K, typename... A>
+void emu_launch_k(dim3 grid, dim3 block, size_t smem, K kern, A... args) {
+    emu_launch(grid, block, smem, [=]() { kern(args...); });
+}
 static inline dim3 emu_dim(dim3 d) { return d; }
