@@ -325,6 +325,35 @@ static ps_status step(llama_model *m, kv_cache *kv, int n_seqs, int n_new, int p
     return st;
 }
 
+/* Decode with step graphs (PS_CUDA_GRAPHS): the same steps as the direct
+ * measurement, replayed from a recording (the first two steps of a shape run
+ * directly and record). Positions repeat those of the direct run (KV entries
+ * rewritten), so the context length is the same. */
+static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0, int G, int ctx_pages,
+                                     const int32_t *pages, float *logits, double direct_tps) {
+    ps_cuda_tuning t, saved;
+    ps_status st = ps_cuda_get_tuning(be, &saved, &err);
+    if (st) return st;
+    t = saved;
+    t.graphs = true;
+    if ((st = ps_cuda_set_tuning(be, &t, &err))) return st;
+    long long rec0, l0, rec1, l1;
+    ps_cuda_graph_stats(be, &rec0, &l0, &err);
+    for (int g = 0; g < 3 && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
+    double a = now_s();
+    for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
+    double dt = now_s() - a, tps = (double)B * G / dt;
+    ps_cuda_graph_stats(be, &rec1, &l1, &err);
+    ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
+    if (st) return st;
+    printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
+           "%lld graph launches)\n", B, dt / G * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0);
+    char what[32];
+    snprintf(what, sizeof what, "decode batch %d, graphs", B);
+    ROW("%-26s %8.1f tok/s (%.2fx op by op)", what, tps, tps / direct_tps);
+    return st2;
+}
+
 static void bench_model(void) {
     const char *env = getenv("PS_BENCH_LAYERS");
     int L = env && atoi(env) > 0 ? atoi(env) : 32;
@@ -391,6 +420,7 @@ static void bench_model(void) {
         } else {
             ROW("decode batch %-2d            %8.1f tok/s (%.2f ms/step)", B, tps, dt / G * 1e3);
         }
+        BENCH_TRY(bench_decode_graphs(m, &kv, B, P + WARM, G, ctx_pages, pages, logits, tps));
     }
     done = true;
 fail:

@@ -5,7 +5,8 @@
 #   3. the unit tests (core parity: llama-tiny fixtures) on the CUDA backend,
 #      PS_TEST_DEVICE=cuda, in three modes: f32 linear everywhere
 #      (PS_CUDA_LINEAR=gemv, the CPU tolerances apply), the same with the
-#      query-tile attention kernel forced, and the default automatic paths
+#      query-tile attention kernel forced and step graphs on (PS_CUDA_GRAPHS=1),
+#      and the default automatic paths
 #      (bf16 cuBLAS above 32 tokens: a failure against an f32 tolerance there
 #      is reported with its measured error);
 #   4. tests/bench/bench_cuda (bandwidth, GEMV, 7B-shaped model);
@@ -123,7 +124,9 @@ fi
 # ---- unit / parity tests on the CUDA backend ----
 export PS_TEST_DEVICE=cuda
 PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_f32.log -L unit -j4 || status=1
-PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill run_ctest "unit on cuda, f32, tile attention" \
+# the alternate paths in one run (8 files at most come back): the query-tile
+# attention kernel everywhere, and decode steps replayed from CUDA graphs
+PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill PS_CUDA_GRAPHS=1 run_ctest "unit on cuda, f32, tile attn + graphs" \
   unit_tile.log -L unit -j4 || status=1
 if ! run_ctest "unit on cuda, auto (bf16 > 32 tok)" unit_auto.log -L unit -j4; then
   note "  (info)" "auto mode uses bf16 cuBLAS for steps over 32 tokens; worst measured errors:"
