@@ -1,8 +1,10 @@
 #pragma once
 #include "emu_prelude.h"
-typedef enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100 } cudaError_t;
+typedef enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100,
+               cudaErrorInvalidResourceHandle = 400, cudaErrorNotReady = 600 } cudaError_t;
 typedef enum { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 } cudaMemcpyKind;
 typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
+typedef enum { cudaDevAttrClockRate = 13 } cudaDeviceAttr;
 typedef struct emu_stream *cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 typedef struct { char name[256]; int multiProcessorCount, major, minor; size_t totalGlobalMem, sharedMemPerBlockOptin; int l2CacheSize; } cudaDeviceProp;
@@ -31,3 +33,9 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
+/* Events hold the host time of their record: the emulator runs each launch to
+ * completion before returning, so that is when the device reaches the mark. */
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaPeekAtLastError(void);
+/* cudaDevAttrClockRate: 1e6 kHz, matching clock64() counting nanoseconds */
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int device);
