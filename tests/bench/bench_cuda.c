@@ -404,8 +404,9 @@ static int prof_cmp_device(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* One table, largest device time first: device time per op from the padded run (the op alone), host time
- * and pair time from the plain run; % of the unprofiled wall time. */
+/* One table, largest device time first: device time per op from the padded
+ * run (the op alone), host time and pair time from the plain run; % of the
+ * unprofiled wall time. */
 static void prof_print(prof_run *pad, const prof_run *plain, int nsteps, double wall_ms) {
     printf("\n==== decode batch 1: where a step goes (%d profiled steps; wall %.3f ms/step unprofiled) ====\n",
            nsteps, wall_ms);
@@ -459,7 +460,7 @@ static void bench_decode_profile(llama_model *m, kv_cache *kv, int max_pages, co
         dev, wall_ms, 100 * dev / wall_ms, wall_ms - dev, PROF_PAD_US, PROF_PAD_CHECK_US, dev, dev2);
     ROW("  nf4 gemv %.0f/step %.3f ms | lm_head %.3f ms | attention %.3f ms | small ops %.0f/step %.3f ms",
         gc[0], g[0], g[1], g[3], gc[5], g[5]);
-    ROW("  upload+download %.1f us | host in backend calls %.3f ms/step (download wait %.3f) | linear calls/step %.1f %s",
+    ROW("  upload+download %.1f us | host in backend calls %.3f ms/step (+ download call %.3f incl. wait) | linear calls/step %.1f %s",
         g[4] * 1e3, host - dl_host, dl_host, (double)lin / nsteps,
         lin == want_lin * nsteps ? "(= 7L+1)" : "(MISMATCH: expected 7L+1)");
     if (g[2] > 0) ROW("  other linear (gemm path) %.3f ms", g[2]);
