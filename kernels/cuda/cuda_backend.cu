@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cuda_common.cuh"
+#include "cuda_profile.cuh"
 
 /* ---- errors ---- */
 
@@ -173,6 +173,7 @@ static ps_status cb_sync(ps_backend *be, ps_err *err) {
 /* Frees whatever exists; accepts a half-built impl (create's error path). */
 static void cuda_impl_free(cuda_impl *p) {
     if (!p) return;
+    cuda_prof_free(p);
     if (!p->dead) {
         if (p->stream) (void)cudaStreamSynchronize(p->stream);
         cuda_graphs_clear(p);
@@ -315,6 +316,8 @@ extern "C" ps_status ps_backend_cuda_create(int device_index, ps_backend **out, 
     cuda_tuning_from_env(&p->tune);
     p->be.impl = p;
     cuda_fill_table(&p->be);
+    s = cuda_prof_from_env(p, err);
+    if (s != PS_OK) goto fail;
     PS_LOG_INFO("cuda", "device %d: %s, %d SMs, %.1f GiB, cc %d.%d", p->device, p->dev_name,
                 p->sm_count, p->total_mem / 1073741824.0, p->cc_major, p->cc_minor);
     *out = &p->be;
@@ -327,7 +330,7 @@ fail:
 
 /* ---- extras (cuda_ext.h) ---- */
 
-static cuda_impl *cuda_ext_impl(ps_backend *be, ps_err *err) {
+cuda_impl *cuda_ext_impl(ps_backend *be, ps_err *err) {
     if (!be || be->dev != PS_DEV_CUDA || !be->name || strcmp(be->name, "cuda") != 0) {
         ps_errf(err, PS_EINVAL, "cuda extension called on the %s backend",
                 be && be->name ? be->name : "(null)");

@@ -98,6 +98,7 @@ typedef struct {
     uint64_t graph_clock, capture_key;
     bool capturing;
     long long graph_records, graph_launches; /* counters for tests and benchmarks */
+    struct cuda_prof *prof; /* per-op profiler state, NULL until first enabled (cuda_profile.cu) */
 } cuda_impl;
 
 #define CUDA_ROPE_MAX_HALF 2048 /* head dims up to 4096 */
@@ -200,6 +201,9 @@ ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
 ps_status cuda_attention_init(cuda_impl *p, ps_err *err); /* raises smem limits once */
 ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
                       ps_err *err);
+/* The path cuda_linear takes for T rows under the current tuning: GEMV or GEMM
+ * (never AUTO). The profiler keys linear calls by it. */
+int cuda_linear_path(const cuda_impl *p, int64_t T);
 
 /* Linear building blocks (linear.cu dispatches between them). All F32 x/y. */
 /* y (T, out) = x (T, in) W^T for an NF4 W, decoding on the fly; any T (chunks of 8). */

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ops.h"
 
@@ -84,5 +85,69 @@ ps_status ps_cuda_fill_random_bytes(ps_backend *be, void *dst, size_t n, uint64_
 typedef struct ps_cuda_timer ps_cuda_timer;
 ps_status ps_cuda_timer_start(ps_backend *be, ps_cuda_timer **t, ps_err *err);
 ps_status ps_cuda_timer_stop(ps_backend *be, ps_cuda_timer *t, double *ms, ps_err *err);
+
+/* ---- per-op profiler (kernels/cuda/cuda_profile.cu) ----
+ * When on, every non-NULL entry of the backend table except alloc, free and
+ * destroy is wrapped: a CUDA event pair around the entry's launches gives its
+ * device time, a host clock around the call its host time (the cost of
+ * launching; for download and sync also the wait for the stream). Linear
+ * calls are keyed by weight type, path and shape ("linear nf4 gemv
+ * 4096x4096", "linear F16 gemv 32000x4096"). Pairs are read lazily: by
+ * ps_cuda_profile_rows / _report, or when the ring of pairs fills (then the
+ * oldest half is read, which the device has normally finished long ago, so
+ * no wait happens inside a step; the report counts the reads that waited).
+ * Off, the table holds the plain entries again: no cost at all.
+ *
+ * What a pair measures: from the device reaching the start mark to it
+ * finishing the op's last launch. When the host is behind (the stream runs
+ * dry between small decode kernels) that span also holds the host's launch of
+ * the op itself. pad_us > 0 launches a one-thread spin kernel of pad_us
+ * microseconds before each start mark, so the op's launches are queued before
+ * the device reaches the mark and the pair is the op's device time alone.
+ * The pads make the step slower: compare a padded profile with the wall time
+ * of an unprofiled run, never with its own.
+ *
+ * PS_CUDA_PROFILE=1 at create turns it on (PS_CUDA_PROFILE_PAD_US=<n> sets
+ * pad_us); the backend then logs the totals to stderr when destroyed.
+ *
+ * Usage:
+ *   ps_cuda_profile_enable(be, true, NULL, &err);          // pad 0, ring 4096
+ *   for (s = 0; s < n; s++) llama_forward(...);
+ *   ps_cuda_profile_report(be, stdout, n, wall_ms_per_step, &err);
+ *   ps_cuda_profile_enable(be, false, NULL, &err);
+ */
+typedef struct {
+    int pad_us; /* 0..1000: spin before each op's start mark (0: none) */
+    int ring;   /* event pairs pending before the oldest half is read: 2..65536; 0 = 4096 */
+} ps_cuda_profile_opts;
+
+#define PS_CUDA_PROFILE_NAME 48
+typedef struct {
+    char name[PS_CUDA_PROFILE_NAME]; /* "rmsnorm", "upload", "linear nf4 gemv 4096x4096" */
+    int64_t calls;
+    int64_t bytes;    /* upload / download: bytes copied; 0 otherwise */
+    double device_ms; /* summed event-pair time (0 for sync: it launches nothing) */
+    double host_ms;   /* summed host time inside the calls */
+} ps_cuda_profile_row;
+
+/* on: wraps the table, or when already on applies the new options; opts
+ * NULL = defaults. off: reads what is pending into the totals and restores
+ * the plain table. Totals add up across on and off until reset. */
+ps_status ps_cuda_profile_enable(ps_backend *be, bool on, const ps_cuda_profile_opts *opts,
+                                 ps_err *err);
+/* Waits for the pairs pending, drops them and zeroes the totals. */
+ps_status ps_cuda_profile_reset(ps_backend *be, ps_err *err);
+/* Reads pending pairs (waits for the stream), then copies up to max rows in
+ * the order they were first seen; *n = rows in total. *waits (may be NULL) =
+ * ring reads that had to wait for the device. */
+ps_status ps_cuda_profile_rows(ps_backend *be, ps_cuda_profile_row *rows, int max, int *n,
+                               int64_t *waits, ps_err *err);
+/* Prints rows by device time, as per-step averages over `steps` (steps < 1:
+ * totals): op | calls | device us | % | host us, then the sums and, when
+ * wall_ms_per_step > 0, the wall time and the device-idle rest (wall - sum of
+ * device times); % is of the wall time, or of the summed device time when
+ * wall_ms_per_step <= 0. */
+ps_status ps_cuda_profile_report(ps_backend *be, FILE *f, int steps, double wall_ms_per_step,
+                                 ps_err *err);
 
 #endif

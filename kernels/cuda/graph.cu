@@ -10,9 +10,11 @@
  * Capture is thread-local, so another backend's thread (the CLIP service)
  * may allocate meanwhile. At most CUDA_GRAPH_CACHE executables are kept,
  * least recently used evicted. Changing the tuning drops them all (the path
- * choices are baked into the recording). A capture the driver refuses is
+ * choices are baked into the recording); so does the per-op profiler while on.
+ * A capture the driver refuses is
  * logged, graphs are switched off, and the caller runs the step directly. */
 #include "cuda_common.cuh"
+#include "cuda_profile.cuh"
 
 static cuda_graph_entry *graph_find(cuda_impl *p, uint64_t key) {
     for (int i = 0; i < CUDA_GRAPH_CACHE; i++)
@@ -32,7 +34,7 @@ ps_status cuda_graph_launch(ps_backend *be, uint64_t key, bool *launched, ps_err
     cuda_impl *p = cuda_of(be);
     *launched = false;
     PS_TRY(cuda_enter(p, err));
-    if (!p->tune.graphs) return PS_OK;
+    if (!p->tune.graphs || cuda_prof_on(p)) return PS_OK;
     cuda_graph_entry *g = graph_find(p, key);
     if (!g) return PS_OK;
     g->used = ++p->graph_clock;
@@ -56,7 +58,8 @@ ps_status cuda_graph_begin(ps_backend *be, uint64_t key, bool *recording, ps_err
     *recording = false;
     PS_TRY(cuda_enter(p, err));
     /* sync_each_op waits inside ops: impossible while capturing */
-    if (!p->tune.graphs || p->tune.sync_each_op || p->capturing || !graph_seen(p, key))
+    if (!p->tune.graphs || p->tune.sync_each_op || cuda_prof_on(p) || p->capturing ||
+        !graph_seen(p, key))
         return PS_OK;
     CU_TRY(p, cudaStreamBeginCapture(p->stream, cudaStreamCaptureModeThreadLocal));
     p->capturing = true;

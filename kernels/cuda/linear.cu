@@ -4,6 +4,13 @@
  * the same inputs (ps_cuda_set_tuning). y and x are F32 (T, out) / (T, in). */
 #include "cuda_common.cuh"
 
+int cuda_linear_path(const cuda_impl *p, int64_t T) {
+    int path = p->tune.linear_path;
+    if (path == PS_CUDA_LINEAR_AUTO)
+        path = T <= p->tune.gemv_max_t ? PS_CUDA_LINEAR_GEMV : PS_CUDA_LINEAR_GEMM;
+    return path;
+}
+
 ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
                       ps_err *err) {
     cuda_impl *p = cuda_of(be);
@@ -16,9 +23,7 @@ ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps
         CU_TRY(p, cudaMemsetAsync(yd, 0, sizeof(float) * (size_t)(T * out), p->stream));
         return cuda_op_done(p, "linear", err);
     }
-    int path = p->tune.linear_path;
-    if (path == PS_CUDA_LINEAR_AUTO)
-        path = T <= p->tune.gemv_max_t ? PS_CUDA_LINEAR_GEMV : PS_CUDA_LINEAR_GEMM;
+    int path = cuda_linear_path(p, T);
     ps_status s;
     if (w->kind == PS_WEIGHT_NF4)
         s = path == PS_CUDA_LINEAR_GEMV ? cuda_nf4_gemv(p, yd, xd, T, &w->nf4, err)

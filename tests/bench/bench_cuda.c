@@ -9,6 +9,10 @@
  *     tokens, decode tok/s at batch 1, 8, 32 (prompt 128 tokens, 32 timed
  *     steps), and the bandwidth floor of batch 1 (bytes read per token over the
  *     measured bandwidth, weights + KV at the mean context).
+ *  4. (with the model) where a batch-1 decode step goes: a few more steps under
+ *     the backend's per-op profiler (ps_cuda_profile_*): device time per op
+ *     class against the wall time of 3., host time per op, upload/download,
+ *     the device-idle rest, and the host sampler on one step's logits.
  * Environment: PS_BENCH_LAYERS (default 32) shrinks the model for quick runs.
  * PS_BENCH_GEMV_ONLY=1: only the bandwidth probe and a sweep of every NF4
  * GEMV configuration (ps_cuda_gemv_name) at T = 1, 2, 4, 8 on the three layer
@@ -28,6 +32,7 @@
 #if defined(__has_include)
 #if __has_include("models/llama.h")
 #include "models/llama.h"
+#include "sampler.h"
 #define BENCH_HAVE_LLAMA 1
 #endif
 #endif
@@ -354,6 +359,149 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     return st2;
 }
 
+/* ---- 4. decode profile ---- */
+
+#define PROF_ROWS 64
+#define PROF_PAD_US 30      /* longer than the host needs to queue one op (a few us) */
+#define PROF_PAD_CHECK_US 100 /* the same steps again: equal sums say 30 us was enough */
+
+typedef struct {
+    ps_cuda_profile_row r[PROF_ROWS];
+    int n;
+    double wall_ms; /* of the profiled steps, per step */
+} prof_run;
+
+/* nsteps decode steps of sequence 0 at positions p0.. under the profiler;
+ * the plain run (pad 0) also prints the profiler's own report. */
+static ps_status prof_steps(llama_model *m, kv_cache *kv, int max_pages, const int32_t *pages, float *logits,
+                            int p0, int nsteps, int pad_us, prof_run *out) {
+    ps_cuda_profile_opts o = {pad_us, 0};
+    ps_status st = ps_cuda_profile_enable(be, true, &o, &err);
+    if (!st) st = ps_cuda_profile_reset(be, &err);
+    double a = now_s();
+    for (int g = 0; !st && g < nsteps; g++) st = step(m, kv, 1, 1, p0 + g, max_pages, pages, logits, 40 + g);
+    out->wall_ms = (now_s() - a) * 1e3 / nsteps;
+    if (!st) st = ps_cuda_profile_rows(be, out->r, PROF_ROWS, &out->n, NULL, &err);
+    if (out->n > PROF_ROWS) out->n = PROF_ROWS;
+    if (!st && pad_us == 0) {
+        printf("\n== decode batch 1, plain event pairs, against their own wall time ==\n");
+        st = ps_cuda_profile_report(be, stdout, nsteps, out->wall_ms, &err);
+    }
+    ps_status s2 = ps_cuda_profile_enable(be, false, NULL, &err);
+    return st ? st : s2;
+}
+
+static const ps_cuda_profile_row *prof_find(const prof_run *p, const char *name) {
+    for (int k = 0; k < p->n; k++)
+        if (!strcmp(p->r[k].name, name)) return &p->r[k];
+    return NULL;
+}
+
+static double prof_sum(const prof_run *p, bool device) {
+    double s = 0;
+    for (int k = 0; k < p->n; k++) s += device ? p->r[k].device_ms : p->r[k].host_ms;
+    return s;
+}
+
+/* Summary groups: 0 nf4 gemv, 1 dense linear (lm_head), 2 other linear
+ * (gemm path), 3 attention, 4 upload + download, 5 the small ops. */
+static int prof_group(const char *name) {
+    if (!strncmp(name, "linear nf4 gemv", 15)) return 0;
+    if (!strncmp(name, "linear", 6)) return strstr(name, "gemv") && !strstr(name, " nf4 ") ? 1 : 2;
+    if (!strcmp(name, "attention")) return 3;
+    if (!strcmp(name, "upload") || !strcmp(name, "download")) return 4;
+    return 5;
+}
+
+/* Host time of one sampled token on `logits` (V floats): us per call. */
+static double time_sampler(const float *logits, int V, const sampler_params *sp, int iters) {
+    sampler_scratch sc;
+    if (sampler_scratch_init(&sc, V, &err) != PS_OK) return -1;
+    sampler_rng r;
+    sampler_rng_seed(&r, 7);
+    volatile int32_t sink = 0;
+    double a = now_s();
+    for (int i = 0; i < iters; i++) sink += sampler_sample(sp, &r, logits, &sc);
+    double us = (now_s() - a) * 1e6 / iters;
+    (void)sink;
+    sampler_scratch_free(&sc);
+    return us;
+}
+
+static int prof_cmp_device(const void *a, const void *b) {
+    double x = ((const ps_cuda_profile_row *)a)->device_ms, y = ((const ps_cuda_profile_row *)b)->device_ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* One table, largest device time first: device time per op from the padded
+ * run (the op alone), host time and pair time from the plain run; % of the
+ * unprofiled wall time. */
+static void prof_print(prof_run *pad, const prof_run *plain, int nsteps, double wall_ms) {
+    printf("\n==== decode batch 1: where a step goes (%d profiled steps; wall %.3f ms/step unprofiled) ====\n",
+           nsteps, wall_ms);
+    printf("%-30s %6s %10s %7s %10s %10s\n", "op (device: padded run)", "calls", "device us", "% wall",
+           "host us", "pair us");
+    double dev = 0;
+    qsort(pad->r, (size_t)pad->n, sizeof pad->r[0], prof_cmp_device);
+    for (int k = 0; k < pad->n; k++) {
+        const ps_cuda_profile_row *x = &pad->r[k], *y = prof_find(plain, x->name);
+        dev += x->device_ms;
+        printf("%-30s %6.1f %10.1f %7.1f %10.1f %10.1f\n", x->name, (double)x->calls / nsteps,
+               x->device_ms * 1e3 / nsteps, 100 * x->device_ms / nsteps / wall_ms,
+               y ? y->host_ms * 1e3 / nsteps : 0.0, y ? y->device_ms * 1e3 / nsteps : 0.0);
+    }
+    double pd = prof_sum(plain, true) / nsteps, ph = prof_sum(plain, false) / nsteps;
+    printf("%-30s %6s %10.1f %7.1f %10.1f %10.1f\n", "all ops", "", dev * 1e3 / nsteps,
+           100 * dev / nsteps / wall_ms, ph * 1e3, pd * 1e3);
+    printf("%-30s %6s %10.1f %7.1f\n", "device idle (wall - all ops)", "", (wall_ms - dev / nsteps) * 1e3,
+           100 * (wall_ms - dev / nsteps) / wall_ms);
+    printf("(host us: inside the backend call, from the plain run; download's includes waiting for the\n"
+           " stream. pair us: the plain run's event pairs, which also hold launch stalls when the host is\n"
+           " behind. The plain run took %.3f ms/step: the profiler's own overhead is the rest.)\n",
+           plain->wall_ms);
+}
+
+static void bench_decode_profile(llama_model *m, kv_cache *kv, int max_pages, const int32_t *pages,
+                                 float *logits, int p0, int nsteps, double wall_ms) {
+    const llama_config *c = llama_get_config(m);
+    static prof_run plain, pad, pad2;
+    if (prof_steps(m, kv, max_pages, pages, logits, p0, nsteps, 0, &plain) ||
+        prof_steps(m, kv, max_pages, pages, logits, p0, nsteps, PROF_PAD_US, &pad) ||
+        prof_steps(m, kv, max_pages, pages, logits, p0, nsteps, PROF_PAD_CHECK_US, &pad2)) {
+        ROW("decode b1 profile          failed: %s", err.msg);
+        return;
+    }
+    prof_print(&pad, &plain, nsteps, wall_ms);
+    double g[6] = {0}, gc[6] = {0};
+    int64_t lin = 0;
+    for (int k = 0; k < pad.n; k++) {
+        int i = prof_group(pad.r[k].name);
+        g[i] += pad.r[k].device_ms / nsteps;
+        gc[i] += (double)pad.r[k].calls / nsteps;
+        if (!strncmp(pad.r[k].name, "linear", 6)) lin += pad.r[k].calls;
+    }
+    double dev = prof_sum(&pad, true) / nsteps, dev2 = prof_sum(&pad2, true) / nsteps;
+    double host = prof_sum(&plain, false) / nsteps;
+    const ps_cuda_profile_row *dl = prof_find(&plain, "download");
+    double dl_host = dl ? dl->host_ms / nsteps : 0;
+    int64_t want_lin = 7LL * c->n_layers + 1;
+    ROW("decode b1 profile          ops %.3f ms of %.3f ms wall (%.1f%%), device idle %.3f ms; pad %d/%d us: %.3f/%.3f ms",
+        dev, wall_ms, 100 * dev / wall_ms, wall_ms - dev, PROF_PAD_US, PROF_PAD_CHECK_US, dev, dev2);
+    ROW("  nf4 gemv %.0f/step %.3f ms | lm_head %.3f ms | attention %.3f ms | small ops %.0f/step %.3f ms",
+        gc[0], g[0], g[1], g[3], gc[5], g[5]);
+    ROW("  upload+download %.1f us | host in backend calls %.3f ms/step (+ download call %.3f incl. wait) | linear calls/step %.1f %s",
+        g[4] * 1e3, host - dl_host, dl_host, (double)lin / nsteps,
+        lin == want_lin * nsteps ? "(= 7L+1)" : "(MISMATCH: expected 7L+1)");
+    if (g[2] > 0) ROW("  other linear (gemm path) %.3f ms", g[2]);
+    sampler_params top_p = {0.8f, 0.9f, 0}, greedy = {0.0f, 1.0f, 0};
+    int iters = 200 / g_iters < 4 ? 4 : 200 / g_iters;
+    double us_p = time_sampler(logits, c->vocab, &top_p, iters), us_g = time_sampler(logits, c->vocab, &greedy, iters);
+    printf("host sampler on one step's logits (V=%d): top-p 0.9 T=0.8 %.1f us, greedy %.1f us\n", c->vocab, us_p,
+           us_g);
+    ROW("  host sampling (not in the step above) top-p %.1f us, greedy %.1f us per token (V=%d)", us_p, us_g,
+        c->vocab);
+}
+
 static void bench_model(void) {
     const char *env = getenv("PS_BENCH_LAYERS");
     int L = env && atoi(env) > 0 ? atoi(env) : 32;
@@ -417,6 +565,8 @@ static void bench_model(void) {
                    tok_bytes / 1e9, kv_bytes / 1e9, g_bw, floor_all, floor_w, 100 * tps / floor_all);
             ROW("decode batch 1             %8.1f tok/s | floor %.1f tok/s (%.3f GB/tok) = %.1f%% (target 70%%)",
                 tps, floor_all, ((double)tok_bytes + kv_bytes) / 1e9, 100 * tps / floor_all);
+            /* the same positions again (rewriting the same KV slots) */
+            bench_decode_profile(m, &kv, ctx_pages, pages, logits, P + WARM, G < 8 ? G : 8, dt / G * 1e3);
         } else {
             ROW("decode batch %-2d            %8.1f tok/s (%.2f ms/step)", B, tps, dt / G * 1e3);
         }

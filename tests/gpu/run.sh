@@ -167,6 +167,11 @@ note "total time" "$(elapsed)"
     else
       tail -15 "$out/bench.log"
     fi
+    if grep -q "==== decode batch 1: where a step goes" "$out/bench.log"; then
+      echo "---- decode batch 1 profile (largest first; full table in bench.log) ----"
+      sed -n '/==== decode batch 1: where a step goes/,/^device idle/p' "$out/bench.log" |
+        awk 'NR <= 14 || /^all ops|^device idle/'
+    fi
   fi
   echo "logs: $out   exit: $status"
 } | tee "$out/summary.txt"

@@ -228,11 +228,27 @@ cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *t = (size_t)80 << 30; *f = *t - g_allocated; return cudaSuccess; }
 const char *cudaGetErrorName(cudaError_t e) { return e == cudaErrorMemoryAllocation ? "cudaErrorMemoryAllocation" : "cudaError"; }
 const char *cudaGetErrorString(cudaError_t) { return "emulated error"; }
-cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)malloc(8); return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+struct emu_event { long long ns; bool recorded; };
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = new emu_event{0, false}; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    auto mark = [=]() { e->ns = clock64(); e->recorded = true; };
+    if (!emu_capture_record(mark)) mark();
+    return cudaSuccess;
+}
 cudaError_t cudaEventSynchronize(cudaEvent_t) { FORBIDDEN_IN_CAPTURE("cudaEventSynchronize"); return cudaSuccess; }
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) { *ms = 1.0f; return cudaSuccess; }
-cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;
+    *ms = (float)((b->ns - a->ns) * 1e-6);
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
+cudaError_t cudaPeekAtLastError(void) { return cudaSuccess; }
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
+    if (a != cudaDevAttrClockRate) return cudaErrorInvalidValue;
+    *v = 1000000;
+    return cudaSuccess;
+}
 
 /* ---- cuBLAS (column-major, naive, f32 accumulation) ---- */
 cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = (cublasHandle_t)malloc(8); return CUBLAS_STATUS_SUCCESS; }

@@ -46,7 +46,7 @@ run() { # name, command...
     *) echo "FAIL  $name (see build-emu/$name.log)"; status=1 ;;
   esac
 }
-for t in test_cuda_ops test_cuda_linear test_cuda_attention; do run "$t" "$B/bin/$t"; done
+for t in test_cuda_ops test_cuda_linear test_cuda_attention test_cuda_profile; do run "$t" "$B/bin/$t"; done
 for t in "$B"/bin/test_llama*; do
   n=$(basename "$t")
   run "$n-cuda-f32" env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv "$t"

@@ -1,12 +1,14 @@
 #pragma once
 #include "emu_prelude.h"
 typedef enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100,
-               cudaErrorStreamCaptureUnsupported = 900, cudaErrorStreamCaptureInvalidated = 901 } cudaError_t;
+               cudaErrorStreamCaptureUnsupported = 900, cudaErrorStreamCaptureInvalidated = 901,
+               cudaErrorInvalidResourceHandle = 400, cudaErrorNotReady = 600 } cudaError_t;
 typedef enum { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1, cudaStreamCaptureModeRelaxed = 2 } cudaStreamCaptureMode;
 typedef struct emu_graph *cudaGraph_t;
 typedef struct emu_graph *cudaGraphExec_t;
 typedef enum { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 } cudaMemcpyKind;
 typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
+typedef enum { cudaDevAttrClockRate = 13 } cudaDeviceAttr;
 typedef struct emu_stream *cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 typedef struct { char name[256]; int multiProcessorCount, major, minor; size_t totalGlobalMem, sharedMemPerBlockOptin; int l2CacheSize; } cudaDeviceProp;
@@ -43,3 +45,9 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e);
 /* true while this thread captures: the call is recorded and must not run now */
 bool emu_capture_record(const std::function<void()> &op);
+/* Events hold the host time of their record: the emulator runs each launch to
+ * completion before returning, so that is when the device reaches the mark. */
+cudaError_t cudaEventQuery(cudaEvent_t e);
+cudaError_t cudaPeekAtLastError(void);
+/* cudaDevAttrClockRate: 1e6 kHz, matching clock64() counting nanoseconds */
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int device);

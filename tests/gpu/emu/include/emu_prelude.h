@@ -13,6 +13,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <math.h>
+#include <time.h>
 #include <algorithm>
 #include <functional>
 using std::min; using std::max;
@@ -32,6 +33,11 @@ struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
 static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { uint4 r = {a, b, c, d}; return r; }
 static inline float4 make_float4(float a, float b, float c, float d) { float4 r = {a, b, c, d}; return r; }
 static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+/* SM clock counter: nanoseconds of the host's monotonic clock (a 1 GHz clock,
+ * see cudaDeviceGetAttribute(cudaDevAttrClockRate)) */
+static inline long long clock64(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 struct emu_fiber;
 extern thread_local emu_fiber *emu_cur;
