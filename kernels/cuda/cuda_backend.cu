@@ -107,6 +107,7 @@ ps_status cuda_op_done(cuda_impl *p, const char *op, ps_err *err) {
 ps_status cuda_scratch(cuda_impl *p, void **buf, size_t *have, size_t bytes, ps_err *err) {
     if (*have >= bytes) return PS_OK;
     if (*buf) {
+        cuda_graphs_clear(p); /* recorded steps point into the old buffer */
         CU_TRY(p, cudaFree(*buf)); /* synchronises: no kernel still reads it */
         *buf = NULL;
         *have = 0;
