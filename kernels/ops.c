@@ -224,6 +224,29 @@ ps_status op_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const p
     return be->rmsnorm(be, out, x, w, eps, err);
 }
 
+ps_status op_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
+                         const ps_tensor *w, float eps, ps_err *err) {
+    if (!be->add_rmsnorm) {
+        ps_status st = op_add(be, x, y, err);
+        return st ? st : op_rmsnorm(be, out, x, w, eps, err);
+    }
+    TRY(check_dev(be, y, "add_rmsnorm", "y", err));
+    TRY(check_dtype(y, PS_DT_F32, "add_rmsnorm", "y", err));
+    TRY(check_same(x, y, "add_rmsnorm", err));
+    TRY(check_dev(be, out, "add_rmsnorm", "out", err));
+    TRY(check_dev(be, x, "add_rmsnorm", "x", err));
+    TRY(check_dev(be, w, "add_rmsnorm", "weight", err));
+    TRY(check_dtype(out, PS_DT_F32, "add_rmsnorm", "out", err));
+    TRY(check_dtype(x, PS_DT_F32, "add_rmsnorm", "x", err));
+    TRY(check_same(out, x, "add_rmsnorm", err));
+    if (!is_float(w->dtype) || ps_tensor_numel(w) != last_dim(x))
+        return ps_errf(err, PS_EINVAL, "add_rmsnorm: weight of %lld elements for width %lld",
+                       (long long)ps_tensor_numel(w), (long long)last_dim(x));
+    if (out->data == y->data)
+        return ps_errf(err, PS_EINVAL, "add_rmsnorm: out must not be y (y is read while out is written)");
+    return be->add_rmsnorm(be, out, x, y, w, eps, err);
+}
+
 ps_status op_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                        const ps_tensor *b, float eps, ps_err *err) {
     NEED_OP(be, layernorm, "layernorm");
@@ -241,8 +264,7 @@ ps_status op_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const
     return be->layernorm(be, out, x, w, b, eps, err);
 }
 
-ps_status op_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta, ps_err *err) {
-    NEED_OP(be, rope, "rope");
+static ps_status check_rope(ps_backend *be, const ps_tensor *x, const ps_tensor *pos, ps_err *err) {
     TRY(check_dev(be, x, "rope", "x", err));
     TRY(check_dev(be, pos, "rope", "pos", err));
     TRY(check_dtype(x, PS_DT_F32, "rope", "x", err));
@@ -250,6 +272,12 @@ ps_status op_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float thet
     if (x->ndim != 3 || x->shape[0] != ps_tensor_numel(pos) || x->shape[2] % 2)
         return ps_errf(err, PS_EINVAL, "rope: x must be (T, H, D) with even D and T = %lld",
                        (long long)ps_tensor_numel(pos));
+    return PS_OK;
+}
+
+ps_status op_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta, ps_err *err) {
+    NEED_OP(be, rope, "rope");
+    TRY(check_rope(be, x, pos, err));
     return be->rope(be, x, pos, theta, err);
 }
 
@@ -263,9 +291,8 @@ static ps_status check_kv(ps_backend *be, const ps_kv_layer *kv, const char *op,
     return PS_OK;
 }
 
-ps_status op_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
-                      const ps_tensor *slots, ps_err *err) {
-    NEED_OP(be, kv_store, "kv_store");
+static ps_status check_kv_store(ps_backend *be, const ps_kv_layer *kv, const ps_tensor *k,
+                                const ps_tensor *v, const ps_tensor *slots, ps_err *err) {
     TRY(check_kv(be, kv, "kv_store", err));
     TRY(check_dev(be, k, "kv_store", "k", err));
     TRY(check_dev(be, v, "kv_store", "v", err));
@@ -277,7 +304,32 @@ ps_status op_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const
     if (ps_tensor_numel(k) != ps_tensor_numel(slots) * row || check_same(k, v, "kv_store", err))
         return ps_errf(err, PS_EINVAL, "kv_store: k/v must be (T, n_kv, D) with T = %lld slots",
                        (long long)ps_tensor_numel(slots));
+    return PS_OK;
+}
+
+ps_status op_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
+                      const ps_tensor *slots, ps_err *err) {
+    NEED_OP(be, kv_store, "kv_store");
+    TRY(check_kv_store(be, kv, k, v, slots, err));
     return be->kv_store(be, kv, k, v, slots, err);
+}
+
+ps_status op_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
+                        const ps_tensor *pos, float theta, ps_kv_layer *kv, const ps_tensor *slots,
+                        ps_err *err) {
+    if (!be->rope_store) {
+        ps_status st;
+        if ((st = op_rope(be, q, pos, theta, err)) || (st = op_rope(be, k, pos, theta, err)))
+            return st;
+        return op_kv_store(be, kv, k, v, slots, err);
+    }
+    TRY(check_rope(be, q, pos, err));
+    TRY(check_rope(be, k, pos, err));
+    TRY(check_kv_store(be, kv, k, v, slots, err));
+    if (q->shape[2] != k->shape[2])
+        return ps_errf(err, PS_EINVAL, "rope_store: q head dim %lld, k head dim %lld", (long long)q->shape[2],
+                       (long long)k->shape[2]);
+    return be->rope_store(be, q, k, v, pos, theta, kv, slots, err);
 }
 
 ps_status op_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,

@@ -184,12 +184,21 @@ struct ps_backend {
     /* out (T, C) = w * x / sqrt(mean(x^2) + eps); w (C) any float dtype */
     ps_status (*rmsnorm)(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                          float eps, ps_err *err);
+    /* x (T, C) += y, then out = rmsnorm(x) as above, in one pass (the residual
+     * add before a norm); NULL: op_add_rmsnorm runs add, then rmsnorm */
+    ps_status (*add_rmsnorm)(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
+                             const ps_tensor *w, float eps, ps_err *err);
     /* out (T, C) = (x - mean) / sqrt(var + eps) * w + b */
     ps_status (*layernorm)(ps_backend *be, ps_tensor *out, const ps_tensor *x,
                            const ps_tensor *w, const ps_tensor *b, float eps, ps_err *err);
     /* x (T, H, D) rotated in place, HF rotate_half layout, angle pos[t] * theta^(-2i/D) */
     ps_status (*rope)(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta,
                       ps_err *err);
+    /* rope(q), rope(k), then kv_store(k, v) in one pass (optional; NULL: op_rope_store
+     * runs the three ops) */
+    ps_status (*rope_store)(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
+                            const ps_tensor *pos, float theta, ps_kv_layer *kv,
+                            const ps_tensor *slots, ps_err *err);
     /* writes k, v (T, n_kv, D) into the cache at slots (T) I32 */
     ps_status (*kv_store)(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
                           const ps_tensor *slots, ps_err *err);
@@ -253,11 +262,20 @@ ps_status op_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_w
 ps_status op_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
 ps_status op_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                      float eps, ps_err *err);
+/* x += y; out = rmsnorm(x) (the residual stream updated in place, then normed).
+ * Same results as op_add followed by op_rmsnorm, bit for bit, on every backend. */
+ps_status op_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
+                         const ps_tensor *w, float eps, ps_err *err);
 ps_status op_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                        const ps_tensor *b, float eps, ps_err *err);
 ps_status op_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta, ps_err *err);
 ps_status op_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
                       const ps_tensor *slots, ps_err *err);
+/* q (T, H, D) and k (T, n_kv, D) rotated in place at pos, then k and v stored
+ * at slots: op_rope(q), op_rope(k), op_kv_store(k, v), bit for bit. */
+ps_status op_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
+                        const ps_tensor *pos, float theta, ps_kv_layer *kv, const ps_tensor *slots,
+                        ps_err *err);
 ps_status op_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
                        const ps_attn_meta *meta, float scale, ps_err *err);
 ps_status op_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,

@@ -7,6 +7,8 @@
  *              token's position; store k, v in the cache; attention over the
  *              sequence's cache entries 0..tok_kv_pos (causal within the step);
  *              x += att Wo; h = rmsnorm(x); x += (silu(h Wg) * h Wu) Wd
+ *              (each "x += ...; h = rmsnorm(x)" pair is one op_add_rmsnorm, the
+ *              last MLP output's add crossing into the next layer)
  *   logits = lm_head(rmsnorm(x[out_rows]))   (only the rows asked for)
  *
  * Every op goes through op_* (kernels/ops.h), so this file runs unchanged on
@@ -210,33 +212,33 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
     const llama_step_adapters *ad = &sm->ad;
     int l = (int)(L - m->layers);
     ps_status st;
-    /* self-attention block (LlamaAttention, HF rotate_half layout) */
-    if ((st = op_rmsnorm(be, &a->h, &a->x, &L->attn_norm, c->rms_eps, err)) ||
+    /* self-attention block (LlamaAttention, HF rotate_half layout); the previous
+     * layer's MLP output (in tmp) joins the residual stream here, fused with the norm */
+    if ((st = l == 0 ? op_rmsnorm(be, &a->h, &a->x, &L->attn_norm, c->rms_eps, err)
+                     : op_add_rmsnorm(be, &a->h, &a->x, &a->tmp, &L->attn_norm, c->rms_eps, err)) ||
         (st = op_linear(be, &q2, &a->h, &L->wq, err)) ||
         (st = llama_adapters_lora(m, ad, l, 0, &q2, &a->h, err)) ||
         (st = op_linear(be, &k2, &a->h, &L->wk, err)) ||
         (st = llama_adapters_lora(m, ad, l, 1, &k2, &a->h, err)) ||
         (st = op_linear(be, &v2, &a->h, &L->wv, err)) ||
         (st = llama_adapters_lora(m, ad, l, 2, &v2, &a->h, err)) ||
-        (st = op_rope(be, &a->q, &sm->pos, c->rope_theta, err)) ||
-        (st = op_rope(be, &a->k, &sm->pos, c->rope_theta, err)) ||
-        (st = op_kv_store(be, kvl, &a->k, &a->v, &sm->slots, err)) ||
+        (st = op_rope_store(be, &a->q, &a->k, &a->v, &sm->pos, c->rope_theta, kvl, &sm->slots, err)) ||
         (st = op_attention(be, &a->att, &a->q, kvl, &sm->attn, 1.0f / sqrtf((float)c->head_dim),
                            err)) ||
         (st = op_linear(be, &a->tmp, &att2, &L->wo, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 3, &a->tmp, &att2, err)) || (st = op_add(be, &a->x, &a->tmp, err)))
+        (st = llama_adapters_lora(m, ad, l, 3, &a->tmp, &att2, err)))
         return st;
-    /* MLP block (LlamaMLP: down(silu(gate(h)) * up(h))) */
-    if ((st = op_rmsnorm(be, &a->h, &a->x, &L->ffn_norm, c->rms_eps, err)) ||
+    /* MLP block (LlamaMLP: down(silu(gate(h)) * up(h))), after x += attention output */
+    if ((st = op_add_rmsnorm(be, &a->h, &a->x, &a->tmp, &L->ffn_norm, c->rms_eps, err)) ||
         (st = op_linear(be, &a->g, &a->h, &L->wg, err)) ||
         (st = llama_adapters_lora(m, ad, l, 4, &a->g, &a->h, err)) ||
         (st = op_linear(be, &a->u, &a->h, &L->wu, err)) ||
         (st = llama_adapters_lora(m, ad, l, 5, &a->u, &a->h, err)) ||
         (st = op_silu_mul(be, &a->a, &a->g, &a->u, err)) ||
         (st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 6, &a->tmp, &a->a, err)) || (st = op_add(be, &a->x, &a->tmp, err)))
+        (st = llama_adapters_lora(m, ad, l, 6, &a->tmp, &a->a, err)))
         return st;
-    return PS_OK;
+    return PS_OK; /* the MLP output stays in tmp: the next norm (or the caller) adds it */
 }
 
 /* Everything of a step from the embedding to the logits, without the final
@@ -266,8 +268,9 @@ static ps_status step_body(void *ctx, ps_err *err) {
             return st;
         }
     if (sc->b->n_out == 0) return PS_OK;
-    /* final norm and lm_head only on the rows whose logits are wanted */
-    if ((st = op_gather_rows(be, &a->xo, &a->x, &sm->out_rows, err)) ||
+    /* the last MLP output, then final norm and lm_head only on the rows whose logits are wanted */
+    if ((st = op_add(be, &a->x, &a->tmp, err)) ||
+        (st = op_gather_rows(be, &a->xo, &a->x, &sm->out_rows, err)) ||
         (st = op_rmsnorm(be, &a->ho, &a->xo, &m->norm, c->rms_eps, err)) ||
         (st = op_linear(be, &a->logits, &a->ho, &m->lm_head, err)) ||
         (st = llama_adapters_lm_head(m, sc->b, &sm->ad, &a->logits, &a->ho, err)))

@@ -182,6 +182,7 @@ ps_status ps_backend_cpu_create(int threads, ps_backend **out, ps_err *err) {
     be->linear = cpu_linear;
     be->add_bias = cpu_add_bias;
     be->rmsnorm = cpu_rmsnorm;
+    be->add_rmsnorm = cpu_add_rmsnorm;
     be->layernorm = cpu_layernorm;
     be->rope = cpu_rope;
     be->kv_store = cpu_kv_store;

@@ -236,9 +236,11 @@ static void cuda_fill_table(ps_backend *be) {
     be->linear = cuda_linear;
     be->add_bias = cuda_add_bias;
     be->rmsnorm = cuda_rmsnorm;
+    be->add_rmsnorm = cuda_add_rmsnorm;
     be->layernorm = cuda_layernorm;
     be->rope = cuda_rope;
     be->kv_store = cuda_kv_store;
+    be->rope_store = cuda_rope_store;
     be->attention = cuda_attention;
     be->attention_dense = cuda_attention_dense;
     be->silu_mul = cuda_silu_mul;

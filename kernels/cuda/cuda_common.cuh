@@ -186,6 +186,11 @@ ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
                            const ps_tensor *rows, ps_err *err);
 ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
                         const ps_tensor *slots, ps_err *err);
+ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
+                          const ps_tensor *pos, float theta, ps_kv_layer *kv, const ps_tensor *slots,
+                          ps_err *err);
+ps_status cuda_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
+                           const ps_tensor *w, float eps, ps_err *err);
 ps_status cuda_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                        float eps, ps_err *err);
 ps_status cuda_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,

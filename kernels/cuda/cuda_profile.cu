@@ -24,13 +24,13 @@ enum {
     PROF_UPLOAD = 0, PROF_DOWNLOAD, PROF_SYNC, PROF_EMBED, PROF_LINEAR, PROF_ADD_BIAS,
     PROF_RMSNORM, PROF_LAYERNORM, PROF_ROPE, PROF_KV_STORE, PROF_ATTENTION,
     PROF_ATTENTION_DENSE, PROF_SILU_MUL, PROF_ACTIVATE, PROF_ADD, PROF_GATHER_ROWS,
-    PROF_LORA_BGMV, PROF_N_OPS
+    PROF_LORA_BGMV, PROF_ADD_RMSNORM, PROF_ROPE_STORE, PROF_N_OPS
 };
 
 static const char *const prof_op_names[PROF_N_OPS] = {
     "upload", "download", "sync", "embed", "linear", "add_bias", "rmsnorm", "layernorm",
     "rope", "kv_store", "attention", "attention_dense", "silu_mul", "activate", "add",
-    "gather_rows", "lora_bgmv"};
+    "gather_rows", "lora_bgmv", "add_rmsnorm", "rope_store"};
 
 /* What one total is kept for. Fields other than op are 0 except for linear.
  * No padding bytes (four ints, two int64), so keys compare with memcmp. */
@@ -305,6 +305,21 @@ static ps_status pw_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, 
     return prof_end(cuda_of(be), &c, PROF_PLAIN(be).rmsnorm(be, out, x, w, eps, err), 0, err);
 }
 
+static ps_status pw_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
+                                const ps_tensor *w, float eps, ps_err *err) {
+    prof_call c;
+    PROF_OP(be, PROF_ADD_RMSNORM, &c, err);
+    return prof_end(cuda_of(be), &c, PROF_PLAIN(be).add_rmsnorm(be, out, x, y, w, eps, err), 0, err);
+}
+
+static ps_status pw_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
+                               const ps_tensor *pos, float theta, ps_kv_layer *kv, const ps_tensor *slots,
+                               ps_err *err) {
+    prof_call c;
+    PROF_OP(be, PROF_ROPE_STORE, &c, err);
+    return prof_end(cuda_of(be), &c, PROF_PLAIN(be).rope_store(be, q, k, v, pos, theta, kv, slots, err), 0, err);
+}
+
 static ps_status pw_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                               const ps_tensor *b, float eps, ps_err *err) {
     prof_call c;
@@ -380,7 +395,7 @@ static void prof_wrap(ps_backend *be, const ps_backend *plain) {
     PROF_W(upload); PROF_W(download); PROF_W(sync); PROF_W(embed); PROF_W(linear);
     PROF_W(add_bias); PROF_W(rmsnorm); PROF_W(layernorm); PROF_W(rope); PROF_W(kv_store);
     PROF_W(attention); PROF_W(attention_dense); PROF_W(silu_mul); PROF_W(activate); PROF_W(add);
-    PROF_W(gather_rows); PROF_W(lora_bgmv);
+    PROF_W(gather_rows); PROF_W(lora_bgmv); PROF_W(add_rmsnorm); PROF_W(rope_store);
 #undef PROF_W
 }
 
@@ -389,7 +404,7 @@ static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
     PROF_U(upload); PROF_U(download); PROF_U(sync); PROF_U(embed); PROF_U(linear);
     PROF_U(add_bias); PROF_U(rmsnorm); PROF_U(layernorm); PROF_U(rope); PROF_U(kv_store);
     PROF_U(attention); PROF_U(attention_dense); PROF_U(silu_mul); PROF_U(activate); PROF_U(add);
-    PROF_U(gather_rows); PROF_U(lora_bgmv);
+    PROF_U(gather_rows); PROF_U(lora_bgmv); PROF_U(add_rmsnorm); PROF_U(rope_store);
 #undef PROF_U
 }
 

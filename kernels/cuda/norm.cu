@@ -20,12 +20,18 @@ template <typename T> __device__ static T norm_block_sum(T v, T *smem) {
     return s;
 }
 
+/* y != NULL (add_rmsnorm): x += y first, each thread on the elements it then
+ * reads, so the sums see exactly what op_add would have left in x. */
 template <int DT>
 __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_kernel(float *out, const float *x, const void *w, int64_t C, float eps) {
+rmsnorm_kernel(float *out, float *x, const float *y, const void *w, int64_t C, float eps) {
     __shared__ float red[NORM_THREADS / 32];
-    const float *xr = x + blockIdx.x * C;
+    float *xr = x + blockIdx.x * C;
     float *o = out + blockIdx.x * C;
+    if (y) {
+        const float *yr = y + blockIdx.x * C;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) xr[c] = xr[c] + yr[c];
+    }
     float ss = 0.0f;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
     ss = norm_block_sum(ss, red);
@@ -33,21 +39,32 @@ rmsnorm_kernel(float *out, const float *x, const void *w, int64_t C, float eps) 
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = cuda_ld<DT>(w, c) * (xr[c] * inv);
 }
 
-ps_status cuda_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
-                       float eps, ps_err *err) {
+static ps_status rmsnorm_launch(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *y,
+                                const ps_tensor *w, float eps, const char *op, ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
     int64_t C = cuda_last_dim(x), R = cuda_rows(x);
     if (R * C == 0) return PS_OK;
-    if (R > INT32_MAX) return ps_errf(err, PS_EINVAL, "rmsnorm: %lld rows (max %d)", (long long)R, INT32_MAX);
-    float *o = (float *)out->data;
-    const float *xi = (const float *)x->data;
+    if (R > INT32_MAX) return ps_errf(err, PS_EINVAL, "%s: %lld rows (max %d)", op, (long long)R, INT32_MAX);
+    float *o = (float *)out->data, *xi = (float *)x->data;
+    const float *yi = y ? (const float *)y->data : NULL;
     switch (w->dtype) {
-    case PS_DT_F32: rmsnorm_kernel<PS_DT_F32><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, w->data, C, eps); break;
-    case PS_DT_F16: rmsnorm_kernel<PS_DT_F16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, w->data, C, eps); break;
-    default: rmsnorm_kernel<PS_DT_BF16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, w->data, C, eps); break;
+    case PS_DT_F32: rmsnorm_kernel<PS_DT_F32><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
+    case PS_DT_F16: rmsnorm_kernel<PS_DT_F16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
+    default: rmsnorm_kernel<PS_DT_BF16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
     }
-    return cuda_op_done(p, "rmsnorm", err);
+    return cuda_op_done(p, op, err);
+}
+
+/* x is only read when y is NULL: the cast drops a const the kernel honours */
+ps_status cuda_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                       float eps, ps_err *err) {
+    return rmsnorm_launch(be, out, x, NULL, w, eps, "rmsnorm", err);
+}
+
+ps_status cuda_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
+                           const ps_tensor *w, float eps, ps_err *err) {
+    return rmsnorm_launch(be, out, x, y, w, eps, "add_rmsnorm", err);
 }
 
 template <int DW, int DB>

@@ -7,7 +7,12 @@
  * with the shared ps_rope_inv_freq (identical to the CPU's), and the device
  * takes cos/sin of the float angle in double precision (correctly rounded
  * results, like glibc's cosf/sinf; fast math would use the approximate
- * __cosf/__sinf, whose error grows with the angle). */
+ * __cosf/__sinf, whose error grows with the angle).
+ *
+ * cuda_rope_store fuses rope(q), rope(k) and kv_store(k, v) (one launch
+ * instead of three per layer): the same rotation per pair, then the rotated k
+ * pair and the v pair copied to the token's cache slot, so the results equal
+ * the three ops bit for bit. */
 #include <stdlib.h>
 
 #include "cuda_common.cuh"
@@ -57,4 +62,59 @@ ps_status cuda_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float th
     rope_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(
         (float *)x->data, (const int32_t *)pos->data, p->rope_tab, T, H, D / 2);
     return cuda_op_done(p, "rope", err);
+}
+
+/* One thread per rotation pair i of a q head (heads 0..H-1) or a k head
+ * (H..H+KV-1); a k pair is also stored, with the same pair of v. */
+__global__ void rope_store_kernel(float *q, float *k, const float *v, float *kc, float *vc,
+                                  const int32_t *pos, const int32_t *slots, const float *inv_freq,
+                                  int64_t T, int64_t H, int64_t KV, int64_t half, int64_t n_slots,
+                                  cuda_flag *flag) {
+    int64_t heads = H + KV, n = T * heads * half, D = 2 * half;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n;
+         j += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = j % half, th = j / half, t = th / heads, h = th % heads;
+        float a = (float)pos[t] * inv_freq[i];
+        float c = (float)cos((double)a), s = (float)sin((double)a);
+        if (h < H) {
+            float *x = q + (t * H + h) * D;
+            ps_rope_rotate(&x[i], &x[i + half], c, s);
+            continue;
+        }
+        int64_t kh = h - H, row = (t * KV + kh) * D;
+        float *x = k + row;
+        ps_rope_rotate(&x[i], &x[i + half], c, s);
+        int32_t slot = slots[t];
+        if (slot < 0 || slot >= n_slots) {
+            if (i == 0 && kh == 0) cuda_raise(flag, CUDA_FLAG_KV_SLOT, slot, (int)n_slots, (int)t);
+            continue;
+        }
+        int64_t at = ((int64_t)slot * KV + kh) * D;
+        kc[at + i] = x[i];
+        kc[at + i + half] = x[i + half];
+        vc[at + i] = v[row + i];
+        vc[at + i + half] = v[row + i + half];
+    }
+}
+
+ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
+                          const ps_tensor *pos, float theta, ps_kv_layer *kv, const ps_tensor *slots,
+                          ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    if (kv->k.dtype != PS_DT_F32)
+        return ps_errf(err, PS_ENOTSUP, "rope_store: cuda kv cache dtype %s, only F32 is supported",
+                       ps_dtype_name(kv->k.dtype));
+    int64_t T = q->shape[0], H = q->shape[1], KV = k->shape[1], D = q->shape[2];
+    if (D / 2 > CUDA_ROPE_MAX_HALF)
+        return ps_errf(err, PS_ENOTSUP, "rope_store: head dim %lld over the cuda limit %d",
+                       (long long)D, 2 * CUDA_ROPE_MAX_HALF);
+    if (T * (H + KV) * D == 0) return PS_OK;
+    PS_TRY(rope_table(p, theta, D, err));
+    int64_t n = T * (H + KV) * (D / 2), n_slots = kv->k.shape[0] * kv->k.shape[1];
+    rope_store_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(
+        (float *)q->data, (float *)k->data, (const float *)v->data, (float *)kv->k.data,
+        (float *)kv->v.data, (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T, H,
+        KV, D / 2, n_slots, p->d_flag);
+    return cuda_op_done(p, "rope_store", err);
 }

@@ -180,7 +180,9 @@ static void test_kv_store(int n_pages, int page_size, int n_kv, int D, int T) {
     float *kc = gu_rand(nc, 31, 1.0f), *vc = gu_rand(nc, 32, 1.0f);
     float *k = gu_rand(T * row, 33, 1.0f), *v = gu_rand(T * row, 34, 1.0f);
     int32_t *slots = malloc(sizeof(int32_t) * (size_t)T);
-    for (int t = 0; t < T; t++) slots[t] = (int32_t)(((int64_t)t * 7 + 5) % slots_all); /* distinct for T <= slots */
+    /* distinct slots (a repeated one would make the result depend on write order): 11 is
+     * coprime with every slot count used here (112, 15, 1024) */
+    for (int t = 0; t < T; t++) slots[t] = (int32_t)(((int64_t)t * 11 + 5) % slots_all);
     float *kw = malloc(sizeof(float) * (size_t)nc), *vw = malloc(sizeof(float) * (size_t)nc);
     memcpy(kw, kc, sizeof(float) * (size_t)nc);
     memcpy(vw, vc, sizeof(float) * (size_t)nc);
@@ -238,6 +240,95 @@ static void test_norm(bool layer, int64_t T, int64_t C, ps_dtype wdt) {
     gu_check(what, got, want, T * C, layer ? TOL_LN : TOL_RMS);
     gu_free(&dx), gu_free(&dout), gu_free(&dw), gu_free(&db);
     free(x), free(w), free(b), free(wh), free(bh), free(want), free(got);
+}
+
+/* add_rmsnorm: x += y then rmsnorm(x), vs the CPU op (x exact, out as rmsnorm) */
+static void test_add_rmsnorm(int64_t T, int64_t C, ps_dtype wdt) {
+    float *x = gu_rand(T * C, 61 + C, 2.0f), *y = gu_rand(T * C, 62, 1.0f), *w = gu_rand(C, 63, 1.5f);
+    void *wh = gu_to_dtype(w, C, wdt);
+    float *want = malloc(sizeof(float) * (size_t)(T * C)), *got = malloc(sizeof(float) * (size_t)(T * C));
+    float *xg = malloc(sizeof(float) * (size_t)(T * C));
+    gu_buf dx = gu_upload(x, sizeof(float) * T * C), dy = gu_upload(y, sizeof(float) * T * C);
+    gu_buf dout = gu_poisoned(sizeof(float) * T * C), dw = gu_upload(wh, ps_dtype_size(wdt) * C);
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, T, C, y, PS_DEV_CPU);
+    ps_tensor co = ps_tensor_2d(PS_DT_F32, T, C, want, PS_DEV_CPU), cw = ps_tensor_1d(wdt, C, wh, PS_DEV_CPU);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, C, dx.d, PS_DEV_CUDA), gy = ps_tensor_2d(PS_DT_F32, T, C, dy.d, PS_DEV_CUDA);
+    ps_tensor go = ps_tensor_2d(PS_DT_F32, T, C, dout.d, PS_DEV_CUDA), gw = ps_tensor_1d(wdt, C, dw.d, PS_DEV_CUDA);
+    GU_OK(op_add_rmsnorm(gu_cpu, &co, &cx, &cy, &cw, 1e-6f, &gu_err), "cpu add_rmsnorm");
+    GU_OK(op_add_rmsnorm(gu_gpu, &go, &gx, &gy, &gw, 1e-6f, &gu_err), "cuda add_rmsnorm");
+    gu_download(&dout, got);
+    gu_download(&dx, xg);
+    gu_guard_check(&dout, "add_rmsnorm out");
+    gu_guard_check(&dx, "add_rmsnorm x");
+    char what[96];
+    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (x)", (long long)T, (long long)C, ps_dtype_name(wdt));
+    gu_check(what, xg, x, T * C, TOL_EXACT);
+    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (out)", (long long)T, (long long)C, ps_dtype_name(wdt));
+    gu_check(what, got, want, T * C, TOL_RMS);
+    gu_free(&dx), gu_free(&dy), gu_free(&dout), gu_free(&dw);
+    free(x), free(y), free(w), free(wh), free(want), free(got), free(xg);
+}
+
+/* rope_store on the device = rope(q), rope(k), kv_store(k, v) on the device,
+ * bit for bit (q, k and both caches), and within TOL_ROPE of the CPU. */
+static void test_rope_store(int T, int H, int KV, int D, int n_pages, int page_size) {
+    int64_t nq = (int64_t)T * H * D, nk = (int64_t)T * KV * D, nc = (int64_t)n_pages * page_size * KV * D;
+    float *q = gu_rand(nq, 71 + D, 1.0f), *k = gu_rand(nk, 72, 1.0f), *v = gu_rand(nk, 73, 1.0f);
+    float *kc = gu_rand(nc, 74, 1.0f), *vc = gu_rand(nc, 75, 1.0f);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)T), *slots = malloc(sizeof(int32_t) * (size_t)T);
+    int64_t n_slots = (int64_t)n_pages * page_size;
+    for (int t = 0; t < T; t++) {
+        pos[t] = (int32_t)((t * 7919 + 11) % 4096);
+        slots[t] = (int32_t)(((int64_t)t * 11 + 5) % n_slots); /* distinct: 11 is coprime with 64, 20, 6 */
+    }
+    gu_buf dp = gu_upload(pos, sizeof(int32_t) * T), ds = gu_upload(slots, sizeof(int32_t) * T);
+    gu_buf dv = gu_upload(v, sizeof(float) * nk);
+    gu_buf dq[2], dk[2], dkc[2], dvc[2];
+    ps_kv_layer gkv[2];
+    ps_tensor gp = ps_tensor_1d(PS_DT_I32, T, dp.d, PS_DEV_CUDA), gs = ps_tensor_1d(PS_DT_I32, T, ds.d, PS_DEV_CUDA);
+    ps_tensor gv = ps_tensor_3d(PS_DT_F32, T, KV, D, dv.d, PS_DEV_CUDA), gq[2], gk[2];
+    for (int f = 0; f < 2; f++) { /* 0: three ops, 1: fused */
+        dq[f] = gu_upload(q, sizeof(float) * nq), dk[f] = gu_upload(k, sizeof(float) * nk);
+        dkc[f] = gu_upload(kc, sizeof(float) * nc), dvc[f] = gu_upload(vc, sizeof(float) * nc);
+        gkv[f] = (ps_kv_layer){page_size, {PS_DT_F32, 4, {n_pages, page_size, KV, D}, dkc[f].d, PS_DEV_CUDA},
+                               {PS_DT_F32, 4, {n_pages, page_size, KV, D}, dvc[f].d, PS_DEV_CUDA}};
+        gq[f] = ps_tensor_3d(PS_DT_F32, T, H, D, dq[f].d, PS_DEV_CUDA);
+        gk[f] = ps_tensor_3d(PS_DT_F32, T, KV, D, dk[f].d, PS_DEV_CUDA);
+    }
+    GU_OK(op_rope(gu_gpu, &gq[0], &gp, 10000.0f, &gu_err), "cuda rope q");
+    GU_OK(op_rope(gu_gpu, &gk[0], &gp, 10000.0f, &gu_err), "cuda rope k");
+    GU_OK(op_kv_store(gu_gpu, &gkv[0], &gk[0], &gv, &gs, &gu_err), "cuda kv_store");
+    GU_OK(op_rope_store(gu_gpu, &gq[1], &gk[1], &gv, &gp, 10000.0f, &gkv[1], &gs, &gu_err), "cuda rope_store");
+    /* the CPU: its fallback (three ops) on host copies */
+    float *hq = malloc(sizeof(float) * nq), *hk = malloc(sizeof(float) * nk);
+    float *hkc = malloc(sizeof(float) * nc), *hvc = malloc(sizeof(float) * nc);
+    memcpy(hq, q, sizeof(float) * nq), memcpy(hk, k, sizeof(float) * nk);
+    memcpy(hkc, kc, sizeof(float) * nc), memcpy(hvc, vc, sizeof(float) * nc);
+    ps_kv_layer ckv = {page_size, {PS_DT_F32, 4, {n_pages, page_size, KV, D}, hkc, PS_DEV_CPU},
+                       {PS_DT_F32, 4, {n_pages, page_size, KV, D}, hvc, PS_DEV_CPU}};
+    ps_tensor cq = ps_tensor_3d(PS_DT_F32, T, H, D, hq, PS_DEV_CPU), ck = ps_tensor_3d(PS_DT_F32, T, KV, D, hk, PS_DEV_CPU);
+    ps_tensor cv = ps_tensor_3d(PS_DT_F32, T, KV, D, v, PS_DEV_CPU), cp = ps_tensor_1d(PS_DT_I32, T, pos, PS_DEV_CPU);
+    ps_tensor cs = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
+    GU_OK(op_rope_store(gu_cpu, &cq, &ck, &cv, &cp, 10000.0f, &ckv, &cs, &gu_err), "cpu rope_store");
+    const char *names[4] = {"q", "k", "k cache", "v cache"};
+    gu_buf *bufs[4][2] = {{&dq[0], &dq[1]}, {&dk[0], &dk[1]}, {&dkc[0], &dkc[1]}, {&dvc[0], &dvc[1]}};
+    const float *cpu[4] = {hq, hk, hkc, hvc};
+    int64_t ns[4] = {nq, nk, nc, nc};
+    for (int b = 0; b < 4; b++) {
+        float *sep = malloc(sizeof(float) * ns[b]), *fus = malloc(sizeof(float) * ns[b]);
+        gu_download(bufs[b][0], sep);
+        gu_download(bufs[b][1], fus);
+        gu_guard_check(bufs[b][1], names[b]);
+        char what[112];
+        snprintf(what, sizeof what, "rope_store T=%d H=%d KV=%d D=%d (%s, fused vs three ops)", T, H, KV, D, names[b]);
+        gu_check(what, fus, sep, ns[b], TOL_EXACT);
+        snprintf(what, sizeof what, "rope_store T=%d H=%d KV=%d D=%d (%s, vs cpu)", T, H, KV, D, names[b]);
+        gu_check(what, fus, cpu[b], ns[b], TOL_ROPE);
+        free(sep), free(fus);
+    }
+    for (int f = 0; f < 2; f++) gu_free(&dq[f]), gu_free(&dk[f]), gu_free(&dkc[f]), gu_free(&dvc[f]);
+    gu_free(&dp), gu_free(&ds), gu_free(&dv);
+    free(q), free(k), free(v), free(kc), free(vc), free(pos), free(slots), free(hq), free(hk), free(hkc), free(hvc);
 }
 
 /* ---- rope ---- */
@@ -348,6 +439,9 @@ int main(void) {
         test_norm(false, 1, 4096, dts[d]);
         test_norm(false, 3, 17, dts[d]);
         test_norm(false, 127, 4097, dts[d]);
+        test_add_rmsnorm(1, 4096, dts[d]);
+        test_add_rmsnorm(3, 17, dts[d]);
+        test_add_rmsnorm(127, 4097, dts[d]);
         test_norm(true, 1, 1, dts[d]);
         test_norm(true, 17, 768, dts[d]);
         test_norm(true, 5, 4097, dts[d]);
@@ -356,6 +450,9 @@ int main(void) {
     test_gather_rows(1, 3, 1);
     test_gather_rows(512, 4096, 33);
     test_kv_store(7, 16, 2, 64, 17);
+    test_rope_store(1, 32, 8, 128, 4, 16);
+    test_rope_store(17, 6, 2, 34, 5, 4);
+    test_rope_store(3, 3, 3, 2, 2, 3);
     test_kv_store(3, 5, 1, 3, 1);
     test_kv_store(64, 16, 32, 128, 127);
     test_rope(1, 1, 2, 10000.0f, 2);

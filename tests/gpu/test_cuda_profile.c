@@ -1,7 +1,7 @@
 /* The CUDA backend's per-op profiler (ps_cuda_profile_*, cuda_ext.h):
  *   - its accounting of a real model: decode steps of a random NF4 LLaMA give,
  *     per step, exactly the calls llama_forward issues (7 projections per
- *     layer keyed by shape and path, one F16 lm_head, 2L+1 rmsnorms, ...) and
+ *     layer keyed by shape and path, one F16 lm_head, 2 rmsnorms, 2L-1 add_rmsnorms, L rope_stores, ...) and
  *     the logits' bytes downloaded; a prefill above gemv_max_t lands in the
  *     gemm rows, its lm_head (one output row) in the gemv row;
  *   - every row with calls has device time (its pairs were read), and the
@@ -74,8 +74,8 @@ static void check_decode_rows(const char *what, const llama_config *c, const ps_
     struct { const char *name; int64_t per_step; } want[] = {
         {"linear nf4 gemv 96x64", L}, {"linear nf4 gemv 48x64", 2 * L}, {"linear nf4 gemv 64x96", L},
         {"linear nf4 gemv 160x64", 2 * L}, {"linear nf4 gemv 64x160", L}, {lm, 1},
-        {"embed", 1}, {"rmsnorm", 2 * L + 1}, {"rope", 2 * L}, {"kv_store", L}, {"attention", L},
-        {"add", 2 * L}, {"silu_mul", L}, {"gather_rows", 1}, {"upload", 1}, {"download", 1},
+        {"embed", 1}, {"rmsnorm", 2}, {"add_rmsnorm", 2 * L - 1}, {"rope_store", L},
+        {"attention", L}, {"add", 1}, {"silu_mul", L}, {"gather_rows", 1}, {"upload", 1}, {"download", 1},
     };
     int nw = (int)(sizeof want / sizeof want[0]);
     TU_CHECK(n == nw, "%s: %d rows, expected %d", what, n, nw);

@@ -51,6 +51,24 @@ static void test_rmsnorm(int64_t T, int64_t C) {
     free(x), free(w), free(o), free(ref);
 }
 
+/* add_rmsnorm = add, then rmsnorm, bit for bit: both x (updated in place) and out. */
+static void test_add_rmsnorm(int64_t T, int64_t C) {
+    float *x1 = rnd(T * C, 11), *x2 = rnd(T * C, 11), *y = rnd(T * C, 12), *w = rnd(C, 13);
+    float *o1 = rnd(T * C, 14), *o2 = rnd(T * C, 15);
+    ps_tensor tx1 = ps_tensor_2d(PS_DT_F32, T, C, x1, PS_DEV_CPU), tx2 = ps_tensor_2d(PS_DT_F32, T, C, x2, PS_DEV_CPU);
+    ps_tensor ty = ps_tensor_2d(PS_DT_F32, T, C, y, PS_DEV_CPU), tw = ps_tensor_1d(PS_DT_F32, C, w, PS_DEV_CPU);
+    ps_tensor to1 = ps_tensor_2d(PS_DT_F32, T, C, o1, PS_DEV_CPU), to2 = ps_tensor_2d(PS_DT_F32, T, C, o2, PS_DEV_CPU);
+    TU_CHECK(op_add(be, &tx1, &ty, &err) == PS_OK && op_rmsnorm(be, &to1, &tx1, &tw, 1e-5f, &err) == PS_OK,
+             "add + rmsnorm: %s", err.msg);
+    TU_CHECK(op_add_rmsnorm(be, &to2, &tx2, &ty, &tw, 1e-5f, &err) == PS_OK, "add_rmsnorm: %s", err.msg);
+    TU_CHECK(!memcmp(x1, x2, sizeof(float) * (size_t)(T * C + 1)) &&
+                 !memcmp(o1, o2, sizeof(float) * (size_t)(T * C + 1)),
+             "add_rmsnorm (%lld, %lld) differs from add + rmsnorm", (long long)T, (long long)C);
+    /* in place (out = x) is allowed; out = y is not (y is read while out is written) */
+    TU_CHECK(op_add_rmsnorm(be, &to2, &tx2, &to2, &tw, 1e-5f, &err) == PS_EINVAL, "out = y accepted");
+    free(x1), free(x2), free(y), free(w), free(o1), free(o2);
+}
+
 static void test_layernorm(int64_t T, int64_t C) {
     float *x = rnd(T * C, 4), *w = rnd(C, 5), *b = rnd(C, 6), *o = rnd(T * C, 7);
     double *ref = malloc(sizeof(double) * (size_t)(T * C));
@@ -194,6 +212,11 @@ static void test_bad_inputs(void) {
     ps_tensor tx = ps_tensor_2d(PS_DT_F32, 2, 4, x, PS_DEV_CPU);
     ps_tensor tw = ps_tensor_1d(PS_DT_F32, 3, w, PS_DEV_CPU);
     TU_CHECK(op_rmsnorm(be, &tx, &tx, &tw, 1e-5f, &err) == PS_EINVAL, "rmsnorm width mismatch");
+    float y[8] = {1, 1, 1, 1, 1, 1, 1, 1}, o[8];
+    ps_tensor ty = ps_tensor_2d(PS_DT_F32, 2, 4, y, PS_DEV_CPU), to = ps_tensor_2d(PS_DT_F32, 2, 4, o, PS_DEV_CPU);
+    TU_CHECK(op_add_rmsnorm(be, &to, &tx, &ty, &tw, 1e-5f, &err) == PS_EINVAL, "add_rmsnorm width mismatch");
+    ps_tensor ty_short = ps_tensor_2d(PS_DT_F32, 1, 4, y, PS_DEV_CPU);
+    TU_CHECK(op_add_rmsnorm(be, &to, &tx, &ty_short, &tw, 1e-5f, &err) == PS_EINVAL, "add_rmsnorm y shape");
     int32_t ids[2] = {0, 9};
     float table[8] = {0};
     ps_tensor tt = ps_tensor_2d(PS_DT_F32, 2, 4, table, PS_DEV_CPU);
@@ -210,6 +233,7 @@ int main(void) {
     for (int i = 0; i < 3; i++) {
         ps_backend_cpu_create(threads[i], &be, &err);
         test_rmsnorm(1, 7), test_rmsnorm(17, 128);
+        test_add_rmsnorm(1, 7), test_add_rmsnorm(17, 128), test_add_rmsnorm(3, 4097);
         test_layernorm(3, 65), test_layernorm(17, 4097);
         test_rope(5, 3, 32), test_rope(17, 4, 128);
         int l1[] = {1};
