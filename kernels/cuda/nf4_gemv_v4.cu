@@ -9,13 +9,17 @@
  * the nu = in/64 per row (boundaries on 64-element multiples, sizes differing
  * by one block at most). Per block:
  *  1. every lane issues its first U x R independent 16-byte code loads (and
- *     their scale bytes) before anything else, so their DRAM latency overlaps
- *  2. the staging of the block's x slice (its K range only, B tokens) into
- *     shared memory, once, in v2's conflict-free swizzle within 1024-element
- *     local tiles (float4 j of lane l's chunk at slot j*32 + (l ^ j));
+ *     their scale bytes) before anything else, so that their DRAM latency
+ *     overlaps step 2;
+ *  2. the block's x slice (its K range only, B tokens) is staged into shared
+ *     memory once, in v2's conflict-free swizzle within 1024-element local
+ *     tiles (float4 j of lane l's chunk at slot j*32 + (l ^ j));
  *  3. one barrier (the code tables), then a loop with no barrier: consume U
  *     chunks per row, load the next U. Lane l owns chunk l of each local tile,
  *     the scale multiplies the 32-code partial dot (as v1..v3).
+ * Each x float4 read from shared memory serves R rows, so shared-memory
+ * traffic per code is B / (4R) 16-byte reads: at T = 8 with R = 2 it, not
+ * DRAM, bounds the kernel on paper (hence the R = 4 configuration).
  * S = 1 stores y directly. S > 1: each block stores its partial sums
  * (B, rows) in a workspace (S, B, out) and takes a ticket from its row
  * group's counter; the block drawing the last ticket adds the S partials in
@@ -33,8 +37,8 @@
  * reset; the next launch on the stream sees the reset (kernel boundary).
  *
  * S does not depend on the number of tokens (auto: from the SM count and the
- * shape; the x slice is sized for 8 tokens), so a row of x gives the same
- * bits alone or in a batch. Needs in % 64 == 0 and 16-byte aligned codes
+ * shape; either way raised until the x slice of 8 tokens fits), so a row of
+ * x gives the same bits alone or in a batch. Needs in % 64 == 0 and 16-byte aligned codes
  * and x (the dispatcher checks). */
 #include "cuda_common.cuh"
 #include "nf4_gemv_common.cuh"
@@ -259,6 +263,12 @@ int cuda_gemv_v4_splits(const cuda_impl *p, int64_t out, int64_t in, int W, int 
     return (int)S;
 }
 
+/* The workspace lives in the backend (cuda_impl), grown on demand like the
+ * cuBLAS scratch and never shrunk: the launches that share it are ordered by
+ * the backend's one stream, so one buffer of the largest S * T * out serves
+ * every weight (per weight it would cost that much for each of the ~224
+ * linear layers of a 7B model). Growth happens the first time a larger
+ * layer is seen, not per step; failure is PS_ENOMEM through cuda_scratch. */
 ps_status cuda_gemv_v4_workspace(cuda_impl *p, int64_t out, int nb, int W, int R, int S, ps_err *err) {
     if (S <= 1) return PS_OK;
     size_t part = sizeof(float) * (size_t)S * (size_t)nb * (size_t)out;
