@@ -225,7 +225,7 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
         if (S > 0)
             PS_TRY(cuda_gemv_v4_workspace(p, a.out, (int)(T < GEMV_NB_MAX ? T : GEMV_NB_MAX), c->warps, c->R,
                                           S, err));
-        else /* x slice too large for shared memory (in beyond ~390k) */
+        else /* x slice too large even at 64 splits: in > 131072 (s0) or ~390k (fixed S) */
             c = k_gemv_cfgs[PS_CUDA_GEMV_DEFAULT].kind != 4 ? &k_gemv_cfgs[PS_CUDA_GEMV_DEFAULT] : NULL;
     }
     for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
