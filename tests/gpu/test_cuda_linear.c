@@ -282,6 +282,9 @@ int main(void) {
     /* LLaMA-7B layer shapes at decode batch sizes (the benchmark's GEMV) */
     test_nf4(1, 11008, 4096, true, false, 7001);
     test_nf4(4, 4096, 11008, true, false, 7002);
+    /* in > 131072: the automatic v4 split cannot fit its x slice in 64
+     * splits and falls back to v2; fixed-S v4 raises S to 22 */
+    test_nf4(2, 3, 131136, true, false, 7003);
     test_nf4_repeat();
     return gu_finish("cuda linear");
 }
