@@ -181,6 +181,8 @@ static void cuda_impl_free(cuda_impl *p) {
         if (p->scratch_w) (void)cudaFree(p->scratch_w);
         if (p->scratch_x) (void)cudaFree(p->scratch_x);
         if (p->scratch_lora) (void)cudaFree(p->scratch_lora);
+        if (p->gemv_part) (void)cudaFree(p->gemv_part);
+        if (p->gemv_cnt) (void)cudaFree(p->gemv_cnt);
         if (p->rope_tab) (void)cudaFree(p->rope_tab);
         if (p->d_flag) (void)cudaFree(p->d_flag);
         if (p->h_flag) (void)cudaFreeHost(p->h_flag);

@@ -85,6 +85,13 @@ typedef struct {
     size_t scratch_x_bytes;
     void *scratch_lora; /* (T, PS_LORA_MAX_RANK) f32 shrink results of lora_bgmv */
     size_t scratch_lora_bytes;
+    /* split-K NF4 GEMV (nf4_gemv_v4.cu), grown on demand like the above:
+     * partial sums (S, T, out) f32, and one int counter per row group that
+     * every launch leaves at 0 (zeroed when (re)allocated) */
+    void *gemv_part;
+    size_t gemv_part_bytes;
+    void *gemv_cnt;
+    size_t gemv_cnt_bytes;
     /* RoPE inverse frequencies of the last (theta, D), computed on the host
      * with the shared ps_rope_inv_freq so they equal the CPU's bit for bit */
     float *rope_tab;

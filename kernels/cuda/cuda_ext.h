@@ -40,10 +40,11 @@ typedef struct {
 } ps_cuda_tuning;
 
 /* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "v2" (index
- * PS_CUDA_GEMV_DEFAULT), "v1", v1r<R>, v2w<W>r<R>, v3r<R>u<U> (R rows per
- * warp, W warps per block, U chunks per lane in flight). Host-only, need no
- * backend. ps_cuda_gemv_name: NULL out of range; ps_cuda_gemv_find: -1 when
- * unknown. */
+ * PS_CUDA_GEMV_DEFAULT), "v1", v1r<R>, v2w<W>r<R>, v3r<R>u<U>,
+ * v4s<S>[w<W>]r<R>u<U> (R rows per warp, W warps per block, U chunks per
+ * lane in flight; v4 splits K over S blocks, s0: S chosen from the SM count
+ * and the shape). Host-only, need no backend. ps_cuda_gemv_name: NULL out of
+ * range; ps_cuda_gemv_find: -1 when unknown. */
 #define PS_CUDA_GEMV_DEFAULT 0
 int ps_cuda_gemv_count(void);
 const char *ps_cuda_gemv_name(int k);

@@ -7,8 +7,9 @@
  * Fast kernels come in configurations (the table below, picked by
  * ps_cuda_tuning.gemv_kernel or PS_CUDA_GEMV=<name>), so one benchmark run
  * can sweep them: v1 (this file), v2 (nf4_gemv_v2.cu, x tiles in shared
- * memory; "v2" is the default) and v3 (nf4_gemv_v3.cu, no staging, more
- * bytes in flight per lane).
+ * memory; "v2" is the default), v3 (nf4_gemv_v3.cu, no staging, more
+ * bytes in flight per lane) and v4 (nf4_gemv_v4.cu, split-K across blocks
+ * with a one-launch deterministic reduction, x slice staged once).
  * v1 (in % 64 == 0, 16-byte aligned codes and x): each warp owns R output
  * rows; every lane reads 16 bytes (32 codes, half a 64-block) of each of its
  * rows per step, two steps in flight, and applies them to up to 8 rows of x
@@ -137,6 +138,12 @@ static void nf4_gemv_fast_launch(cuda_impl *p, float *y, const float *x, const c
 typedef void (*cuda_gemv_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a);
 cuda_gemv_launch_fn cuda_gemv_v2_fn(int warps, int R, int nb); /* nf4_gemv_v2.cu */
 cuda_gemv_launch_fn cuda_gemv_v3_fn(int R, int U, int nb);     /* nf4_gemv_v3.cu */
+/* nf4_gemv_v4.cu: the splits S for a shape (0: the x slice cannot fit shared
+ * memory), the workspace for S splits and nb rows of x, the launcher */
+typedef void (*cuda_gemv4_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a, int S);
+int cuda_gemv_v4_splits(const cuda_impl *p, int64_t out, int64_t in, int W, int R, int S_cfg);
+ps_status cuda_gemv_v4_workspace(cuda_impl *p, int64_t out, int nb, int W, int R, int S, ps_err *err);
+cuda_gemv4_launch_fn cuda_gemv_v4_fn(int W, int R, int U, int nb);
 
 static cuda_gemv_launch_fn cuda_gemv_v1_fn(int R, int nb) {
     static const cuda_gemv_launch_fn tab[3][8] = {GEMV1_BY_B(1), GEMV1_BY_B(2), GEMV1_BY_B(4)};
@@ -146,21 +153,27 @@ static cuda_gemv_launch_fn cuda_gemv_v1_fn(int R, int nb) {
 
 /* The fast-kernel configurations (ps_cuda_tuning.gemv_kernel indexes this;
  * PS_CUDA_GEMV=<name>). R = 0: 4 rows per warp for a single token, 2 for
- * more (the first tuned choices of v1 and v2). */
+ * more (the first tuned choices of v1 and v2). v4 names: s<S> (0: automatic
+ * from the SM count and the shape), [w<W>] (default 4), r<R>, u<U>. */
 typedef struct {
     const char *name;
-    int kind;  /* 1, 2, 3: the kernel family */
-    int warps; /* per block (v2; v1 and v3 have 4) */
+    int kind;  /* 1, 2, 3, 4: the kernel family */
+    int warps; /* per block (v2, v4; v1 and v3 have 4) */
     int R;     /* rows per warp */
-    int U;     /* v3: 16-byte chunks per lane in flight */
+    int U;     /* v3, v4: 16-byte chunks per row per lane in flight */
+    int S;     /* v4: K splits (0: automatic) */
 } gemv_cfg;
 
 static const gemv_cfg k_gemv_cfgs[] = {
-    {"v2", 2, 8, 2, 1}, /* PS_CUDA_GEMV_DEFAULT */
-    {"v1", 1, 4, 0, 2},     {"v1r1", 1, 4, 1, 2},     {"v1r2", 1, 4, 2, 2},     {"v1r4", 1, 4, 4, 2},
-    {"v2w4r1", 2, 4, 1, 1}, {"v2w4r2", 2, 4, 2, 1},   {"v2w4r4", 2, 4, 4, 1},   {"v2w8r1", 2, 8, 1, 1},
-    {"v2w8r4", 2, 8, 4, 1}, {"v3r1u2", 3, 4, 1, 2},   {"v3r1u4", 3, 4, 1, 4},   {"v3r2u2", 3, 4, 2, 2},
-    {"v3r2u4", 3, 4, 2, 4},
+    {"v2", 2, 8, 2, 1, 0}, /* PS_CUDA_GEMV_DEFAULT */
+    {"v1", 1, 4, 0, 2, 0},       {"v1r1", 1, 4, 1, 2, 0},     {"v1r2", 1, 4, 2, 2, 0},
+    {"v1r4", 1, 4, 4, 2, 0},     {"v2w4r1", 2, 4, 1, 1, 0},   {"v2w4r2", 2, 4, 2, 1, 0},
+    {"v2w4r4", 2, 4, 4, 1, 0},   {"v2w8r1", 2, 8, 1, 1, 0},   {"v2w8r4", 2, 8, 4, 1, 0},
+    {"v3r1u2", 3, 4, 1, 2, 0},   {"v3r1u4", 3, 4, 1, 4, 0},   {"v3r2u2", 3, 4, 2, 2, 0},
+    {"v3r2u4", 3, 4, 2, 4, 0},   {"v4s0r1u4", 4, 4, 1, 4, 0}, {"v4s0r1u8", 4, 4, 1, 8, 0},
+    {"v4s0r2u2", 4, 4, 2, 2, 0}, {"v4s0r2u4", 4, 4, 2, 4, 0}, {"v4s0r4u2", 4, 4, 4, 2, 0},
+    {"v4s0w8r2u4", 4, 8, 2, 4, 0}, {"v4s1r2u4", 4, 4, 2, 4, 1}, {"v4s2r2u4", 4, 4, 2, 4, 2},
+    {"v4s4r2u2", 4, 4, 2, 2, 4}, {"v4s8r1u4", 4, 4, 1, 4, 8},
 };
 #define GEMV_N_CFGS ((int)(sizeof k_gemv_cfgs / sizeof k_gemv_cfgs[0]))
 
@@ -176,21 +189,23 @@ extern "C" int ps_cuda_gemv_find(const char *name) {
     return -1;
 }
 
-/* One chunk of nb (1..8) rows of x with configuration k (checked by
- * ps_cuda_set_tuning; anything else falls back to the default). */
+/* One chunk of nb (1..8) rows of x with configuration c (NULL: the generic
+ * kernel); S: the splits of a v4 configuration, its workspace ready. */
 static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const cuda_nf4_args &a,
-                           bool fast) {
-    if (!fast) {
+                           const gemv_cfg *c, int S) {
+    if (!c) {
         unsigned grid = (unsigned)((a.out + GEMV_WARPS - 1) / GEMV_WARPS);
         nf4_gemv_generic_kernel<<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, nb, a);
         return;
     }
-    int k = p->tune.gemv_kernel;
-    const gemv_cfg &c = k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT];
-    int R = c.R ? c.R : nb == 1 ? 4 : 2;
-    cuda_gemv_launch_fn fn = c.kind == 1 ? cuda_gemv_v1_fn(R, nb)
-                           : c.kind == 2 ? cuda_gemv_v2_fn(c.warps, R, nb)
-                                         : cuda_gemv_v3_fn(R, c.U, nb);
+    if (c->kind == 4) {
+        cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, y, x, a, S);
+        return;
+    }
+    int R = c->R ? c->R : nb == 1 ? 4 : 2;
+    cuda_gemv_launch_fn fn = c->kind == 1 ? cuda_gemv_v1_fn(R, nb)
+                           : c->kind == 2 ? cuda_gemv_v2_fn(c->warps, R, nb)
+                                          : cuda_gemv_v3_fn(R, c->U, nb);
     fn(p, y, x, a);
 }
 
@@ -201,9 +216,21 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
         return ps_errf(err, PS_EINVAL, "linear: nf4 weight with %lld rows", (long long)a.out);
     bool fast = a.in % PS_NF4_BLOCK == 0 && ((uintptr_t)a.packed & 15) == 0 &&
                 ((uintptr_t)x & 15) == 0;
+    /* configuration k (checked by ps_cuda_set_tuning; anything else: the default) */
+    int k = p->tune.gemv_kernel;
+    const gemv_cfg *c = fast ? &k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT] : NULL;
+    int S = 0;
+    if (c && c->kind == 4) {
+        S = cuda_gemv_v4_splits(p, a.out, a.in, c->warps, c->R, c->S);
+        if (S > 0)
+            PS_TRY(cuda_gemv_v4_workspace(p, a.out, (int)(T < GEMV_NB_MAX ? T : GEMV_NB_MAX), c->warps, c->R,
+                                          S, err));
+        else /* x slice too large even at 64 splits: in > 131072 (s0) or ~390k (fixed S) */
+            c = k_gemv_cfgs[PS_CUDA_GEMV_DEFAULT].kind != 4 ? &k_gemv_cfgs[PS_CUDA_GEMV_DEFAULT] : NULL;
+    }
     for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
         int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
-        nf4_gemv_chunk(p, y + t0 * a.out, x + t0 * a.in, nb, a, fast);
+        nf4_gemv_chunk(p, y + t0 * a.out, x + t0 * a.in, nb, a, c, S);
         CU_LAUNCH_CHECK(p);
     }
     return PS_OK;

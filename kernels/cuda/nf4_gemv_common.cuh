@@ -1,10 +1,12 @@
-/* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v3.cu)
- * share: picking a 32-bit word of a 16-byte code chunk, loading 8 floats of x
- * per token, and the warp reduction + store that ends every variant. */
+/* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v3.cu,
+ * nf4_gemv_v4.cu) share: picking a 32-bit word of a 16-byte code chunk,
+ * loading 8 floats of x per token, a block scale loaded early and finished
+ * later, and the warp reduction + store that ends every variant. */
 #ifndef PS_CUDA_NF4_GEMV_COMMON_CUH
 #define PS_CUDA_NF4_GEMV_COMMON_CUH
 
 #include "cuda_common.cuh"
+#include "nf4_tables.cuh"
 
 /* Word j (0..3) of a chunk, in memory order (the packed layout). */
 __device__ static inline uint32_t gemv_word(const uint4 &v, int j) {
@@ -21,6 +23,32 @@ __device__ static inline void gemv_load_x8(float (&xv)[B][8], const float *x, in
         xv[b][0] = lo.x, xv[b][1] = lo.y, xv[b][2] = lo.z, xv[b][3] = lo.w;
         xv[b][4] = hi.x, xv[b][5] = hi.y, xv[b][6] = hi.z, xv[b][7] = hi.w;
     }
+}
+
+/* The global-memory part of a block scale, loaded with the codes (before the
+ * tables are in shared memory) so its latency overlaps theirs: absmax[b], or
+ * absmax_q8[b] and absmax2[b / 256] when double-quantised. */
+struct gemv_scale_raw {
+    float a;    /* absmax[b], or absmax2[b / 256] */
+    uint32_t q; /* absmax_q8[b] (double-quantised only) */
+};
+
+__device__ static inline gemv_scale_raw gemv_scale_load(const cuda_nf4_args &w, int64_t b) {
+    gemv_scale_raw s;
+    if (w.absmax) {
+        s.a = __ldg(w.absmax + b);
+        s.q = 0;
+    } else {
+        s.q = __ldg(w.q8 + b);
+        s.a = __ldg(w.absmax2 + b / 256);
+    }
+    return s;
+}
+
+/* The scale from its loaded parts: ps_nf4_block_scale's two cases, the
+ * double-quantised one through the shared formula ps_nf4_dq_scale. */
+__device__ static inline float gemv_scale_finish(const cuda_nf4_args &w, const float *s_dq, gemv_scale_raw s) {
+    return w.absmax ? s.a : ps_nf4_dq_scale(s_dq[s.q], s.a, w.offset);
 }
 
 /* Sums each lane's partial dot over the warp; lane 0 stores rows row0 ..

@@ -259,14 +259,14 @@ static int bench_gemv_sweep(void) {
         weight_set_free(&s);
     }
     g_gemv_kernel = PS_CUDA_GEMV_DEFAULT;
-    printf("\n==== NF4 GEMV sweep: us (%% of %.0f GB/s) ====\n%-8s %-11s", g_bw, "config", "shape");
+    printf("\n==== NF4 GEMV sweep: us (%% of %.0f GB/s) ====\n%-10s %-11s", g_bw, "config", "shape");
     for (int ti = 0; ti < SW_TS; ti++) printf("   T=%-12lld", (long long)Ts[ti]);
     printf("\n");
     for (int k = 0; k < ncfg; k++)
         for (int si = 0; si < SW_SHAPES; si++) {
             char shp[32];
             snprintf(shp, sizeof shp, "%lldx%lld", (long long)shapes[si][0], (long long)shapes[si][1]);
-            printf("%-8s %-11s", ps_cuda_gemv_name(k), shp);
+            printf("%-10s %-11s", ps_cuda_gemv_name(k), shp);
             for (int ti = 0; ti < SW_TS; ti++)
                 if (us[k][si][ti] < 0) printf("   %-14s", "failed");
                 else printf("   %7.2f (%3.0f%%)", us[k][si][ti], pct[k][si][ti]);

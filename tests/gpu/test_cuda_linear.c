@@ -9,6 +9,11 @@
  * configurations run the same generic kernel, checked once; likewise the
  * odd layouts, whose codes are not 16-byte aligned), at every T in
  * 1..8 and the odd shapes below, so one GPU run validates the whole sweep.
+ * The split-K configurations (v4) also get K ranges split at 64-element
+ * multiples that are not 1024-element ones, and test_nf4_repeat: every
+ * configuration called again after another weight must give the same bits
+ * (v4's per-row-group counters must be back at 0, its reduction order
+ * fixed), and v4 must give a row of x the same bits alone as in a batch.
  *
  * Tolerances (rel L2; every case prints its measured error):
  *  - GEMV, any weight: 1e-5. f32 accumulation in another order than the
@@ -158,6 +163,68 @@ static void test_nf4(int64_t T, int64_t out, int64_t in, bool dq, bool odd_layou
     free(wf), free(x), free(want), free(emul), free(wd), free(xb);
 }
 
+/* y (T, out) of the GEMV path with the current configuration on device x. */
+static void gemv_into(float *got, const ps_weight *gw, const gu_buf *dx, int64_t T, int64_t out, int64_t in) {
+    gu_buf dy = gu_poisoned(sizeof(float) * T * out);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, in, dx->d, PS_DEV_CUDA);
+    ps_tensor gy = ps_tensor_2d(PS_DT_F32, T, out, dy.d, PS_DEV_CUDA);
+    GU_OK(op_linear(gu_gpu, &gy, &gx, gw, &gu_err), "cuda linear");
+    gu_download(&dy, got);
+    gu_guard_check(&dy, "linear y");
+    gu_free(&dy);
+}
+
+/* Repeated launches, per configuration: weight A (T = 11: chunks of 8 and
+ * 3), weight B (other shape, more row groups), A again. A's two results
+ * must be bit-identical and both near the oracle. For v4 also: row t of x
+ * alone (T = 1) gives the bits of row t in the batch (S does not depend on
+ * T; the summation order does not depend on which block finishes last). */
+static void test_nf4_repeat(void) {
+    const int64_t TA = 11, outA = 45, inA = 3136, TB = 5, outB = 203, inB = 2112, t1 = 9;
+    float *wa = gu_rand(outA * inA, 8001, 0.05f), *wb = gu_rand(outB * inB, 8002, 0.05f);
+    float *xa = gu_rand(TA * inA, 8003, 1.0f), *xb = gu_rand(TB * inB, 8004, 1.0f);
+    nf4_host qa = {0}, qb = {0};
+    GU_OK(nf4_quantize(wa, outA, inA, true, &qa, &gu_err), "nf4_quantize");
+    GU_OK(nf4_quantize(wb, outB, inB, false, &qb, &gu_err), "nf4_quantize");
+    ps_weight ca = {PS_WEIGHT_NF4}, cb = {PS_WEIGHT_NF4};
+    ca.nf4 = nf4_host_view(&qa), cb.nf4 = nf4_host_view(&qb);
+    float *wantA = malloc(sizeof(float) * (size_t)(TA * outA)), *wantB = malloc(sizeof(float) * (size_t)(TB * outB));
+    float *y1 = malloc(sizeof(float) * (size_t)(TA * outA)), *y2 = malloc(sizeof(float) * (size_t)(TA * outA));
+    float *yb = malloc(sizeof(float) * (size_t)(TB * outB)), *yt = malloc(sizeof(float) * (size_t)outA);
+    ps_tensor cx = ps_tensor_2d(PS_DT_F32, TA, inA, xa, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, TA, outA, wantA, PS_DEV_CPU);
+    GU_OK(cpu_linear_ref(gu_cpu, &cy, &cx, &ca, &gu_err), "cpu_linear_ref");
+    cx = ps_tensor_2d(PS_DT_F32, TB, inB, xb, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, TB, outB, wantB, PS_DEV_CPU);
+    GU_OK(cpu_linear_ref(gu_cpu, &cy, &cx, &cb, &gu_err), "cpu_linear_ref");
+    gu_buf ba, bb;
+    ps_weight ga = nf4_upload(&qa, false, &ba), gb = nf4_upload(&qb, false, &bb);
+    gu_buf dxa = gu_upload(xa, sizeof(float) * TA * inA), dxb = gu_upload(xb, sizeof(float) * TB * inB);
+    gu_buf dxt = gu_upload(xa + t1 * inA, sizeof(float) * inA);
+    gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
+    for (int k = 0; k < ps_cuda_gemv_count(); k++) {
+        const char *name = ps_cuda_gemv_name(k);
+        char what[128];
+        set_gemv(k);
+        gemv_into(y1, &ga, &dxa, TA, outA, inA);
+        gemv_into(yb, &gb, &dxb, TB, outB, inB);
+        gemv_into(y2, &ga, &dxa, TA, outA, inA);
+        snprintf(what, sizeof what, "repeat %s A T=%lld out=%lld in=%lld", name, (long long)TA, (long long)outA, (long long)inA);
+        gu_check(what, y1, wantA, TA * outA, TOL_GEMV);
+        snprintf(what, sizeof what, "repeat %s B T=%lld out=%lld in=%lld", name, (long long)TB, (long long)outB, (long long)inB);
+        gu_check(what, yb, wantB, TB * outB, TOL_GEMV);
+        snprintf(what, sizeof what, "repeat %s A again: same bits", name);
+        gu_check(what, y2, y1, TA * outA, 0);
+        if (strncmp(name, "v4", 2) == 0) {
+            gemv_into(yt, &ga, &dxt, 1, outA, inA);
+            snprintf(what, sizeof what, "repeat %s A row %lld alone: same bits", name, (long long)t1);
+            gu_check(what, yt, y1 + t1 * outA, outA, 0);
+        }
+    }
+    set_gemv(PS_CUDA_GEMV_DEFAULT);
+    gu_free(&dxa), gu_free(&dxb), gu_free(&dxt), gu_free(&ba), gu_free(&bb);
+    nf4_host_free(&qa), nf4_host_free(&qb);
+    free(wa), free(wb), free(xa), free(xb), free(wantA), free(wantB), free(y1), free(y2), free(yb), free(yt);
+}
+
 static void test_dense(int64_t T, int64_t out, int64_t in, ps_dtype dt, uint64_t seed) {
     float *wf = gu_rand(out * in, seed, 0.1f), *x = gu_rand(T * in, seed + 1, 1.0f);
     void *wh = gu_to_dtype(wf, out * in, dt);
@@ -196,6 +263,9 @@ int main(void) {
         /* GEMV v2 edges: K not a multiple of its 1024-element x tile, rows
          * not a multiple of its 16 rows per block, every T up to 8 */
         {4, 65, 1088}, {6, 31, 2112}, {7, 16, 192},
+        /* split-K (v4) edges: 49 NF4 blocks per row, so S = 2, 3, 4, 8 split
+         * at 64-element multiples inside 1024-element tiles */
+        {2, 45, 3136}, {8, 19, 3136},
     };
     int n = (int)(sizeof shapes / sizeof shapes[0]);
     for (int i = 0; i < n; i++) {
@@ -212,5 +282,9 @@ int main(void) {
     /* LLaMA-7B layer shapes at decode batch sizes (the benchmark's GEMV) */
     test_nf4(1, 11008, 4096, true, false, 7001);
     test_nf4(4, 4096, 11008, true, false, 7002);
+    /* in > 131072: the automatic v4 split cannot fit its x slice in 64
+     * splits and falls back to v2; fixed-S v4 raises S to 22 */
+    test_nf4(2, 3, 131136, true, false, 7003);
+    test_nf4_repeat();
     return gu_finish("cuda linear");
 }

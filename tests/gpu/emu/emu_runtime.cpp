@@ -147,6 +147,30 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete g; return cudaSuccess; }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { delete e; return cudaSuccess; }
 
 static void emu_launch_now(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+
+/* The order blocks run in: grid order, or with EMU_BLOCK_ORDER=reverse the
+ * opposite, or =shuffle a different permutation at every launch (fixed
+ * seed sequence, so a failing run repeats). The device promises no order;
+ * kernels whose blocks meet through memory (the split-K GEMV's last-block
+ * reduction) must give the same bits under each. */
+static std::vector<emu_uint3> block_order(dim3 grid) {
+    static uint64_t launches;
+    std::vector<emu_uint3> v;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) v.push_back({bx, by, bz});
+    const char *o = getenv("EMU_BLOCK_ORDER");
+    if (o && !strcmp(o, "reverse")) std::reverse(v.begin(), v.end());
+    if (o && !strcmp(o, "shuffle")) {
+        uint64_t x = 0x9E3779B97F4A7C15ull * ++launches;
+        for (size_t i = v.size(); i > 1; i--) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            std::swap(v[i - 1], v[x % i]);
+        }
+    }
+    return v;
+}
+
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
     if (emu_capture_record([=]() { emu_launch_now(grid, block, smem, body); })) return;
     emu_launch_now(grid, block, smem, body);
@@ -162,31 +186,29 @@ static void emu_launch_now(dim3 grid, dim3 block, size_t smem, const std::functi
     emu_dyn_smem = dyn.data();
     cur_body = &body;
     int nw = (nt + 31) / 32;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                emu_bid = {bx, by, bz};
-                memset(dyn.data(), 0xCD, dyn.size()); /* uninitialised shared memory */
-                warps.assign(nw, warp_state{0, 0, 0, {0}});
-                for (int t = 0; t < nt; t++) {
-                    emu_fiber &f = fibers[t];
-                    fiber_init(f);
-                    f.tid = {(unsigned)(t % block.x), (unsigned)((t / block.x) % block.y), (unsigned)(t / (block.x * block.y))};
-                    f.lane = t % 32; f.warp = t / 32;
-                    warps[f.warp].alive++;
-                }
-                blk_alive = nt; blk_arrived = 0;
-                int live = nt;
-                while (live > 0) {
-                    live = 0;
-                    for (int t = 0; t < nt; t++) {
-                        if (fibers[t].done) continue;
-                        emu_cur = &fibers[t];
-                        emu_swap(&sched_sp, fibers[t].sp);
-                        if (!fibers[t].done) live++;
-                    }
-                }
+    for (const emu_uint3 &bid : block_order(grid)) {
+        emu_bid = bid;
+        memset(dyn.data(), 0xCD, dyn.size()); /* uninitialised shared memory */
+        warps.assign(nw, warp_state{0, 0, 0, {0}});
+        for (int t = 0; t < nt; t++) {
+            emu_fiber &f = fibers[t];
+            fiber_init(f);
+            f.tid = {(unsigned)(t % block.x), (unsigned)((t / block.x) % block.y), (unsigned)(t / (block.x * block.y))};
+            f.lane = t % 32; f.warp = t / 32;
+            warps[f.warp].alive++;
+        }
+        blk_alive = nt; blk_arrived = 0;
+        int live = nt;
+        while (live > 0) {
+            live = 0;
+            for (int t = 0; t < nt; t++) {
+                if (fibers[t].done) continue;
+                emu_cur = &fibers[t];
+                emu_swap(&sched_sp, fibers[t].sp);
+                if (!fibers[t].done) live++;
             }
+        }
+    }
 }
 
 /* ---- runtime ---- */

@@ -4,9 +4,11 @@
 # (include/, emu_runtime.cpp; UBSan on for alignment and bounds), linked with
 # the real C code of kernels/, engine/ and the tests. Then runs the gpu parity
 # tests, the llama unit tests with PS_TEST_DEVICE=cuda (f32 and automatic
-# paths) and a smoke run of bench_cuda. Catches indexing, barrier, shuffle,
-# alignment and host-logic mistakes before a GPU run; says nothing about speed
-# or fast-math precision. About 5 minutes on 2 cores. Output: build-emu/.
+# paths), test_cuda_linear again with blocks in a shuffled order (the split-K
+# GEMV's last-block reduction must not depend on it) and a smoke run of
+# bench_cuda. Catches indexing, barrier, shuffle, alignment and host-logic
+# mistakes before a GPU run; says nothing about speed or fast-math precision.
+# About 5 minutes on 2 cores. Output: build-emu/.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 R=$(pwd)
@@ -47,6 +49,7 @@ run() { # name, command...
   esac
 }
 for t in test_cuda_ops test_cuda_linear test_cuda_attention test_cuda_profile; do run "$t" "$B/bin/$t"; done
+run test_cuda_linear-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_linear"
 for t in "$B"/bin/test_llama*; do
   n=$(basename "$t")
   run "$n-cuda-f32" env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv "$t"

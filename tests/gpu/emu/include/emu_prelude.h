@@ -58,8 +58,16 @@ template <typename T> T __shfl_sync(unsigned, T v, int src) {
     uint64_t u = 0; memcpy(&u, &v, sizeof(T)); u = emu_shfl(u, src, false); T r; memcpy(&r, &u, sizeof(T)); return r;
 }
 static inline int atomicCAS(int *a, int cmp, int val) { int old = *a; if (old == cmp) *a = val; return old; }
+/* Atomics and fences: a fiber runs until it reaches a barrier or shuffle and
+ * blocks run one after another, so every access is already atomic and
+ * sequentially consistent. The cross-block ordering these exist for on the
+ * device cannot be exercised here; EMU_BLOCK_ORDER (emu_runtime.cpp) at least
+ * changes which block of a grid comes last. */
+static inline int atomicAdd(int *a, int v) { int old = *a; *a = old + v; return old; }
+static inline void __threadfence(void) {}
 template <typename T> static inline T __ldg(const T *p) { return *p; }
 template <typename T> static inline T __ldcs(const T *p) { return *p; }
+template <typename T> static inline T __ldcg(const T *p) { return *p; }
 
 void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
 /* A launch with its arguments taken by value now: runs at once, or, while the
