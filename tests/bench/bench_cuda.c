@@ -502,6 +502,38 @@ static void bench_decode_profile(llama_model *m, kv_cache *kv, int max_pages, co
         c->vocab);
 }
 
+/* Batch-1 decode, end to end, with every NF4 GEMV configuration (step graphs
+ * on, so launch costs do not hide kernel differences): which one the default
+ * should be. A few milliseconds of device time per configuration. */
+static ps_status bench_decode_configs(llama_model *m, kv_cache *kv, int p0, int G, int ctx_pages,
+                                      const int32_t *pages, float *logits, double floor_tps) {
+    ps_cuda_tuning saved, t;
+    ps_status st = ps_cuda_get_tuning(be, &saved, &err);
+    if (st) return st;
+    int n = ps_cuda_gemv_count(), best = -1;
+    double best_tps = 0, default_tps = 0;
+    printf("  decode batch 1 by GEMV configuration (step graphs on):\n");
+    for (int k = 0; k < n && !st; k++) {
+        t = saved;
+        t.gemv_kernel = k;
+        t.graphs = true;
+        if ((st = ps_cuda_set_tuning(be, &t, &err))) break;
+        for (int g = 0; g < 3 && !st; g++) st = step(m, kv, 1, 1, p0 + g, ctx_pages, pages, logits, 60 + g);
+        double a = now_s();
+        for (int g = 0; g < G && !st; g++) st = step(m, kv, 1, 1, p0 + g, ctx_pages, pages, logits, 70 + g);
+        double tps = G / (now_s() - a);
+        if (st) break;
+        printf("    %-10s %7.1f tok/s  %5.1f%% of the floor\n", ps_cuda_gemv_name(k), tps, 100 * tps / floor_tps);
+        if (tps > best_tps) best_tps = tps, best = k;
+        if (k == PS_CUDA_GEMV_DEFAULT) default_tps = tps;
+    }
+    ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
+    if (st) return st;
+    ROW("decode b1, graphs, best GEMV %8.1f tok/s = %.1f%% of the floor (%s; default %s %.1f tok/s)", best_tps,
+        100 * best_tps / floor_tps, ps_cuda_gemv_name(best), ps_cuda_gemv_name(PS_CUDA_GEMV_DEFAULT), default_tps);
+    return st2;
+}
+
 static void bench_model(void) {
     const char *env = getenv("PS_BENCH_LAYERS");
     int L = env && atoi(env) > 0 ? atoi(env) : 32;
@@ -571,6 +603,11 @@ static void bench_model(void) {
             ROW("decode batch %-2d            %8.1f tok/s (%.2f ms/step)", B, tps, dt / G * 1e3);
         }
         BENCH_TRY(bench_decode_graphs(m, &kv, B, P + WARM, G, ctx_pages, pages, logits, tps));
+        if (B == 1) {
+            double ctx = P + WARM + G / 2.0, kv_bytes = 2.0 * L * cfg.n_kv_heads * cfg.head_dim * 4.0 * ctx;
+            BENCH_TRY(bench_decode_configs(m, &kv, P + WARM, G, ctx_pages, pages, logits,
+                                           g_bw * 1e9 / ((double)tok_bytes + kv_bytes)));
+        }
     }
     done = true;
 fail:
