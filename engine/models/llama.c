@@ -279,15 +279,17 @@ static ps_status step_body(void *ctx, ps_err *err) {
 }
 
 /* A step may be recorded as a graph when everything its ops take from the
- * host is a function of a few numbers: pure decode (every token the last of
- * its own sequence, all logits wanted), no adapter (their slots and pointers
- * vary per step), a bounded batch. The block-table width is padded to a power
- * of two so a growing sequence keeps its key for many steps. */
+ * host is a function of the key below: no adapter (their slots and pointers
+ * vary per step) and a bounded batch. Only steps that want every token's
+ * logits (decode steps) qualify: their shapes repeat from step to step, while
+ * prefill chunks would fill the backend's small graph cache with shapes seen
+ * once. The block-table width is padded to a power of two so that a caller
+ * passing only the pages in use keeps its key while a sequence grows. */
 #define LLAMA_GRAPH_MAX_TOKENS 64
 
 static bool graphable(const llama_batch *b) {
-    return b->n_tokens <= LLAMA_GRAPH_MAX_TOKENS && b->n_tokens == b->n_seqs &&
-           b->n_out == b->n_tokens && llama_adapters_meta_ints(b) == 0;
+    return b->n_tokens <= LLAMA_GRAPH_MAX_TOKENS && b->n_out == b->n_tokens &&
+           llama_adapters_meta_ints(b) == 0;
 }
 
 static int pages_bucket(int max_pages) {
@@ -301,8 +303,11 @@ static uint64_t mix(uint64_t h, uint64_t v) {
     return h;
 }
 
-/* Every host value the recorded ops see: shapes and the addresses of the
- * scratch, metadata and KV buffers (they move when a buffer grows). */
+/* Every host value the recorded ops see: shapes (tokens = output rows here,
+ * sequences, table width) and the addresses of the scratch, metadata and KV
+ * buffers (they move when a buffer grows). The attention metadata's
+ * max_kv_len is left out: it varies every step and only the CPU backend,
+ * which records no graphs, reads it. */
 static uint64_t graph_key(const llama_model *m, const kv_cache *kv, const llama_batch *b, int width) {
     uint64_t h = 0x5eedull;
     h = mix(h, (uint64_t)b->n_tokens);

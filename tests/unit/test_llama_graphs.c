@@ -43,7 +43,10 @@ static int argmax(const float *x, int n) {
 }
 
 /* One step over the sequences listed in `which`: the whole remaining prompt
- * of each when prefill, else its last token; logits of each one's last token. */
+ * of each when prefill, else its last token; logits of each one's last token.
+ * The block table has a row for every sequence, as the engine passes one per
+ * slot (so n_seqs is not the number of sequences in the step), and is as
+ * wide as the longest sequence needs (so its width grows over the steps). */
 static ps_status step(llama_model *m, kv_cache *kv, seqstate *s, const int *which, int n,
                       bool prefill, float *lg) {
     int32_t ids[256], pos[256], tseq[256], kvp[256], rows[N_SEQ], bt[N_SEQ * (MAX_LEN / PAGE + 1)];
@@ -55,15 +58,15 @@ static ps_status step(llama_model *m, kv_cache *kv, seqstate *s, const int *whic
         for (int p = from; p < q->len; p++) {
             ids[T] = q->ids[p];
             pos[T] = kvp[T] = p;
-            tseq[T++] = j;
+            tseq[T++] = which[j];
         }
         rows[j] = T - 1;
-        if (q->n_pages > max_pages) max_pages = q->n_pages;
     }
-    for (int j = 0; j < n; j++)
-        for (int p = 0; p < max_pages; p++)
-            bt[j * max_pages + p] = p < s[which[j]].n_pages ? s[which[j]].pages[p] : -1;
-    llama_batch b = {T, ids, pos, tseq, kvp, n, max_pages, bt, n, rows};
+    for (int i = 0; i < N_SEQ; i++)
+        if (s[i].n_pages > max_pages) max_pages = s[i].n_pages;
+    for (int i = 0; i < N_SEQ; i++)
+        for (int p = 0; p < max_pages; p++) bt[i * max_pages + p] = p < s[i].n_pages ? s[i].pages[p] : -1;
+    llama_batch b = {T, ids, pos, tseq, kvp, N_SEQ, max_pages, bt, n, rows};
     return llama_forward(m, kv, &b, lg, &err);
 }
 
