@@ -2,8 +2,10 @@
  * CUDA graph give bit-identical logits to the same steps run op by op, and
  * the graph path is really taken (recordings and replays counted by the
  * backend). Three sequences decode together (T = 3), then one alone (T = 1),
- * with 4-entry pages so the block-table width crosses its power-of-two
- * buckets (new keys) on the way. Each run starts from the same prefill.
+ * with 4-entry pages, a block-table row per sequence whether it takes part in
+ * the step or not (as the engine passes one per slot) and a table width that
+ * grows with the longest sequence (padded to a power of two, so the key
+ * holds). Each run starts from the same prefill.
  *
  * Needs a device backend with graphs: with PS_TEST_DEVICE=cuda (a GPU, or
  * the CPU emulation of tests/gpu/emu); on the CPU backend it exits 77. The
@@ -17,7 +19,6 @@
 #include "testutil.h"
 #ifdef PS_HAVE_CUDA
 #include "cuda/cuda_ext.h"
-#endif
 
 #define PAGE 4
 #define N_SEQ 3
@@ -104,13 +105,15 @@ static void run(llama_model *m, const seqstate *init, float *out) {
     kv_cache_free(&kv);
 }
 
+#endif
+
 int main(void) {
     tu_fixtures_or_skip("llama-tiny");
-    be = tu_backend_create();
 #ifndef PS_HAVE_CUDA
     printf("SKIP: step graphs need the CUDA backend (this build has none)\n");
     return 77;
 #else
+    be = tu_backend_create();
     if (strcmp(tu_device_name(), "cuda") != 0) {
         printf("SKIP: step graphs need a device backend (PS_TEST_DEVICE=cuda); running on %s\n",
                tu_device_name());
