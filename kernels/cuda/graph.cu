@@ -9,10 +9,11 @@
  * happened before a capture, where allocation and synchronisation are illegal.
  * Capture is thread-local, so another backend's thread (the CLIP service)
  * may allocate meanwhile. At most CUDA_GRAPH_CACHE executables are kept,
- * least recently used evicted. Changing the tuning drops them all (the path
- * choices are baked into the recording); so does the per-op profiler while on.
- * A capture the driver refuses is
- * logged, graphs are switched off, and the caller runs the step directly. */
+ * least recently used evicted. Changing the tuning or regrowing a scratch
+ * buffer drops them all (paths and addresses are baked into a recording);
+ * while the per-op profiler is on, steps run op by op. A capture the driver
+ * refuses is logged, graphs are switched off, and the caller runs the step
+ * directly. */
 #include "cuda_common.cuh"
 #include "cuda_profile.cuh"
 

@@ -254,6 +254,13 @@ static void test_add_rmsnorm(int64_t T, int64_t C, ps_dtype wdt) {
     ps_tensor co = ps_tensor_2d(PS_DT_F32, T, C, want, PS_DEV_CPU), cw = ps_tensor_1d(wdt, C, wh, PS_DEV_CPU);
     ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, C, dx.d, PS_DEV_CUDA), gy = ps_tensor_2d(PS_DT_F32, T, C, dy.d, PS_DEV_CUDA);
     ps_tensor go = ps_tensor_2d(PS_DT_F32, T, C, dout.d, PS_DEV_CUDA), gw = ps_tensor_1d(wdt, C, dw.d, PS_DEV_CUDA);
+    /* the two separate ops on the device first, on copies: the fused op must equal them exactly */
+    gu_buf sx = gu_upload(x, sizeof(float) * T * C), sout = gu_poisoned(sizeof(float) * T * C);
+    ps_tensor tsx = ps_tensor_2d(PS_DT_F32, T, C, sx.d, PS_DEV_CUDA), tso = ps_tensor_2d(PS_DT_F32, T, C, sout.d, PS_DEV_CUDA);
+    GU_OK(op_add(gu_gpu, &tsx, &gy, &gu_err), "cuda add");
+    GU_OK(op_rmsnorm(gu_gpu, &tso, &tsx, &gw, 1e-6f, &gu_err), "cuda rmsnorm");
+    float *sep = malloc(sizeof(float) * (size_t)(T * C));
+    gu_download(&sout, sep);
     GU_OK(op_add_rmsnorm(gu_cpu, &co, &cx, &cy, &cw, 1e-6f, &gu_err), "cpu add_rmsnorm");
     GU_OK(op_add_rmsnorm(gu_gpu, &go, &gx, &gy, &gw, 1e-6f, &gu_err), "cuda add_rmsnorm");
     gu_download(&dout, got);
@@ -265,8 +272,11 @@ static void test_add_rmsnorm(int64_t T, int64_t C, ps_dtype wdt) {
     gu_check(what, xg, x, T * C, TOL_EXACT);
     snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (out)", (long long)T, (long long)C, ps_dtype_name(wdt));
     gu_check(what, got, want, T * C, TOL_RMS);
-    gu_free(&dx), gu_free(&dy), gu_free(&dout), gu_free(&dw);
-    free(x), free(y), free(w), free(wh), free(want), free(got), free(xg);
+    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (out, fused vs add + rmsnorm)", (long long)T,
+             (long long)C, ps_dtype_name(wdt));
+    gu_check(what, got, sep, T * C, TOL_EXACT);
+    gu_free(&dx), gu_free(&dy), gu_free(&dout), gu_free(&dw), gu_free(&sx), gu_free(&sout);
+    free(x), free(y), free(w), free(wh), free(want), free(got), free(xg), free(sep);
 }
 
 /* rope_store on the device = rope(q), rope(k), kv_store(k, v) on the device,
