@@ -3,7 +3,7 @@
  * One `server` lives for the whole process (main.c owns it). Handlers run on
  * CivetWeb worker threads, so the mutable parts are atomics; the rest is set
  * before the listener starts and read-only afterwards. The server never owns
- * a tensor: it holds the engine handle and talks through engine/engine.h. */
+ * a tensor: it holds the engine handle and talks through engine/include/engine.h. */
 #ifndef PS_SERVER_SERVER_H
 #define PS_SERVER_SERVER_H
 

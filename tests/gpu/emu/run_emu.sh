@@ -29,7 +29,7 @@ jobs=$(nproc)
            engine/image/*.c adapters/*.c \
            tests/testutil.c tests/gpu/gpu_util.c tests/gpu/test_*.c tests/unit/test_llama*.c tests/bench/bench_cuda.c; do
     [ -f "$f" ] || continue
-    echo "gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I$R/kernels -I$R/engine -I$R/adapters -I$R/tests -I$R/tests/gpu -c $f -o $B/obj/$(echo "$f" | tr / _ | sed 's/\.c$//').o"
+    echo "gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I$R/kernels -I$R/engine -I$R/engine/include -I$R/adapters -I$R/tests -I$R/tests/gpu -c $f -o $B/obj/$(echo "$f" | tr / _ | sed 's/\.c$//').o"
   done
 } | xargs -P "$jobs" -I{} sh -c "{}" || { echo "emu: compile failed"; exit 1; }
 lib=$(ls "$B"/obj/*.o | grep -vE "_test_|bench_cuda")

@@ -1,5 +1,5 @@
 /* The CLIP service: zero-shot image classification and text/image
- * embeddings, for the server (reached through engine/engine.h).
+ * embeddings, for the server (reached through engine/include/engine.h).
  *
  * It loads a Hugging Face CLIPModel folder beside the LLM and runs it on its
  * own backend instance from one worker thread, so server threads never touch
