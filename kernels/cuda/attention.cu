@@ -12,8 +12,11 @@
  * choice is speed only. GQA: query head h reads KV head h / (H / n_kv).
  * Metadata is read on the device; a bad sequence, position or page id is
  * flagged (PS_EINVAL at the next sync), its output row is zero, and no memory
- * outside the cache is read. Head dim up to 256. Not done: split-K across
- * blocks for very long contexts (TODO(issue-4): flash-decoding split). */
+ * outside the cache is read. Head dim up to 256.
+ *  - decode split (PS_CUDA_ATTN_SPLIT, opt-in until timed on a GPU): the
+ *    decode kernel with the keys split over S blocks per (token, head) and
+ *    the partials merged by the last block (flash-decoding), for batches too
+ *    small to fill the chip. */
 #include "cuda_common.cuh"
 
 #define ATT_THREADS 128
@@ -83,13 +86,16 @@ __device__ static __forceinline__ void att_load8(const float *p, int lane, int D
     }
 }
 
-/* Streams keys [0, len) of one (token, head) through the block's DEC_WARPS
+/* Streams keys [lo, hi) of one (token, head) through the block's DEC_WARPS
  * warps (interleaved groups of ATT_KU keys, all loads of a group in flight
- * together), then merges the warps' partial (max, sum, output) and writes
- * out[0, D). q points at this query's D floats. */
+ * together), then merges the warps' partial (max, sum, output): every thread
+ * gets the block's M and L, and dst[0, D) = O / L (normalize) or O, the
+ * output weighted by exp(score - M) but not yet divided (a split's partial).
+ * q points at this query's D floats. Needs lo < hi. */
 template <bool VEC, class Src>
-__device__ static __forceinline__ void att_decode_row(float *out, const float *q, const Src &src,
-                                                      int len, int D, float scale) {
+__device__ static __forceinline__ void att_decode_part(float *dst, bool normalize, float &M, float &L,
+                                                       const float *q, const Src &src, int lo, int hi,
+                                                       int D, float scale) {
     __shared__ float s_m[DEC_WARPS], s_l[DEC_WARPS], s_o[DEC_WARPS][ATT_DMAX];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float qv[ATT_DPL], o[ATT_DPL];
@@ -97,11 +103,11 @@ __device__ static __forceinline__ void att_decode_row(float *out, const float *q
 #pragma unroll
     for (int i = 0; i < ATT_DPL; i++) o[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    for (int j0 = warp * ATT_KU; j0 < len; j0 += DEC_WARPS * ATT_KU) {
+    for (int j0 = lo + warp * ATT_KU; j0 < hi; j0 += DEC_WARPS * ATT_KU) {
         float kv[ATT_KU][ATT_DPL], vv[ATT_KU][ATT_DPL], sc[ATT_KU];
 #pragma unroll
         for (int u = 0; u < ATT_KU; u++) {
-            int j = j0 + u < len ? j0 + u : len - 1; /* clamp: masked below */
+            int j = j0 + u < hi ? j0 + u : hi - 1; /* clamp: masked below */
             att_load8<VEC>(src.k(j), lane, D, kv[u]);
             att_load8<VEC>(src.v(j), lane, D, vv[u]);
         }
@@ -111,7 +117,7 @@ __device__ static __forceinline__ void att_decode_row(float *out, const float *q
             float part = 0.0f;
 #pragma unroll
             for (int i = 0; i < ATT_DPL; i++) part += qv[i] * kv[u][i];
-            sc[u] = j0 + u < len ? att_warp_sum(part) * scale : -INFINITY;
+            sc[u] = j0 + u < hi ? att_warp_sum(part) * scale : -INFINITY;
             mt = fmaxf(mt, sc[u]);
         }
         float alpha = expf(m - mt); /* m = -inf at the start: 0 */
@@ -134,10 +140,11 @@ __device__ static __forceinline__ void att_decode_row(float *out, const float *q
 #pragma unroll
     for (int i = 0; i < ATT_DPL; i++) s_o[warp][att_dim<VEC>(lane, i)] = o[i];
     __syncthreads();
-    float M = -INFINITY;
+    M = -INFINITY;
 #pragma unroll
     for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_m[w]);
-    float L = 0.0f, f[DEC_WARPS];
+    L = 0.0f;
+    float f[DEC_WARPS];
 #pragma unroll
     for (int w = 0; w < DEC_WARPS; w++) {
         f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* idle warps weigh 0 */
@@ -147,8 +154,16 @@ __device__ static __forceinline__ void att_decode_row(float *out, const float *q
         float acc = 0.0f;
 #pragma unroll
         for (int w = 0; w < DEC_WARPS; w++) acc += s_o[w][d] * f[w];
-        out[d] = acc / L;
+        dst[d] = normalize ? acc / L : acc;
     }
+}
+
+/* out[0, D) = attention of q over keys [0, len) (len >= 1). */
+template <bool VEC, class Src>
+__device__ static __forceinline__ void att_decode_row(float *out, const float *q, const Src &src,
+                                                      int len, int D, float scale) {
+    float M, L;
+    att_decode_part<VEC>(out, true, M, L, q, src, 0, len, D, scale);
 }
 
 /* Checks one token's metadata; returns its kv length, or 0 (flagged, output zeroed). */
@@ -201,6 +216,97 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_page
     src.row = (int64_t)a.n_kv * a.D;
     src.off = (int64_t)kvh * a.D;
     att_decode_row<VEC>(out, a.q + ((int64_t)t * a.H + h) * a.D, src, len, a.D, a.scale);
+}
+
+/* ---- decode split over the keys (flash-decoding) ----
+ * The decode kernel has T * H blocks: at batch 1 that is 32 blocks for a
+ * 7B-shaped model, a quarter of an H100, each streaming a whole context.
+ * Here block (t, h, s) takes split s of the keys, at least ATT_SPLIT_MIN of
+ * them (short contexts leave later splits empty), and writes its (M, L, O)
+ * to a workspace; the block drawing the last of the S tickets of (t, h)
+ * merges the S partials in split order (the result does not depend on which
+ * block finishes last) and resets the ticket counter, the protocol of the
+ * split-K GEMV (nf4_gemv_v4.cu): partial stores, barrier, fence + atomicAdd
+ * by thread 0; the last block fences again and reads with __ldcg. S depends
+ * only on T and H, never on the context length, so a recorded step graph
+ * stays valid as sequences grow. */
+#define ATT_SPLIT_MAX 16
+#define ATT_SPLIT_MIN 32 /* keys per split at least: one pass of the block's warps */
+
+template <bool VEC>
+__global__ void __launch_bounds__(DEC_THREADS)
+attn_decode_split_kernel(att_paged_args a, int S, float *part, int *tickets) {
+    __shared__ int s_len, s_last;
+    int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z;
+    if (threadIdx.x == 0)
+        s_len = att_token_len(a.tok_seq, a.tok_kv_pos, a.bt, t, a.n_seqs, a.max_pages,
+                              a.page_size, a.n_pages, a.flag);
+    __syncthreads();
+    int len = s_len, D = a.D;
+    int64_t th = (int64_t)t * a.H + h;
+    float *mine = part + (th * S + sp) * (D + 2); /* M, L, O[D] */
+    int chunk = max((len + S - 1) / S, ATT_SPLIT_MIN);
+    int lo = min(len, sp * chunk), hi = min(len, lo + chunk);
+    float M = -INFINITY, L = 0.0f;
+    if (lo < hi) {
+        att_paged src;
+        src.K = a.K;
+        src.V = a.V;
+        src.bt = a.bt + (int64_t)a.tok_seq[t] * a.max_pages;
+        src.page_size = a.page_size;
+        src.row = (int64_t)a.n_kv * D;
+        src.off = (int64_t)(h / (a.H / a.n_kv)) * D;
+        att_decode_part<VEC>(mine + 2, false, M, L, a.q + th * D, src, lo, hi, D, a.scale);
+    } else {
+        for (int d = threadIdx.x; d < D; d += blockDim.x) mine[2 + d] = 0.0f;
+    }
+    if (threadIdx.x == 0) mine[0] = M, mine[1] = L;
+    __syncthreads(); /* every partial store of this block before the ticket */
+    if (threadIdx.x == 0) {
+        __threadfence();
+        s_last = atomicAdd(&tickets[th], 1) == S - 1;
+        if (s_last) {
+            __threadfence();
+            tickets[th] = 0; /* all S tickets drawn: nobody else touches it this launch */
+        }
+    }
+    __syncthreads();
+    if (!s_last) return;
+    float *out = a.out + th * D;
+    const float *all = part + th * S * (D + 2);
+    float Mg = -INFINITY, Lg = 0.0f, e[ATT_SPLIT_MAX];
+    for (int k = 0; k < S; k++) Mg = fmaxf(Mg, __ldcg(all + k * (D + 2)));
+    for (int k = 0; k < S; k++) {
+        float Mk = __ldcg(all + k * (D + 2));
+        e[k] = Mk == -INFINITY ? 0.0f : expf(Mk - Mg); /* empty splits weigh 0 */
+        Lg += __ldcg(all + k * (D + 2) + 1) * e[k];
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int k = 0; k < S; k++) acc += __ldcg(all + k * (D + 2) + 2 + d) * e[k];
+        out[d] = len == 0 ? 0.0f : acc / Lg; /* len 0: bad metadata, flagged */
+    }
+}
+
+/* Splits for T tokens of H heads: enough blocks for two waves of the chip,
+ * 1 (the plain decode kernel) when T * H already fills it; forced >= 2. */
+static int att_splits(const cuda_impl *p, int T, int H, bool forced) {
+    int64_t blocks = (int64_t)T * H, want = 2 * (int64_t)p->sm_count;
+    int S = blocks >= want ? 1 : (int)((want + blocks - 1) / blocks);
+    if (S > ATT_SPLIT_MAX) S = ATT_SPLIT_MAX;
+    return forced && S < 2 ? 2 : S;
+}
+
+/* The workspace of S partials per (token, head) and their ticket counters
+ * (zero when made; every launch leaves them zero), grown on demand. */
+static ps_status att_split_workspace(cuda_impl *p, int64_t TH, int S, int D, ps_err *err) {
+    size_t part = sizeof(float) * (size_t)(TH * S * (D + 2)), cnt = sizeof(int) * (size_t)TH;
+    PS_TRY(cuda_scratch(p, &p->att_part, &p->att_part_bytes, part, err));
+    if (p->att_cnt_bytes < cnt) {
+        PS_TRY(cuda_scratch(p, &p->att_cnt, &p->att_cnt_bytes, cnt, err));
+        CU_TRY(p, cudaMemsetAsync(p->att_cnt, 0, p->att_cnt_bytes, p->stream));
+    }
+    return PS_OK;
 }
 
 /* ---- prefill: query tiles sharing K/V tiles ---- */
@@ -357,9 +463,17 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
                                                                           : PS_CUDA_ATTN_DECODE;
     /* 16-byte loads when every row starts 16-byte aligned */
     bool vec = a.D % 4 == 0 && att_aligned(a.q) && att_aligned(a.K) && att_aligned(a.V);
+    int S = path == PS_CUDA_ATTN_SPLIT ? att_splits(p, a.T, a.H, true) : 1;
     if (path == PS_CUDA_ATTN_PREFILL) {
         dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
         attn_prefill_kernel<<<grid, ATT_THREADS, att_prefill_smem(a.D), p->stream>>>(a);
+    } else if (S > 1) {
+        PS_TRY(att_split_workspace(p, (int64_t)a.T * a.H, S, a.D, err));
+        dim3 grid((unsigned)a.T, (unsigned)a.H, (unsigned)S);
+        float *part = (float *)p->att_part;
+        int *tickets = (int *)p->att_cnt;
+        if (vec) attn_decode_split_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(a, S, part, tickets);
+        else attn_decode_split_kernel<false><<<grid, DEC_THREADS, 0, p->stream>>>(a, S, part, tickets);
     } else {
         dim3 grid((unsigned)a.T, (unsigned)a.H);
         if (vec) attn_decode_paged_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(a);

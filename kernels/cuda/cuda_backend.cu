@@ -183,6 +183,8 @@ static void cuda_impl_free(cuda_impl *p) {
         if (p->scratch_lora) (void)cudaFree(p->scratch_lora);
         if (p->gemv_part) (void)cudaFree(p->gemv_part);
         if (p->gemv_cnt) (void)cudaFree(p->gemv_cnt);
+        if (p->att_part) (void)cudaFree(p->att_part);
+        if (p->att_cnt) (void)cudaFree(p->att_cnt);
         if (p->rope_tab) (void)cudaFree(p->rope_tab);
         if (p->d_flag) (void)cudaFree(p->d_flag);
         if (p->h_flag) (void)cudaFreeHost(p->h_flag);
@@ -209,6 +211,7 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     s = getenv("PS_CUDA_ATTN");
     if (s && !strcmp(s, "decode")) t->attn_path = PS_CUDA_ATTN_DECODE;
     if (s && !strcmp(s, "prefill")) t->attn_path = PS_CUDA_ATTN_PREFILL;
+    if (s && !strcmp(s, "split")) t->attn_path = PS_CUDA_ATTN_SPLIT;
     s = getenv("PS_CUDA_SYNC");
     t->sync_each_op = s && *s && strcmp(s, "0") != 0;
     s = getenv("PS_CUDA_GRAPHS");
@@ -355,7 +358,7 @@ extern "C" ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t,
     cuda_impl *p = cuda_ext_impl(be, err);
     if (!p) return PS_EINVAL;
     if (t->linear_path < PS_CUDA_LINEAR_AUTO || t->linear_path > PS_CUDA_LINEAR_GEMM ||
-        t->attn_path < PS_CUDA_ATTN_AUTO || t->attn_path > PS_CUDA_ATTN_PREFILL ||
+        t->attn_path < PS_CUDA_ATTN_AUTO || t->attn_path > PS_CUDA_ATTN_SPLIT ||
         t->gemv_max_t < 0 || t->gemv_kernel < 0 ||
         t->gemv_kernel >= ps_cuda_gemv_count())
         return ps_errf(err, PS_EINVAL,

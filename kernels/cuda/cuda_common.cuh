@@ -98,6 +98,8 @@ typedef struct {
     float rope_theta;
     int rope_half; /* D / 2 the table holds; 0 = none */
     ps_cuda_tuning tune;
+    void *att_part, *att_cnt; /* split decode attention: partials, ticket counters (attention.cu) */
+    size_t att_part_bytes, att_cnt_bytes;
     /* step graphs (graph.cu) */
     cuda_graph_entry graphs[CUDA_GRAPH_CACHE];
     uint64_t graph_seen[CUDA_GRAPH_SEEN];

@@ -28,6 +28,7 @@ typedef enum {
     PS_CUDA_ATTN_AUTO = 0, /* query-tile kernel when tokens average >= 4 per sequence */
     PS_CUDA_ATTN_DECODE,   /* one block per (token, head), warps split the keys */
     PS_CUDA_ATTN_PREFILL,  /* query tiles sharing K/V tiles in shared memory */
+    PS_CUDA_ATTN_SPLIT,    /* decode kernel with the keys split over several blocks (>= 2) */
 } ps_cuda_attn_path;
 
 typedef struct {
@@ -51,7 +52,7 @@ const char *ps_cuda_gemv_name(int k);
 int ps_cuda_gemv_find(const char *name);
 
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
- * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill, PS_CUDA_SYNC=1,
+ * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill|split, PS_CUDA_SYNC=1,
  * PS_CUDA_GEMV=<configuration name> (see below; an unknown name keeps the default and
  * logs a warning), PS_CUDA_GRAPHS=1 (step graphs; off by default until measured on a GPU).
  * Setting the tuning drops every recorded step graph. */

@@ -349,13 +349,24 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
     double dt = now_s() - a, tps = (double)B * G / dt;
     ps_cuda_graph_stats(be, &rec1, &l1, &err);
+    /* and with the keys of each (token, head) split over several blocks */
+    t.attn_path = PS_CUDA_ATTN_SPLIT;
+    double tps_split = 0;
+    if (!st && !(st = ps_cuda_set_tuning(be, &t, &err))) {
+        for (int g = 0; g < 3 && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
+        double b = now_s();
+        for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
+        tps_split = (double)B * G / (now_s() - b);
+    }
     ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
-           "%lld graph launches)\n", B, dt / G * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0);
-    char what[32];
+           "%lld graph launches); with split attention too: %.1f tok/s\n", B, dt / G * 1e3, tps,
+           tps / direct_tps, rec1 - rec0, l1 - l0, tps_split);
+    char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
-    ROW("%-26s %8.1f tok/s (%.2fx op by op)", what, tps, tps / direct_tps);
+    ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx)", what, tps,
+        tps / direct_tps, tps_split, tps_split / direct_tps);
     return st2;
 }
 

@@ -82,8 +82,8 @@ static void run_paged(const att_case *c, uint64_t seed) {
                        ps_tensor_1d(PS_DT_I32, T, dpos.d, PS_DEV_CUDA),
                        ps_tensor_2d(PS_DT_I32, S, max_pages, dbt.d, PS_DEV_CUDA), max_len};
     ps_tensor gq = ps_tensor_3d(PS_DT_F32, T, c->H, c->D, dq.d, PS_DEV_CUDA);
-    static const char *pn[] = {"auto", "decode-kernel", "prefill-kernel"};
-    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_PREFILL; path++) {
+    static const char *pn[] = {"auto", "decode-kernel", "prefill-kernel", "split-kernel"};
+    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) {
         gu_set_paths(PS_CUDA_LINEAR_AUTO, path);
         gu_buf dout = gu_poisoned(sizeof(float) * nq);
         ps_tensor go = ps_tensor_3d(PS_DT_F32, T, c->H, c->D, dout.d, PS_DEV_CUDA);
@@ -142,7 +142,7 @@ static void run_bad_meta(int which) {
     ps_attn_meta m = {T, S, max_pages, ps_tensor_1d(PS_DT_I32, T, ds.d, PS_DEV_CUDA), ps_tensor_1d(PS_DT_I32, T, dp.d, PS_DEV_CUDA),
                       ps_tensor_2d(PS_DT_I32, S, max_pages, db.d, PS_DEV_CUDA), 8};
     ps_tensor gq = ps_tensor_3d(PS_DT_F32, T, H, D, dq.d, PS_DEV_CUDA), go = ps_tensor_3d(PS_DT_F32, T, H, D, dout.d, PS_DEV_CUDA);
-    for (int path = PS_CUDA_ATTN_DECODE; path <= PS_CUDA_ATTN_PREFILL; path++) {
+    for (int path = PS_CUDA_ATTN_DECODE; path <= PS_CUDA_ATTN_SPLIT; path++) {
         gu_set_paths(PS_CUDA_LINEAR_AUTO, path);
         ps_status s = op_attention(gu_gpu, &go, &gq, &kv, &m, 0.5f, &gu_err);
         TU_CHECK(s == PS_EINVAL && strstr(gu_err.msg, expect), "bad metadata %d path %d: %s '%s'",
@@ -166,6 +166,9 @@ int main(void) {
     for (int i = 0; i < 40; i++) e[i].prefix = (i * 37) % 211, e[i].n_new = 1;
     static const seq_spec f[] = {{0, 512}};
     static const seq_spec g[] = {{700, 1}, {0, 33}, {129, 16}};
+    /* split decode: one (token, head) gets the most splits; long: every split has
+     * keys (and a partial last one), short: most splits are empty */
+    static const seq_spec long1[] = {{1000, 1}}, short1[] = {{77, 1}}, two[] = {{4000, 1}, {3, 1}};
     const att_case cases[] = {
         {"mixed", 4, 2, 32, 16, 3, a, false},
         {"prefill+long-decode", 32, 32, 128, 16, 2, b, false},
@@ -175,6 +178,9 @@ int main(void) {
         {"decode-batch", 6, 3, 96, 16, 40, e, true},
         {"prefill-512", 8, 8, 128, 16, 1, f, false},
         {"mixed-gqa", 32, 8, 128, 16, 3, g, true},
+        {"split-long", 1, 1, 64, 16, 1, long1, false},
+        {"split-short", 2, 1, 64, 5, 1, short1, true},
+        {"split-gqa-uneven", 4, 2, 128, 16, 2, two, true},
     };
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) run_paged(&cases[i], 500 + i);
     run_dense(2, 17, 3, 64, true, 600);

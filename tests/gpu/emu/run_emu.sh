@@ -4,11 +4,12 @@
 # (include/, emu_runtime.cpp; UBSan on for alignment and bounds), linked with
 # the real C code of kernels/, engine/ and the tests. Then runs the gpu parity
 # tests, the llama unit tests with PS_TEST_DEVICE=cuda (f32 and automatic
-# paths), test_cuda_linear again with blocks in a shuffled order (the split-K
-# GEMV's last-block reduction must not depend on it) and a smoke run of
-# bench_cuda. Catches indexing, barrier, shuffle, alignment and host-logic
-# mistakes before a GPU run; says nothing about speed or fast-math precision.
-# About 5 minutes on 2 cores. Output: build-emu/.
+# paths, tile attention, split attention, step graphs), test_cuda_linear and
+# test_cuda_attention again with blocks in a shuffled order (the last-block
+# reductions of the split-K GEMV and of split attention must not depend on
+# it) and a smoke run of bench_cuda. Catches indexing, barrier, shuffle,
+# alignment and host-logic mistakes before a GPU run; says nothing about speed
+# or fast-math precision. About 10 minutes on 2 cores. Output: build-emu/.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 R=$(pwd)
@@ -50,11 +51,13 @@ run() { # name, command...
 }
 for t in test_cuda_ops test_cuda_linear test_cuda_attention test_cuda_profile; do run "$t" "$B/bin/$t"; done
 run test_cuda_linear-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_linear"
+run test_cuda_attention-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_attention"
 for t in "$B"/bin/test_llama*; do
   n=$(basename "$t")
   run "$n-cuda-f32" env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv "$t"
 done
 run test_llama_parity-cuda-tile env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill "$B/bin/test_llama_parity"
+run test_llama_parity-cuda-split env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=split "$B/bin/test_llama_parity"
 run test_llama_batch-cuda-graphs env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GRAPHS=1 "$B/bin/test_llama_batch"
 run bench_cuda-smoke env PS_BENCH_SMOKE=1 PS_BENCH_LAYERS=2 "$B/bin/bench_cuda"
 exit $status
