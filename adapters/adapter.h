@@ -76,6 +76,8 @@ typedef struct {
 
 typedef struct {
     char name[ADAPTER_NAME_MAX + 1];
+    uint64_t uid;       /* unique per load in this process (never reused, unlike addresses):
+                         * what a recorded step graph keys its LoRA tables on */
     adapter_kind kind;
     adapter_base_shape base;
     ps_backend *be;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -226,6 +227,8 @@ static ps_status load_set(const char *name, const adapter_config *cfg, st_set *s
     if (s) return s;
     adapter *a = calloc(1, sizeof *a);
     if (!a) return ps_errf(err, PS_ENOMEM, "adapter: out of memory");
+    static _Atomic uint64_t next_uid = 1;
+    a->uid = atomic_fetch_add(&next_uid, 1);
     snprintf(a->name, sizeof a->name, "%s", name);
     a->kind = cfg->kind;
     a->base = *base;

@@ -279,17 +279,25 @@ static ps_status step_body(void *ctx, ps_err *err) {
 }
 
 /* A step may be recorded as a graph when everything its ops take from the
- * host is a function of the key below: no adapter (their slots and pointers
- * vary per step) and a bounded batch. Only steps that want every token's
- * logits (decode steps) qualify: their shapes repeat from step to step, while
- * prefill chunks would fill the backend's small graph cache with shapes seen
- * once. The block-table width is padded to a power of two so that a caller
- * passing only the pages in use keeps its key while a sequence grows. */
+ * host is a function of the key below, and the batch is bounded. Only steps
+ * that want every token's logits (decode steps) qualify: their shapes repeat
+ * from step to step, while prefill chunks would fill the backend's small
+ * graph cache with shapes seen once. Adapters: LoRA qualifies (its tables are
+ * a function of the step's adapters, in order, keyed by load uid; which token
+ * uses which is device metadata); embedding or lm_head replacements and
+ * virtual tokens do not (they run per host-computed run of tokens). The
+ * block-table width is padded to a power of two so that a caller passing
+ * only the pages in use keeps its key while a sequence grows. */
 #define LLAMA_GRAPH_MAX_TOKENS 64
 
 static bool graphable(const llama_batch *b) {
-    return b->n_tokens <= LLAMA_GRAPH_MAX_TOKENS && b->n_out == b->n_tokens &&
-           llama_adapters_meta_ints(b) == 0;
+    if (b->n_tokens > LLAMA_GRAPH_MAX_TOKENS || b->n_out != b->n_tokens) return false;
+    for (int i = 0; i < b->n_adapters; i++)
+        if (b->adapters[i]->embed_tokens || b->adapters[i]->lm_head) return false;
+    if (b->tok_virtual)
+        for (int t = 0; t < b->n_tokens; t++)
+            if (b->tok_virtual[t] >= 0) return false;
+    return true;
 }
 
 static int pages_bucket(int max_pages) {
@@ -304,8 +312,8 @@ static uint64_t mix(uint64_t h, uint64_t v) {
 }
 
 /* Every host value the recorded ops see: shapes (tokens = output rows here,
- * sequences, table width) and the addresses of the scratch, metadata and KV
- * buffers (they move when a buffer grows). The attention metadata's
+ * sequences, table width), the addresses of the scratch, metadata and KV
+ * buffers (they move when a buffer grows) and the step's adapters in order. The attention metadata's
  * max_kv_len is left out: it varies every step and only the CPU backend,
  * which records no graphs, reads it. */
 static uint64_t graph_key(const llama_model *m, const kv_cache *kv, const llama_batch *b, int width) {
@@ -318,6 +326,8 @@ static uint64_t graph_key(const llama_model *m, const kv_cache *kv, const llama_
     h = mix(h, (uint64_t)(uintptr_t)m->s.tok_buf);
     h = mix(h, (uint64_t)(uintptr_t)m->s.out_buf);
     h = mix(h, (uint64_t)(uintptr_t)m->s.meta_buf);
+    h = mix(h, (uint64_t)b->n_adapters);
+    for (int i = 0; i < b->n_adapters; i++) h = mix(h, b->adapters[i]->uid);
     return h;
 }
 

@@ -5,7 +5,9 @@
  * with 4-entry pages, a block-table row per sequence whether it takes part in
  * the step or not (as the engine passes one per slot) and a table width that
  * grows with the longest sequence (padded to a power of two, so the key
- * holds). Each run starts from the same prefill.
+ * holds). Each run starts from the same prefill. Twice: on the base alone,
+ * then with two LoRA adapters on two of the three sequences (LoRA steps are
+ * recorded too; their tables key on the adapters' load uids).
  *
  * Needs a device backend with graphs: with PS_TEST_DEVICE=cuda (a GPU, or
  * the CPU emulation of tests/gpu/emu); on the CPU backend it exits 77. The
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter.h"
 #include "models/llama.h"
 #include "testutil.h"
 #ifdef PS_HAVE_CUDA
@@ -28,6 +31,14 @@
 
 static ps_backend *be;
 static ps_err err;
+/* the LoRA pass: sequences 0 and 2 use the step's adapters 0 and 1, sequence
+ * 1 none; when sequence 0 decodes alone, the step's list alternates between
+ * (A, B) and (B, A) every two steps, so the same shapes meet different LoRA
+ * tables (a key blind to the adapters would replay the wrong ones) */
+static const adapter *ads[2], *ads_swapped[2];
+static const adapter *const *step_ads;
+static const int32_t seq_adapter[N_SEQ] = {0, -1, 1};
+static bool use_adapters;
 
 typedef struct {
     int32_t ids[MAX_LEN];
@@ -50,7 +61,7 @@ static int argmax(const float *x, int n) {
  * wide as the longest sequence needs (so its width grows over the steps). */
 static ps_status step(llama_model *m, kv_cache *kv, seqstate *s, const int *which, int n,
                       bool prefill, float *lg) {
-    int32_t ids[256], pos[256], tseq[256], kvp[256], rows[N_SEQ], bt[N_SEQ * (MAX_LEN / PAGE + 1)];
+    int32_t ids[256], pos[256], tseq[256], kvp[256], tad[256], rows[N_SEQ], bt[N_SEQ * (MAX_LEN / PAGE + 1)];
     int T = 0, max_pages = 1;
     for (int j = 0; j < n; j++) {
         seqstate *q = &s[which[j]];
@@ -59,6 +70,7 @@ static ps_status step(llama_model *m, kv_cache *kv, seqstate *s, const int *whic
         for (int p = from; p < q->len; p++) {
             ids[T] = q->ids[p];
             pos[T] = kvp[T] = p;
+            tad[T] = seq_adapter[which[j]];
             tseq[T++] = which[j];
         }
         rows[j] = T - 1;
@@ -68,6 +80,7 @@ static ps_status step(llama_model *m, kv_cache *kv, seqstate *s, const int *whic
     for (int i = 0; i < N_SEQ; i++)
         for (int p = 0; p < max_pages; p++) bt[i * max_pages + p] = p < s[i].n_pages ? s[i].pages[p] : -1;
     llama_batch b = {T, ids, pos, tseq, kvp, N_SEQ, max_pages, bt, n, rows};
+    if (use_adapters) b.n_adapters = 2, b.adapters = step_ads, b.tok_adapter = tad;
     return llama_forward(m, kv, &b, lg, &err);
 }
 
@@ -84,12 +97,14 @@ static void run(llama_model *m, const seqstate *init, float *out) {
     memcpy(s, init, sizeof s);
     float *lg = malloc(sizeof(float) * N_SEQ * (size_t)V);
     int all[N_SEQ] = {0, 1, 2}, zero[1] = {0}, row = 0;
+    step_ads = ads;
     for (int i = 0; i < N_SEQ; i++) {
         TU_CHECK(step(m, &kv, s, &all[i], 1, true, lg) == PS_OK, "prefill %d: %s", i, err.msg);
         s[i].ids[s[i].len++] = argmax(lg, V);
     }
     for (int k = 0; k < STEPS_3 + STEPS_1; k++) {
         int n = k < STEPS_3 ? N_SEQ : 1;
+        step_ads = k >= STEPS_3 && (k - STEPS_3) / 2 % 2 ? ads_swapped : ads;
         const int *which = k < STEPS_3 ? all : zero;
         if (step(m, &kv, s, which, n, false, lg) != PS_OK) {
             TU_CHECK(0, "decode step %d: %s", k, err.msg);
@@ -133,30 +148,50 @@ int main(void) {
         return tu_finish("test_llama_graphs");
     }
     int V = llama_get_config(m)->vocab, rows = STEPS_3 * N_SEQ + STEPS_1;
+    const llama_config *c = llama_get_config(m);
+    adapter_base_shape shape = {c->n_layers, c->hidden, c->ffn, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab};
+    adapter *la = NULL, *lb = NULL;
+    TU_CHECK(adapter_load_dir(tu_path("llama-tiny/adapters/lora-all"), "lora-all", &shape, NULL, be, &la, &err) == PS_OK &&
+                 adapter_load_dir(tu_path("llama-tiny/adapters/lora-qv"), "lora-qv", &shape, NULL, be, &lb, &err) == PS_OK,
+             "adapters: %s", err.msg);
+    ads[0] = la, ads[1] = lb;
+    ads_swapped[0] = lb, ads_swapped[1] = la;
     float *direct = calloc((size_t)rows * V, sizeof(float)), *graphed = calloc((size_t)rows * V, sizeof(float));
     ps_cuda_tuning t;
-    long long rec0, launch0, rec, launch;
     ps_cuda_get_tuning(be, &t, &err);
-    t.graphs = false;
-    TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
-    run(m, init, direct);
-    ps_cuda_graph_stats(be, &rec0, &launch0, &err);
-    TU_CHECK(rec0 == 0 && launch0 == 0, "graphs off, yet %lld recorded, %lld launched", rec0, launch0);
-    t.graphs = true;
-    TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
-    run(m, init, graphed);
-    ps_cuda_graph_stats(be, &rec, &launch, &err);
-    /* each key: a direct first run, a recording, then replays */
-    printf("graphs: %lld recorded, %lld launches over %d decode steps\n", rec, launch, STEPS_3 + STEPS_1);
-    TU_CHECK(rec >= 2 && launch > rec, "graph path not taken: %lld recorded, %lld launched", rec, launch);
-    int64_t differ = 0, first = -1;
-    for (int64_t i = 0; i < (int64_t)rows * V; i++)
-        if (memcmp(&direct[i], &graphed[i], sizeof(float)) != 0) {
-            differ++;
-            if (first < 0) first = i;
-        }
-    TU_CHECK(differ == 0, "graph replay differs from direct runs in %lld logits (first at step row %lld)",
-             (long long)differ, (long long)(first / V));
+    long long rec_before = 0, launch_before = 0;
+    /* pass 0: the base alone; pass 1: LoRA on two of the three sequences */
+    for (int pass = 0; pass < 2 && la && lb; pass++) {
+        use_adapters = pass == 1;
+        long long rec0, launch0, rec, launch;
+        t.graphs = false;
+        TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
+        run(m, init, direct);
+        ps_cuda_graph_stats(be, &rec0, &launch0, &err);
+        TU_CHECK(rec0 == rec_before && launch0 == launch_before, "graphs off, yet %lld recorded, %lld launched",
+                 rec0 - rec_before, launch0 - launch_before);
+        t.graphs = true;
+        TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
+        run(m, init, graphed);
+        ps_cuda_graph_stats(be, &rec, &launch, &err);
+        rec -= rec0, launch -= launch0;
+        /* each key: a direct first run, a recording, then replays */
+        printf("%s: graphs %lld recorded, %lld launches over %d decode steps\n", pass ? "lora" : "base", rec,
+               launch, STEPS_3 + STEPS_1);
+        TU_CHECK(rec >= 2 && launch > rec, "%s: graph path not taken: %lld recorded, %lld launched",
+                 pass ? "lora" : "base", rec, launch);
+        int64_t differ = 0, first = -1;
+        for (int64_t i = 0; i < (int64_t)rows * V; i++)
+            if (memcmp(&direct[i], &graphed[i], sizeof(float)) != 0) {
+                differ++;
+                if (first < 0) first = i;
+            }
+        TU_CHECK(differ == 0, "%s: graph replay differs from direct runs in %lld logits (first at step row %lld)",
+                 pass ? "lora" : "base", (long long)differ, (long long)(first / V));
+        rec_before = rec + rec0, launch_before = launch + launch0;
+    }
+    adapter_free(la);
+    adapter_free(lb);
     free(direct);
     free(graphed);
     llama_free(m);
