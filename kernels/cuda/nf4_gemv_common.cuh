@@ -25,6 +25,39 @@ __device__ static inline void gemv_load_x8(float (&xv)[B][8], const float *x, in
     }
 }
 
+/* dot[r][b] += value of code 4q+e of row r's chunk * xv[b][e], e = 0..3:
+ * quarter q (0..7) of every row's 16-byte chunk against 4 floats of x per
+ * token (the inner step of the shared-memory variants v2 and v4). */
+template <int R, int B>
+__device__ static inline void gemv_dot_quarter(float (&dot)[R][B], const uint4 (&wv)[R], int q,
+                                               const float (&xv)[B][4], const float *s_nf4) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        uint32_t word = gemv_word(wv[r], q / 2);
+        uint8_t bytes[4];
+        memcpy(bytes, &word, 4); /* memory order: the packed layout */
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float v = s_nf4[ps_nf4_code_at(bytes, (q & 1) * 4 + e)];
+#pragma unroll
+            for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
+        }
+    }
+}
+
+/* Row r of a warp's R rows from row0 (a tail past `out` clamped to the last
+ * row: computed, not stored): its 16-byte code chunks and first block index. */
+template <int R>
+__device__ static inline void gemv_rows_at(const cuda_nf4_args &w, int64_t row0, const uint4 *(&wrow)[R],
+                                           int64_t (&srow)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int64_t row = row0 + r < w.out ? row0 + r : w.out - 1;
+        wrow[r] = (const uint4 *)(w.packed + row * (w.in / 2));
+        srow[r] = row * (w.in / 64);
+    }
+}
+
 /* The global-memory part of a block scale, loaded with the codes (before the
  * tables are in shared memory) so its latency overlaps theirs: absmax[b], or
  * absmax_q8[b] and absmax2[b / 256] when double-quantised. */

@@ -92,18 +92,7 @@ nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
                     float4 v = sx[b * (GEMV2_KT / 4) + j * 32 + (lane ^ j)];
                     xv[b][0] = v.x, xv[b][1] = v.y, xv[b][2] = v.z, xv[b][3] = v.w;
                 }
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    uint32_t word = gemv_word(wv[r], j / 2);
-                    uint8_t bytes[4];
-                    memcpy(bytes, &word, 4); /* memory order: the packed layout */
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float v = s_nf4[ps_nf4_code_at(bytes, (j & 1) * 4 + e)];
-#pragma unroll
-                        for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
-                    }
-                }
+                gemv_dot_quarter<R, B>(dot, wv, j, xv, s_nf4);
             }
 #pragma unroll
             for (int r = 0; r < R; r++)

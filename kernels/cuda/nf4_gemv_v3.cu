@@ -46,15 +46,10 @@ nf4_gemv_v3_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int64_t row0 = ((int64_t)blockIdx.x * GEMV3_WARPS + warp) * R;
     if (row0 >= w.out) return;
-    const int64_t in = w.in, nchunk = in / 32, bpr = in / 64;
+    const int64_t in = w.in, nchunk = in / 32;
     const uint4 *wrow[R];
     int64_t srow[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        int64_t row = row0 + r < w.out ? row0 + r : w.out - 1; /* tail: computed, not stored */
-        wrow[r] = (const uint4 *)(w.packed + row * (in / 2));
-        srow[r] = row * bpr;
-    }
+    gemv_rows_at<R>(w, row0, wrow, srow); /* a tail row is computed, not stored */
     float acc[R][B];
 #pragma unroll
     for (int r = 0; r < R; r++)

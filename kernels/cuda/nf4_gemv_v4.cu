@@ -154,7 +154,7 @@ nf4_gemv_v4_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
     extern __shared__ float smem[]; /* x slice: B * nts tiles of GEMV4_KT floats (16-byte aligned) */
     float4 *s_x = (float4 *)smem;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = blockIdx.y;
-    const int64_t in = w.in, bpr = in / 64, nu = in / GEMV4_UNIT;
+    const int64_t in = w.in, nu = in / GEMV4_UNIT;
     const int64_t k0 = s * nu / sp.S * GEMV4_UNIT, k1 = (s + 1) * nu / sp.S * GEMV4_UNIT;
     const int64_t cbeg = k0 / 32, nc = (k1 - k0) / 32;
     const int nts = (int)((k1 - k0 + GEMV4_KT - 1) / GEMV4_KT), niter = (nts + U - 1) / U;
@@ -162,12 +162,7 @@ nf4_gemv_v4_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
     const bool active = row0 < w.out; /* an idle warp still joins the barriers */
     const uint4 *wrow[R];
     int64_t srow[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        int64_t row = row0 + r < w.out ? row0 + r : w.out - 1; /* tail: computed, not stored */
-        wrow[r] = (const uint4 *)(w.packed + row * (in / 2));
-        srow[r] = row * bpr;
-    }
+    gemv_rows_at<R>(w, row0, wrow, srow); /* a tail row is computed, not stored */
     uint4 wv[U][R];
     gemv_scale_raw raw[U][R];
     if (active) gemv4_load<R, U>(wv, raw, wrow, srow, w, cbeg, nc, 0, lane); /* in flight while x is staged */
@@ -199,18 +194,7 @@ nf4_gemv_v4_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
                     float4 v = sx[(int64_t)b * nts * (GEMV4_KT / 4) + j * 32 + (lane ^ j)];
                     xv[b][0] = v.x, xv[b][1] = v.y, xv[b][2] = v.z, xv[b][3] = v.w;
                 }
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    uint32_t word = gemv_word(wv[u][r], j / 2);
-                    uint8_t bytes[4];
-                    memcpy(bytes, &word, 4); /* memory order: the packed layout */
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float v = s_nf4[ps_nf4_code_at(bytes, (j & 1) * 4 + e)];
-#pragma unroll
-                        for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
-                    }
-                }
+                gemv_dot_quarter<R, B>(dot, wv[u], j, xv, s_nf4);
             }
 #pragma unroll
             for (int r = 0; r < R; r++) {
