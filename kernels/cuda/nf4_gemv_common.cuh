@@ -1,7 +1,8 @@
 /* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v3.cu,
  * nf4_gemv_v4.cu) share: picking a 32-bit word of a 16-byte code chunk,
- * loading 8 floats of x per token, a block scale loaded early and finished
- * later, and the warp reduction + store that ends every variant. */
+ * loading 8 floats of x per token, a chunk's dot against x staged in shared
+ * memory (v2, v4), a warp's row pointers (v3, v4), a block scale loaded early
+ * and finished later, and the warp reduction + store that ends every variant. */
 #ifndef PS_CUDA_NF4_GEMV_COMMON_CUH
 #define PS_CUDA_NF4_GEMV_COMMON_CUH
 
@@ -25,22 +26,37 @@ __device__ static inline void gemv_load_x8(float (&xv)[B][8], const float *x, in
     }
 }
 
-/* dot[r][b] += value of code 4q+e of row r's chunk * xv[b][e], e = 0..3:
- * quarter q (0..7) of every row's 16-byte chunk against 4 floats of x per
- * token (the inner step of the shared-memory variants v2 and v4). */
+/* dot[r][b] = this lane's 16-byte chunk (32 codes) of each of the R rows
+ * against x staged in shared memory in v2's conflict-free layout: float4 j
+ * of the lane's 32 elements of token b at sx[b * stride + j * 32 + (lane ^ j)]
+ * (the inner step of the shared-memory variants v2 and v4). */
 template <int R, int B>
-__device__ static inline void gemv_dot_quarter(float (&dot)[R][B], const uint4 (&wv)[R], int q,
-                                               const float (&xv)[B][4], const float *s_nf4) {
+__device__ static inline void gemv_chunk_dot_swizzled(float (&dot)[R][B], const uint4 (&wv)[R],
+                                                      const float4 *sx, int64_t stride, int lane,
+                                                      const float *s_nf4) {
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        uint32_t word = gemv_word(wv[r], q / 2);
-        uint8_t bytes[4];
-        memcpy(bytes, &word, 4); /* memory order: the packed layout */
+    for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float v = s_nf4[ps_nf4_code_at(bytes, (q & 1) * 4 + e)];
+        for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
 #pragma unroll
-            for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
+    for (int j = 0; j < 8; j++) { /* float4 j: codes 4j .. 4j+3 of the chunk */
+        float xv[B][4];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            float4 v = sx[b * stride + j * 32 + (lane ^ j)];
+            xv[b][0] = v.x, xv[b][1] = v.y, xv[b][2] = v.z, xv[b][3] = v.w;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            uint32_t word = gemv_word(wv[r], j / 2);
+            uint8_t bytes[4];
+            memcpy(bytes, &word, 4); /* memory order: the packed layout */
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float v = s_nf4[ps_nf4_code_at(bytes, (j & 1) * 4 + e)];
+#pragma unroll
+                for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
+            }
         }
     }
 }

@@ -80,20 +80,7 @@ nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
         }
         if (c < nchunk) {
             float dot[R][B];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; j++) { /* float4 j: codes 4j .. 4j+3 of the chunk */
-                float xv[B][4];
-#pragma unroll
-                for (int b = 0; b < B; b++) {
-                    float4 v = sx[b * (GEMV2_KT / 4) + j * 32 + (lane ^ j)];
-                    xv[b][0] = v.x, xv[b][1] = v.y, xv[b][2] = v.z, xv[b][3] = v.w;
-                }
-                gemv_dot_quarter<R, B>(dot, wv, j, xv, s_nf4);
-            }
+            gemv_chunk_dot_swizzled<R, B>(dot, wv, sx, GEMV2_KT / 4, lane, s_nf4);
 #pragma unroll
             for (int r = 0; r < R; r++)
 #pragma unroll
