@@ -53,6 +53,10 @@ double tu_logits_tol(double f32_tol);
  * NULL when it cannot be opened or read completely. */
 char *tu_read_file(const char *path, size_t *n);
 
+/* Removes a flat folder of test files (its files, then the folder); quiet
+ * when it is already gone. */
+void tu_rm_dir(const char *dir);
+
 /* Parses a JSON file of the fixtures (tu_path(rel)); on failure prints the
  * parser's line and message and exits 1. */
 json_t *tu_load_json(const char *rel);

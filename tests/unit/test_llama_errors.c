@@ -12,7 +12,6 @@
  *   - llama_forward batches out of range (ids, sequences, pages, out_rows), after
  *     which the model still computes the same logits;
  *   - kv_cache_init arguments. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,19 +26,6 @@
 
 static ps_backend *be;
 static ps_err err;
-
-static void rm_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[4096];
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    if (d) closedir(d);
-    rmdir(dir);
-}
 
 /* ---- config.json ---- */
 
@@ -247,8 +233,8 @@ static void test_folders(void) {
     unlink(path);
     expect_load("no weights file", dir, LLAMA_QUANT_NF4, PS_ENOTFOUND, NULL);
     expect_load("untouched copy loads", src, LLAMA_QUANT_NF4, PS_OK, NULL);
-    rm_dir(src);
-    rm_dir(dir);
+    tu_rm_dir(src);
+    tu_rm_dir(dir);
 }
 
 /* ---- bitsandbytes checkpoints ---- */
@@ -311,7 +297,7 @@ static void test_bnb(void) {
     edit none = {0};
     write_edited(src, dir, &none, true);
     expect_load("unedited bnb copy", dir, LLAMA_QUANT_NF4, PS_OK, NULL);
-    rm_dir(dir);
+    tu_rm_dir(dir);
 }
 
 /* ---- batches and the KV cache ---- */

@@ -9,7 +9,6 @@
  *   - the logits are non-degenerate (finite, std well away from 0 and from huge).
  * Configs cover GQA, an FFN width that is not a multiple of 64 (NF4 blocks span
  * rows), a head_dim override (heads * head_dim != hidden) and tied embeddings. */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,19 +24,6 @@ static ps_backend *be;
 static ps_err err;
 
 #define T 9
-
-static void rm_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[4096];
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    if (d) closedir(d);
-    rmdir(dir);
-}
 
 /* Logits of all T positions of a fixed token sequence. */
 static float *run(llama_model *m) {
@@ -90,7 +76,7 @@ static void check_config(const char *what, const llama_config *c) {
             llama_init_random(c, 43, qs[qi], be, &b, &err)) {
             TU_CHECK(0, "%s init_random: %s", what, err.msg);
             llama_free(a);
-            rm_dir(dir);
+            tu_rm_dir(dir);
             continue;
         }
         float *la = run(a), *lb = run(b), *la2 = run(a);
@@ -105,7 +91,7 @@ static void check_config(const char *what, const llama_config *c) {
         /* single file, then 3+ shards */
         int64_t shard_sizes[2] = {INT64_MAX, (int64_t)c->vocab * c->hidden * 2};
         for (int k = 0; k < 2; k++) {
-            rm_dir(dir);
+            tu_rm_dir(dir);
             mkdir(dir, 0700);
             if (llama_random_write_dir(c, 42, dir, shard_sizes[k], &err) ||
                 llama_load(dir, qs[qi], be, &d, &err)) {
@@ -125,7 +111,7 @@ static void check_config(const char *what, const llama_config *c) {
         free(la), free(lb), free(la2);
         llama_free(a);
         llama_free(b);
-        rm_dir(dir);
+        tu_rm_dir(dir);
     }
 }
 
