@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/safetensors.h"
 #include "ops.h"
 
 int tu_failures = 0;
@@ -162,4 +163,13 @@ void tu_rm_dir(const char *dir) {
         }
     if (d) closedir(d);
     rmdir(dir);
+}
+
+const float *tu_ref_f32(st_set *s, const char *name, int64_t numel) {
+    const st_tensor *t = st_find(s, name);
+    if (!t || t->dtype != ST_F32 || st_numel(t) != numel) {
+        fprintf(stderr, "reference tensor '%s' missing or malformed\n", name);
+        exit(1);
+    }
+    return t->data;
 }

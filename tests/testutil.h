@@ -53,6 +53,11 @@ double tu_logits_tol(double f32_tol);
  * NULL when it cannot be opened or read completely. */
 char *tu_read_file(const char *path, size_t *n);
 
+/* The F32 reference tensor `name` of numel elements from a fixture's
+ * safetensors file; prints which and exits 1 when missing or malformed. */
+struct st_set;
+const float *tu_ref_f32(struct st_set *s, const char *name, int64_t numel);
+
 /* Removes a flat folder of test files (its files, then the folder); quiet
  * when it is already gone. */
 void tu_rm_dir(const char *dir);

@@ -197,15 +197,6 @@ static int argmax(const float *x, int n) {
     return a;
 }
 
-static const float *ref(st_set *r, const char *name, int64_t numel) {
-    const st_tensor *t = st_find(r, name);
-    if (!t || t->dtype != ST_F32 || st_numel(t) != numel) {
-        fprintf(stderr, "reference tensor '%s' missing or malformed\n", name);
-        exit(1);
-    }
-    return t->data;
-}
-
 static double worst_rel_all;
 
 /* Logits of all prompts vs the reference; greedy of `en`. */
@@ -214,7 +205,7 @@ static void check_adapter(llama_model *m, kv_cache *kv, st_set *r, int q, fixtur
     int V = llama_get_config(m)->vocab;
     char tn[128];
     snprintf(tn, sizeof tn, "%s.%s.logits.last", fa->name, qn);
-    const float *want = ref(r, tn, (int64_t)6 * V);
+    const float *want = tu_ref_f32(r, tn, (int64_t)6 * V);
     float *lg = malloc(sizeof(float) * (size_t)V);
     double worst = 0, worst_abs = 0;
     for (int i = 0; i < n_prompts; i++) {
@@ -257,7 +248,7 @@ static void check_adapter(llama_model *m, kv_cache *kv, st_set *r, int q, fixtur
 static void check_mixed(llama_model *m, kv_cache *kv, st_set *r, int q, const mixed_batch *mb) {
     const char *qn = q ? "nf4" : "fp";
     int V = llama_get_config(m)->vocab;
-    const float *want = ref(r, mb->tensor[q], (int64_t)3 * V);
+    const float *want = tu_ref_f32(r, mb->tensor[q], (int64_t)3 * V);
     float *lg = malloc(sizeof(float) * 3 * (size_t)V), *alone = malloc(sizeof(float) * (size_t)V);
     seq s[3], *sp[3];
     const int32_t *ids[3];

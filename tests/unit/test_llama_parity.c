@@ -158,22 +158,13 @@ static void check_greedy(const char *what, llama_model *m, const prompt *p, cons
     free(lg);
 }
 
-static const float *ref_tensor(st_set *s, const char *name, int64_t numel) {
-    const st_tensor *t = st_find(s, name);
-    if (!t || t->dtype != ST_F32 || st_numel(t) != numel) {
-        fprintf(stderr, "reference tensor '%s' missing or malformed\n", name);
-        exit(1);
-    }
-    return t->data;
-}
-
 /* logits.last of every prompt (and greedy) for one model against one reference tensor. */
 static float *last_logits; /* when set: check_model stores each prompt's last logits here */
 
 static void check_model(const char *what, llama_model *m, st_set *ref, const char *tensor,
                         bool greedy_nf4) {
     int V = llama_get_config(m)->vocab;
-    const float *want = ref_tensor(ref, tensor, (int64_t)6 * V);
+    const float *want = tu_ref_f32(ref, tensor, (int64_t)6 * V);
     float *lg = malloc(sizeof(float) * (size_t)V);
     double worst = 0;
     worst_abs = 0;
@@ -200,7 +191,7 @@ static void check_all_positions(llama_model *m, st_set *ref) {
         if (!strcmp(prompts[i].id, "mixed")) p = &prompts[i];
     TU_CHECK(p != NULL, "prompt 'mixed' not in cases.json");
     if (!p) return;
-    const float *want = ref_tensor(ref, "logits.all.mixed", (int64_t)p->n * V);
+    const float *want = tu_ref_f32(ref, "logits.all.mixed", (int64_t)p->n * V);
     float *lg = malloc(sizeof(float) * (size_t)p->n * V);
     seq s;
     seq_init(&s, m);
@@ -253,7 +244,7 @@ int main(void) {
     }
     if ((m = load("llama-tiny", LLAMA_QUANT_NF4_NODQ))) {
         int V = llama_get_config(m)->vocab;
-        const float *want = ref_tensor(nf4, "logits.nf4_nodq", (int64_t)6 * V);
+        const float *want = tu_ref_f32(nf4, "logits.nf4_nodq", (int64_t)6 * V);
         float *lg = malloc(sizeof(float) * (size_t)V);
         double worst = 0;
         worst_abs = 0;
