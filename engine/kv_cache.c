@@ -6,6 +6,7 @@
  *
  * Pages are not cleared: the forward pass only reads entries it (or a prefix
  * adapter) wrote, and clearing a large pool would cost a full memory pass. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,8 @@ ps_status kv_cache_init(kv_cache *kv, ps_backend *be, const llama_config *cfg, i
     if ((int64_t)n_pages * page_size > INT32_MAX / 2 || row < 1)
         return ps_errf(err, PS_EINVAL, "kv cache: %d pages of %d slots exceed the int32 slot range",
                        n_pages, page_size);
+    static _Atomic uint64_t next_uid = 1;
+    kv->uid = atomic_fetch_add(&next_uid, 1);
     kv->be = be;
     kv->page_size = page_size;
     kv->n_pages = n_pages;

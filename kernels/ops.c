@@ -172,8 +172,8 @@ ps_status op_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const
     return be->embed(be, out, table, ids, err);
 }
 
-ps_status op_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
-                    ps_err *err) {
+static ps_status check_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
+                              ps_err *err) {
     NEED_OP(be, linear, "linear");
     TRY(check_dev(be, y, "linear", "y", err));
     TRY(check_dev(be, x, "linear", "x", err));
@@ -195,7 +195,28 @@ ps_status op_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_w
                        "linear: x (%lld, %lld), y (%lld, %lld), weight (%lld, %lld)",
                        (long long)rows_of(x), (long long)last_dim(x), (long long)rows_of(y),
                        (long long)last_dim(y), (long long)out, (long long)in);
+    return PS_OK;
+}
+
+ps_status op_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
+                    ps_err *err) {
+    TRY(check_linear(be, y, x, w, err));
     return be->linear(be, y, x, w, err);
+}
+
+ps_status op_linear_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                      const ps_weight *const *ws, ps_err *err) {
+    if (n < 1 || n > PS_LINEAR_N_MAX)
+        return ps_errf(err, PS_EINVAL, "linear_n: %d weights (1..%d)", n, PS_LINEAR_N_MAX);
+    for (int i = 0; i < n; i++) {
+        TRY(check_linear(be, ys[i], x, ws[i], err));
+        for (int j = 0; j < i; j++)
+            if (ys[j]->data == ys[i]->data)
+                return ps_errf(err, PS_EINVAL, "linear_n: outputs %d and %d are the same buffer", j, i);
+    }
+    if (be->linear_n) return be->linear_n(be, n, ys, x, ws, err);
+    for (int i = 0; i < n; i++) TRY(be->linear(be, ys[i], x, ws[i], err));
+    return PS_OK;
 }
 
 ps_status op_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err) {

@@ -179,6 +179,10 @@ struct ps_backend {
     /* y (T, out) = x (T, in) W^T, F32 in and out */
     ps_status (*linear)(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
                         ps_err *err);
+    /* n (<= PS_LINEAR_N_MAX) linears of one x in one call (optional; NULL:
+     * op_linear_n calls linear n times); each ys[i] as linear(ys[i], x, ws[i]) */
+    ps_status (*linear_n)(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                          const ps_weight *const *ws, ps_err *err);
     /* y (T, N) += bias (N) */
     ps_status (*add_bias)(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
     /* out (T, C) = w * x / sqrt(mean(x^2) + eps); w (C) any float dtype */
@@ -259,6 +263,12 @@ ps_status op_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const
                    ps_err *err);
 ps_status op_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
                     ps_err *err);
+/* n (1..PS_LINEAR_N_MAX) linear layers reading the same x (q, k, v; gate, up):
+ * ys[i] = x ws[i]^T, the same results as n op_linear calls, bit for bit; a
+ * backend may run them as one launch (fewer, larger kernels at decode). */
+#define PS_LINEAR_N_MAX 3
+ps_status op_linear_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                      const ps_weight *const *ws, ps_err *err);
 ps_status op_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
 ps_status op_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                      float eps, ps_err *err);

@@ -209,6 +209,10 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
     ps_backend *be = m->be;
     const llama_config *c = &m->cfg;
     ps_tensor q2 = as_2d(&a->q), k2 = as_2d(&a->k), v2 = as_2d(&a->v), att2 = as_2d(&a->att);
+    /* projections that read the same input go in one op_linear_n call (one
+     * launch on CUDA at decode); each adapter's delta follows its projection */
+    ps_tensor *qkv[3] = {&q2, &k2, &v2}, *gu[2] = {&a->g, &a->u};
+    const ps_weight *wqkv[3] = {&L->wq, &L->wk, &L->wv}, *wgu[2] = {&L->wg, &L->wu};
     const llama_step_adapters *ad = &sm->ad;
     int l = (int)(L - m->layers);
     ps_status st;
@@ -216,11 +220,9 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
      * layer's MLP output (in tmp) joins the residual stream here, fused with the norm */
     if ((st = l == 0 ? op_rmsnorm(be, &a->h, &a->x, &L->attn_norm, c->rms_eps, err)
                      : op_add_rmsnorm(be, &a->h, &a->x, &a->tmp, &L->attn_norm, c->rms_eps, err)) ||
-        (st = op_linear(be, &q2, &a->h, &L->wq, err)) ||
+        (st = op_linear_n(be, 3, qkv, &a->h, wqkv, err)) ||
         (st = llama_adapters_lora(m, ad, l, 0, &q2, &a->h, err)) ||
-        (st = op_linear(be, &k2, &a->h, &L->wk, err)) ||
         (st = llama_adapters_lora(m, ad, l, 1, &k2, &a->h, err)) ||
-        (st = op_linear(be, &v2, &a->h, &L->wv, err)) ||
         (st = llama_adapters_lora(m, ad, l, 2, &v2, &a->h, err)) ||
         (st = op_rope_store(be, &a->q, &a->k, &a->v, &sm->pos, c->rope_theta, kvl, &sm->slots, err)) ||
         (st = op_attention(be, &a->att, &a->q, kvl, &sm->attn, 1.0f / sqrtf((float)c->head_dim),
@@ -230,9 +232,8 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
         return st;
     /* MLP block (LlamaMLP: down(silu(gate(h)) * up(h))), after x += attention output */
     if ((st = op_add_rmsnorm(be, &a->h, &a->x, &a->tmp, &L->ffn_norm, c->rms_eps, err)) ||
-        (st = op_linear(be, &a->g, &a->h, &L->wg, err)) ||
+        (st = op_linear_n(be, 2, gu, &a->h, wgu, err)) ||
         (st = llama_adapters_lora(m, ad, l, 4, &a->g, &a->h, err)) ||
-        (st = op_linear(be, &a->u, &a->h, &L->wu, err)) ||
         (st = llama_adapters_lora(m, ad, l, 5, &a->u, &a->h, err)) ||
         (st = op_silu_mul(be, &a->a, &a->g, &a->u, err)) ||
         (st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) ||
@@ -321,7 +322,10 @@ static uint64_t graph_key(const llama_model *m, const kv_cache *kv, const llama_
     h = mix(h, (uint64_t)b->n_tokens);
     h = mix(h, (uint64_t)b->n_seqs);
     h = mix(h, (uint64_t)width);
-    h = mix(h, (uint64_t)(uintptr_t)m);
+    /* the model and cache by uid: a model freed and another loaded at the same
+     * address (same shapes, other weights) must not replay the old recording */
+    h = mix(h, m->uid);
+    h = mix(h, kv->uid);
     h = mix(h, (uint64_t)(uintptr_t)kv->layers[0].k.data);
     h = mix(h, (uint64_t)(uintptr_t)m->s.tok_buf);
     h = mix(h, (uint64_t)(uintptr_t)m->s.out_buf);

@@ -74,6 +74,7 @@ ps_backend *llama_backend(const llama_model *m);
  * sequences through their block tables. */
 typedef struct {
     ps_backend *be;
+    uint64_t uid; /* unique per cache in this process (keys step graphs; addresses are reused) */
     int n_layers, page_size, n_pages;
     ps_kv_layer *layers;
     int32_t *free_pages;

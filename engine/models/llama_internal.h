@@ -27,6 +27,7 @@ struct llama_model {
     llama_config cfg;
     llama_quant quant;
     ps_backend *be;
+    uint64_t uid; /* unique per model in this process (addresses are reused after a free) */
     ps_tensor embed;    /* (V, C) */
     ps_tensor norm;     /* (C) */
     ps_weight lm_head;  /* (V, C) dense; aliases embed when tied */

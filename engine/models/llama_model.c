@@ -2,6 +2,7 @@
  * NF4 quantise-and-upload step shared by loading and random init, accessors
  * and llama_free. Every device buffer is recorded in m->bufs as soon as it is
  * allocated, so llama_free releases a half-built model completely. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,8 @@ ps_status llama_model_alloc(const llama_config *cfg, llama_quant q, ps_backend *
         return ps_errf(err, PS_EINVAL, "llama: unknown quantisation %d", (int)q);
     llama_model *m = calloc(1, sizeof *m);
     if (!m) return ps_errf(err, PS_ENOMEM, "llama: cannot allocate the model");
+    static _Atomic uint64_t next_uid = 1;
+    m->uid = atomic_fetch_add(&next_uid, 1);
     m->cfg = *cfg;
     m->quant = q;
     m->be = be;

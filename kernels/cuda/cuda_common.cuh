@@ -218,11 +218,17 @@ ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps
 /* The path cuda_linear takes for T rows under the current tuning: GEMV or GEMM
  * (never AUTO). The profiler keys linear calls by it. */
 int cuda_linear_path(const cuda_impl *p, int64_t T);
+ps_status cuda_linear_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                        const ps_weight *const *ws, ps_err *err);
 
 /* Linear building blocks (linear.cu dispatches between them). All F32 x/y. */
 /* y (T, out) = x (T, in) W^T for an NF4 W, decoding on the fly; any T (chunks of 8). */
 ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
                         ps_err *err);
+/* The same for n (1..3) weights of one x (op_linear_n), as one launch when the
+ * configured kernel allows. */
+ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x, int64_t T,
+                          const ps_nf4 *const *ws, ps_err *err);
 /* The same through a bf16 copy of W in scratch and cublasGemmEx (x rounded to bf16). */
 ps_status cuda_nf4_gemm(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
                         ps_err *err);

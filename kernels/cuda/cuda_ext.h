@@ -54,7 +54,8 @@ int ps_cuda_gemv_find(const char *name);
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
  * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill|split, PS_CUDA_SYNC=1,
  * PS_CUDA_GEMV=<configuration name> (see below; an unknown name keeps the default and
- * logs a warning), PS_CUDA_GRAPHS=1 (step graphs; off by default until measured on a GPU).
+ * logs a warning), PS_CUDA_GRAPHS=0 (no step graphs; they are on by default: decode 1.11x at batch 1,
+ * 1.04x at batch 32 on an H100).
  * Setting the tuning drops every recorded step graph. */
 ps_status ps_cuda_get_tuning(ps_backend *be, ps_cuda_tuning *out, ps_err *err);
 ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t, ps_err *err);

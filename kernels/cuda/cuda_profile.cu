@@ -397,6 +397,7 @@ static void prof_wrap(ps_backend *be, const ps_backend *plain) {
     PROF_W(attention); PROF_W(attention_dense); PROF_W(silu_mul); PROF_W(activate); PROF_W(add);
     PROF_W(gather_rows); PROF_W(lora_bgmv); PROF_W(add_rmsnorm); PROF_W(rope_store);
 #undef PROF_W
+    be->linear_n = NULL; /* op_linear_n then makes one profiled linear call per weight */
 }
 
 static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
@@ -405,6 +406,7 @@ static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
     PROF_U(add_bias); PROF_U(rmsnorm); PROF_U(layernorm); PROF_U(rope); PROF_U(kv_store);
     PROF_U(attention); PROF_U(attention_dense); PROF_U(silu_mul); PROF_U(activate); PROF_U(add);
     PROF_U(gather_rows); PROF_U(lora_bgmv); PROF_U(add_rmsnorm); PROF_U(rope_store);
+    PROF_U(linear_n);
 #undef PROF_U
 }
 

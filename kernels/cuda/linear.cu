@@ -34,3 +34,26 @@ ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps
     if (s != PS_OK) return s;
     return cuda_op_done(p, "linear", err);
 }
+
+/* op_linear_n: NF4 weights on the GEMV path go to cuda_nf4_gemv_n (one launch
+ * for all when the kernel allows); anything else is n cuda_linear calls. */
+ps_status cuda_linear_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                        const ps_weight *const *ws, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t T = cuda_rows(x);
+    bool fused = T > 0 && ps_weight_in(ws[0]) > 0 && cuda_linear_path(p, T) == PS_CUDA_LINEAR_GEMV;
+    const ps_nf4 *nf[PS_LINEAR_N_MAX];
+    float *yd[PS_LINEAR_N_MAX];
+    for (int i = 0; fused && i < n; i++) {
+        fused = ws[i]->kind == PS_WEIGHT_NF4 && ps_weight_out(ws[i]) > 0;
+        nf[i] = &ws[i]->nf4;
+        yd[i] = (float *)ys[i]->data;
+    }
+    if (!fused) {
+        for (int i = 0; i < n; i++) PS_TRY(cuda_linear(be, ys[i], x, ws[i], err));
+        return PS_OK;
+    }
+    PS_TRY(cuda_nf4_gemv_n(p, n, yd, (const float *)x->data, T, nf, err));
+    return cuda_op_done(p, "linear", err);
+}

@@ -8,8 +8,10 @@
  * ps_cuda_tuning.gemv_kernel or PS_CUDA_GEMV=<name>), so one benchmark run
  * can sweep them: v1 (this file), v2 (nf4_gemv_v2.cu, x tiles in shared
  * memory; "v2" is the default), v3 (nf4_gemv_v3.cu, no staging, more
- * bytes in flight per lane) and v4 (nf4_gemv_v4.cu, split-K across blocks
- * with a one-launch deterministic reduction, x slice staged once).
+ * bytes in flight per lane), v4 (nf4_gemv_v4.cu, split-K across blocks
+ * with a one-launch deterministic reduction, x slice staged once) and v5
+ * (nf4_gemv_v5.cu, v3's shape with the codes streamed past L1, the next
+ * step's loads ahead of this step's math and a conflict-free table).
  * v1 (in % 64 == 0, 16-byte aligned codes and x): each warp owns R output
  * rows; every lane reads 16 bytes (32 codes, half a 64-block) of each of its
  * rows per step, two steps in flight, and applies them to up to 8 rows of x
@@ -157,23 +159,28 @@ static cuda_gemv_launch_fn cuda_gemv_v1_fn(int R, int nb) {
  * from the SM count and the shape), [w<W>] (default 4), r<R>, u<U>. */
 typedef struct {
     const char *name;
-    int kind;  /* 1, 2, 3, 4: the kernel family */
+    int kind;  /* 1..5: the kernel family */
     int warps; /* per block (v2, v4; v1 and v3 have 4) */
     int R;     /* rows per warp */
     int U;     /* v3, v4: 16-byte chunks per row per lane in flight */
     int S;     /* v4: K splits (0: automatic) */
+    int P;     /* v5: the next step's loads issued before this step's math */
 } gemv_cfg;
 
 static const gemv_cfg k_gemv_cfgs[] = {
-    {"v2", 2, 8, 2, 1, 0}, /* PS_CUDA_GEMV_DEFAULT */
-    {"v1", 1, 4, 0, 2, 0},       {"v1r1", 1, 4, 1, 2, 0},     {"v1r2", 1, 4, 2, 2, 0},
-    {"v1r4", 1, 4, 4, 2, 0},     {"v2w4r1", 2, 4, 1, 1, 0},   {"v2w4r2", 2, 4, 2, 1, 0},
-    {"v2w4r4", 2, 4, 4, 1, 0},   {"v2w8r1", 2, 8, 1, 1, 0},   {"v2w8r4", 2, 8, 4, 1, 0},
-    {"v3r1u2", 3, 4, 1, 2, 0},   {"v3r1u4", 3, 4, 1, 4, 0},   {"v3r2u2", 3, 4, 2, 2, 0},
-    {"v3r2u4", 3, 4, 2, 4, 0},   {"v4s0r1u4", 4, 4, 1, 4, 0}, {"v4s0r1u8", 4, 4, 1, 8, 0},
-    {"v4s0r2u2", 4, 4, 2, 2, 0}, {"v4s0r2u4", 4, 4, 2, 4, 0}, {"v4s0r4u2", 4, 4, 4, 2, 0},
-    {"v4s0w8r2u4", 4, 8, 2, 4, 0}, {"v4s1r2u4", 4, 4, 2, 4, 1}, {"v4s2r2u4", 4, 4, 2, 4, 2},
-    {"v4s4r2u2", 4, 4, 2, 2, 4}, {"v4s8r1u4", 4, 4, 1, 4, 8},
+    {"v2", 2, 8, 2, 1, 0, 0}, /* PS_CUDA_GEMV_DEFAULT */
+    {"v1", 1, 4, 0, 2, 0, 0},       {"v1r1", 1, 4, 1, 2, 0, 0},     {"v1r2", 1, 4, 2, 2, 0, 0},
+    {"v1r4", 1, 4, 4, 2, 0, 0},     {"v2w4r1", 2, 4, 1, 1, 0, 0},   {"v2w4r2", 2, 4, 2, 1, 0, 0},
+    {"v2w4r4", 2, 4, 4, 1, 0, 0},   {"v2w8r1", 2, 8, 1, 1, 0, 0},   {"v2w8r4", 2, 8, 4, 1, 0, 0},
+    {"v3r1u2", 3, 4, 1, 2, 0, 0},   {"v3r1u4", 3, 4, 1, 4, 0, 0},   {"v3r2u2", 3, 4, 2, 2, 0, 0},
+    {"v3r2u4", 3, 4, 2, 4, 0, 0},   {"v4s0r1u4", 4, 4, 1, 4, 0, 0}, {"v4s0r1u8", 4, 4, 1, 8, 0, 0},
+    {"v4s0r2u2", 4, 4, 2, 2, 0, 0}, {"v4s0r2u4", 4, 4, 2, 4, 0, 0}, {"v4s0r4u2", 4, 4, 4, 2, 0, 0},
+    {"v4s0w8r2u4", 4, 8, 2, 4, 0, 0}, {"v4s1r2u4", 4, 4, 2, 4, 1, 0}, {"v4s2r2u4", 4, 4, 2, 4, 2, 0},
+    {"v4s4r2u2", 4, 4, 2, 2, 4, 0}, {"v4s8r1u4", 4, 4, 1, 4, 8, 0},
+    {"v5w4r1u4p1", 5, 4, 1, 4, 0, 1}, {"v5w4r2u2p1", 5, 4, 2, 2, 0, 1},
+    {"v5w4r2u4p1", 5, 4, 2, 4, 0, 1}, {"v5w4r2u4p0", 5, 4, 2, 4, 0, 0},
+    {"v5w4r4u2p1", 5, 4, 4, 2, 0, 1}, {"v5w4r4u2p0", 5, 4, 4, 2, 0, 0},
+    {"v5w8r2u4p1", 5, 8, 2, 4, 0, 1}, {"v5w4r4u4p0", 5, 4, 4, 4, 0, 0},
 };
 #define GEMV_N_CFGS ((int)(sizeof k_gemv_cfgs / sizeof k_gemv_cfgs[0]))
 
@@ -202,6 +209,11 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
         cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, y, x, a, S);
         return;
     }
+    if (c->kind == 5) {
+        gemv5_set set = {{a}, {y}, {0}, 1};
+        cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, set, x);
+        return;
+    }
     int R = c->R ? c->R : nb == 1 ? 4 : 2;
     cuda_gemv_launch_fn fn = c->kind == 1 ? cuda_gemv_v1_fn(R, nb)
                            : c->kind == 2 ? cuda_gemv_v2_fn(c->warps, R, nb)
@@ -209,13 +221,17 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
     fn(p, y, x, a);
 }
 
+/* Whether the fast kernels take this weight and x (16-byte loads, whole 64-blocks). */
+static bool gemv_fast(const cuda_nf4_args &a, const float *x) {
+    return a.in % PS_NF4_BLOCK == 0 && ((uintptr_t)a.packed & 15) == 0 && ((uintptr_t)x & 15) == 0;
+}
+
 ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
                         ps_err *err) {
     cuda_nf4_args a = cuda_nf4_args_of(w);
     if ((a.out + GEMV_WARPS - 1) / GEMV_WARPS > INT32_MAX)
         return ps_errf(err, PS_EINVAL, "linear: nf4 weight with %lld rows", (long long)a.out);
-    bool fast = a.in % PS_NF4_BLOCK == 0 && ((uintptr_t)a.packed & 15) == 0 &&
-                ((uintptr_t)x & 15) == 0;
+    bool fast = gemv_fast(a, x);
     /* configuration k (checked by ps_cuda_set_tuning; anything else: the default) */
     int k = p->tune.gemv_kernel;
     const gemv_cfg *c = fast ? &k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT] : NULL;
@@ -231,6 +247,37 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
     for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
         int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
         nf4_gemv_chunk(p, y + t0 * a.out, x + t0 * a.in, nb, a, c, S);
+        CU_LAUNCH_CHECK(p);
+    }
+    return PS_OK;
+}
+
+/* n weights of the same x in one launch per 8 rows of x when the configured
+ * kernel is v5 and each weight takes the fast path; otherwise (or for a grid
+ * too large for one launch) one cuda_nf4_gemv each. Same bits either way. */
+ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x, int64_t T,
+                          const ps_nf4 *const *ws, ps_err *err) {
+    int k = p->tune.gemv_kernel;
+    const gemv_cfg *c = &k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT];
+    gemv5_set set;
+    set.n = n;
+    bool one = c->kind == 5 && n >= 1 && n <= 3;
+    int64_t blocks = 0;
+    for (int i = 0; one && i < n; i++) {
+        set.w[i] = cuda_nf4_args_of(ws[i]);
+        set.y[i] = ys[i];
+        one = gemv_fast(set.w[i], x) && set.w[i].in == set.w[0].in;
+        blocks += (set.w[i].out + c->warps * c->R - 1) / (c->warps * c->R);
+    }
+    if (!one || blocks > INT32_MAX / 2) {
+        for (int i = 0; i < n; i++) PS_TRY(cuda_nf4_gemv(p, ys[i], x, T, ws[i], err));
+        return PS_OK;
+    }
+    for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
+        int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
+        gemv5_set at = set;
+        for (int i = 0; i < n; i++) at.y[i] = ys[i] + t0 * set.w[i].out;
+        cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, at, x + t0 * set.w[0].in);
         CU_LAUNCH_CHECK(p);
     }
     return PS_OK;

@@ -120,4 +120,17 @@ __device__ static inline void gemv_warp_store(float (&acc)[R][B], float *y, int6
     }
 }
 
+/* v5 (nf4_gemv_v5.cu): up to three weights of the same `in` in one launch;
+ * first[] is filled by the launcher (the first block of each weight). */
+typedef struct {
+    cuda_nf4_args w[3];
+    float *y[3];
+    int first[3];
+    int n;
+} gemv5_set;
+typedef void (*cuda_gemv5_launch_fn)(cuda_impl *p, const gemv5_set &s, const float *x);
+/* the launcher of v5 with W warps, R rows per warp, U chunks per lane in
+ * flight, P (prefetch) for nb (1..8) rows of x; NULL: not instantiated */
+cuda_gemv5_launch_fn cuda_gemv_v5_fn(int W, int R, int U, int P, int nb);
+
 #endif

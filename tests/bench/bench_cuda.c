@@ -648,6 +648,10 @@ int main(void) {
         return 1;
     }
     printf("device read bandwidth: %.0f GB/s (2 GiB read kernel, median of 10)\n", g_bw);
+    { /* the direct ("op by op") measurements: no step graphs (the graph sections turn them on) */
+        ps_cuda_tuning t;
+        if (ps_cuda_get_tuning(be, &t, &err) == PS_OK) t.graphs = false, ps_cuda_set_tuning(be, &t, &err);
+    }
     ROW("device read bandwidth      %.0f GB/s (%s)", g_bw, info.name);
     const char *only = getenv("PS_BENCH_GEMV_ONLY");
     if (only && atoi(only) > 0) {

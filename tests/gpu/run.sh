@@ -5,7 +5,7 @@
 #   3. the unit tests (core parity: llama-tiny fixtures) on the CUDA backend,
 #      PS_TEST_DEVICE=cuda, in three modes: f32 linear everywhere
 #      (PS_CUDA_LINEAR=gemv, the CPU tolerances apply), the same with the
-#      query-tile attention kernel forced and step graphs on (PS_CUDA_GRAPHS=1),
+#      query-tile attention kernel forced and step graphs off (PS_CUDA_GRAPHS=0),
 #      and the default automatic paths
 #      (bf16 cuBLAS above 32 tokens: a failure against an f32 tolerance there
 #      is reported with its measured error);
@@ -125,8 +125,9 @@ fi
 export PS_TEST_DEVICE=cuda
 PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_f32.log -L unit -j4 || status=1
 # the alternate paths in one run (8 files at most come back): the query-tile
-# attention kernel everywhere, and decode steps replayed from CUDA graphs
-PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill PS_CUDA_GRAPHS=1 run_ctest "unit on cuda, f32, tile attn + graphs" \
+# attention kernel everywhere, and every step run op by op (step graphs are
+# on by default, so the f32 run above replays decode steps from CUDA graphs)
+PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill PS_CUDA_GRAPHS=0 run_ctest "unit on cuda, f32, tile attn, no graphs" \
   unit_tile.log -L unit -j4 || status=1
 if ! run_ctest "unit on cuda, auto (bf16 > 32 tok)" unit_auto.log -L unit -j4; then
   note "  (info)" "auto mode uses bf16 cuBLAS for steps over 32 tokens; worst measured errors:"
@@ -141,6 +142,10 @@ if [ -x "$bench" ]; then
   timeout "${PS_BENCH_TIMEOUT:-330}" "$bench" 2>&1 | tee "$out/bench.log"
   rc=$?
   if [ $rc -ne 0 ]; then note "bench_cuda" "exit $rc (124 = timed out; partial log in bench.log)"; fi
+  # PS_RUN_SWEEP=1: the kernel-level GEMV sweep too (tests/gpu/sweep.sh's table), appended
+  if [ "${PS_RUN_SWEEP:-0}" = 1 ]; then
+    PS_BENCH_GEMV_ONLY=1 timeout 150 "$bench" >>"$out/bench.log" 2>&1 || note "gemv sweep" "exit $? (see bench.log)"
+  fi
 else
   note "bench_cuda" "not built"
   status=1
@@ -166,6 +171,10 @@ note "total time" "$(elapsed)"
       sed -n '/==== bench_cuda summary/,$p' "$out/bench.log" | tail -n +2
     else
       tail -15 "$out/bench.log"
+    fi
+    if grep -q "==== best configuration per T" "$out/bench.log"; then
+      echo "---- NF4 GEMV sweep: best configuration per T (full table in bench.log) ----"
+      sed -n '/==== best configuration per T/,/^$/p' "$out/bench.log" | tail -n +2
     fi
     if grep -q "==== decode batch 1: where a step goes" "$out/bench.log"; then
       echo "---- decode batch 1 profile (largest first; full table in bench.log) ----"

@@ -14,6 +14,8 @@
  * configuration called again after another weight must give the same bits
  * (v4's per-row-group counters must be back at 0, its reduction order
  * fixed), and v4 must give a row of x the same bits alone as in a batch.
+ * op_linear_n (several weights, one launch with v5) must give each weight
+ * the bits of its own op_linear call.
  *
  * Tolerances (rel L2; every case prints its measured error):
  *  - GEMV, any weight: 1e-5. f32 accumulation in another order than the
@@ -225,6 +227,72 @@ static void test_nf4_repeat(void) {
     free(wa), free(wb), free(xa), free(xb), free(wantA), free(wantB), free(y1), free(y2), free(yb), free(yt);
 }
 
+/* op_linear_n (q, k, v in one launch with v5): three NF4 weights of one x
+ * (row counts that leave partial row groups, with and without double
+ * quantisation), T = 11 (GEMV chunks of 8 and 3), in every configuration:
+ * each output must carry the bits of its own op_linear call, and with an odd
+ * layout (no fast kernel) the separate calls it falls back to. */
+static void test_nf4_linear_n(bool odd_layout) {
+    const int64_t T = 11, in = 2112, outs[3] = {45, 7, 203};
+    float *x = gu_rand(T * in, 8101, 1.0f), *want[3], *one[3], *all[3];
+    nf4_host q[3] = {{0}};
+    gu_buf blk[3], dy[3];
+    ps_weight gw[3];
+    ps_tensor ty[3];
+    ps_tensor *ys[3] = {&ty[0], &ty[1], &ty[2]};
+    const ps_weight *ws[3] = {&gw[0], &gw[1], &gw[2]};
+    gu_buf dx = gu_upload(x, sizeof(float) * T * in);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, in, dx.d, PS_DEV_CUDA);
+    for (int i = 0; i < 3; i++) {
+        float *wf = gu_rand(outs[i] * in, 8102 + i, 0.05f);
+        GU_OK(nf4_quantize(wf, outs[i], in, i != 1, &q[i], &gu_err), "nf4_quantize");
+        ps_weight cw = {PS_WEIGHT_NF4};
+        cw.nf4 = nf4_host_view(&q[i]);
+        want[i] = malloc(sizeof(float) * (size_t)(T * outs[i]));
+        one[i] = malloc(sizeof(float) * (size_t)(T * outs[i]));
+        all[i] = malloc(sizeof(float) * (size_t)(T * outs[i]));
+        ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, in, x, PS_DEV_CPU);
+        ps_tensor cy = ps_tensor_2d(PS_DT_F32, T, outs[i], want[i], PS_DEV_CPU);
+        GU_OK(cpu_linear_ref(gu_cpu, &cy, &cx, &cw, &gu_err), "cpu_linear_ref");
+        gw[i] = nf4_upload(&q[i], odd_layout, &blk[i]);
+        free(wf);
+    }
+    gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
+    for (int k = 0; k < ps_cuda_gemv_count(); k++) {
+        const char *name = ps_cuda_gemv_name(k);
+        set_gemv(k);
+        for (int n = 2; n <= 3; n++) {
+            for (int i = 0; i < n; i++) {
+                gemv_into(one[i], &gw[i], &dx, T, outs[i], in);
+                dy[i] = gu_poisoned(sizeof(float) * T * outs[i]);
+                ty[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], dy[i].d, PS_DEV_CUDA);
+            }
+            GU_OK(op_linear_n(gu_gpu, n, ys, &gx, ws, &gu_err), "cuda linear_n");
+            for (int i = 0; i < n; i++) {
+                char what[128];
+                gu_download(&dy[i], all[i]);
+                gu_guard_check(&dy[i], "linear_n y");
+                gu_free(&dy[i]);
+                snprintf(what, sizeof what, "linear_n%s %s n=%d weight %d (out=%lld) vs oracle",
+                         odd_layout ? " odd-layout" : "", name, n, i, (long long)outs[i]);
+                gu_check(what, all[i], want[i], T * outs[i], TOL_GEMV);
+                snprintf(what, sizeof what, "linear_n%s %s n=%d weight %d = op_linear, same bits",
+                         odd_layout ? " odd-layout" : "", name, n, i);
+                gu_check(what, all[i], one[i], T * outs[i], 0);
+            }
+        }
+        if (odd_layout) break; /* no fast kernel: every configuration runs the same one */
+    }
+    set_gemv(PS_CUDA_GEMV_DEFAULT);
+    gu_free(&dx);
+    for (int i = 0; i < 3; i++) {
+        gu_free(&blk[i]);
+        nf4_host_free(&q[i]);
+        free(want[i]), free(one[i]), free(all[i]);
+    }
+    free(x);
+}
+
 static void test_dense(int64_t T, int64_t out, int64_t in, ps_dtype dt, uint64_t seed) {
     float *wf = gu_rand(out * in, seed, 0.1f), *x = gu_rand(T * in, seed + 1, 1.0f);
     void *wh = gu_to_dtype(wf, out * in, dt);
@@ -286,5 +354,7 @@ int main(void) {
      * splits and falls back to v2; fixed-S v4 raises S to 22 */
     test_nf4(2, 3, 131136, true, false, 7003);
     test_nf4_repeat();
+    test_nf4_linear_n(false);
+    test_nf4_linear_n(true);
     return gu_finish("cuda linear");
 }

@@ -164,6 +164,46 @@ static void check_decode_exact(wkind kind, int64_t N, int64_t K) {
     test_weight_free(&tw);
 }
 
+/* op_linear_n: three weights of mixed kinds on one x give each weight's
+ * op_linear bits; bad calls are refused before anything is written. */
+static void check_linear_n(void) {
+    const int64_t T = 3, K = 192, N[3] = {5, 64, 17};
+    test_weight tw[3];
+    test_weight_init(&tw[0], W_NF4_DQ, N[0], K, 71);
+    test_weight_init(&tw[1], W_F16, N[1], K, 72);
+    test_weight_init(&tw[2], W_NF4, N[2], K, 73);
+    float *x = malloc(sizeof(float) * (size_t)(T * K)), *one[3], *all[3];
+    tu_rand_fill(x, T * K, 74);
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, K, x, PS_DEV_CPU), ty[3];
+    ps_tensor *ys[3] = {&ty[0], &ty[1], &ty[2]};
+    const ps_weight *ws[3] = {&tw[0].w, &tw[1].w, &tw[2].w};
+    for (int i = 0; i < 3; i++) {
+        one[i] = out_buf(T * N[i]), all[i] = out_buf(T * N[i]);
+        run_fast(be2, &tw[i], x, one[i], T);
+        ty[i] = ps_tensor_2d(PS_DT_F32, T, N[i], all[i], PS_DEV_CPU);
+    }
+    TU_CHECK(op_linear_n(be2, 3, ys, &tx, ws, &err) == PS_OK, "op_linear_n: %s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        TU_CHECK(memcmp(one[i], all[i], sizeof(float) * (size_t)(T * N[i])) == 0,
+                 "op_linear_n weight %d differs from op_linear", i);
+        TU_CHECK(all[i][T * N[i]] == GUARD, "op_linear_n weight %d: guard overwritten", i);
+        for (int64_t j = 0; j < T * N[i]; j++) all[i][j] = NAN;
+    }
+    TU_CHECK(op_linear_n(be2, 4, ys, &tx, ws, &err) == PS_EINVAL, "4 weights accepted");
+    TU_CHECK(op_linear_n(be2, 0, ys, &tx, ws, &err) == PS_EINVAL, "0 weights accepted");
+    ps_tensor *same[2] = {&ty[1], &ty[1]};
+    const ps_weight *w11[2] = {ws[1], ws[1]};
+    TU_CHECK(op_linear_n(be2, 2, same, &tx, w11, &err) == PS_EINVAL, "one output twice accepted");
+    const ps_weight *swapped[3] = {ws[1], ws[0], ws[2]}; /* weight 0's y is too narrow for weight 1 */
+    TU_CHECK(op_linear_n(be2, 3, ys, &tx, swapped, &err) == PS_EINVAL, "shape mismatch accepted");
+    for (int i = 0; i < 3; i++) {
+        TU_CHECK(isnan(all[i][0]), "a refused op_linear_n wrote weight %d's output", i);
+        free(one[i]), free(all[i]);
+        test_weight_free(&tw[i]);
+    }
+    free(x);
+}
+
 int main(void) {
     /* CPU kernels only (they are called directly with host pointers); the
      * CUDA linear paths have their own test in tests/gpu */
@@ -195,6 +235,7 @@ int main(void) {
         check_decode_exact((wkind)kind, 5, 127);
         check_decode_exact((wkind)kind, 9, 1088);
     }
+    check_linear_n();
     ps_backend_destroy(be1);
     ps_backend_destroy(be2);
     return tu_finish("test_linear");

@@ -10,6 +10,8 @@
 # it) and a smoke run of bench_cuda. Catches indexing, barrier, shuffle,
 # alignment and host-logic mistakes before a GPU run; says nothing about speed
 # or fast-math precision. About 10 minutes on 2 cores. Output: build-emu/.
+# Arguments (optional): run only the runs whose names start with one of them,
+# e.g. `run_emu.sh test_cuda_linear` (both its plain and shuffled runs).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 R=$(pwd)
@@ -40,8 +42,14 @@ for t in "$B"/obj/tests_gpu_test_*.o "$B"/obj/tests_unit_test_llama*.o "$B"/obj/
   link "$n" "$t" || { echo "emu: link of $n failed"; exit 1; }
 done
 status=0
+only=("$@") # optional: run only the runs whose name starts with one of these
 run() { # name, command...
   local name=$1; shift
+  if [ ${#only[@]} -gt 0 ]; then
+    local o hit=0
+    for o in "${only[@]}"; do [[ $name == "$o"* ]] && hit=1; done
+    [ $hit = 1 ] || return 0
+  fi
   "$@" >"$B/$name.log" 2>&1
   case $? in
     0) echo "ok    $name" ;;
@@ -58,6 +66,7 @@ for t in "$B"/bin/test_llama*; do
 done
 run test_llama_parity-cuda-tile env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill "$B/bin/test_llama_parity"
 run test_llama_parity-cuda-split env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=split "$B/bin/test_llama_parity"
+run test_llama_parity-cuda-v5 env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v5w4r2u4p1 "$B/bin/test_llama_parity"
 run test_llama_batch-cuda-graphs env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GRAPHS=1 "$B/bin/test_llama_batch"
 run bench_cuda-smoke env PS_BENCH_SMOKE=1 PS_BENCH_LAYERS=2 "$B/bin/bench_cuda"
 exit $status
