@@ -182,6 +182,35 @@ template <int DT> __device__ static inline float cuda_ld(const void *p, int64_t 
     else return ps_bf16_to_f32(((const uint16_t *)p)[i]);
 }
 
+/* ---- 16-byte vector access for the element-wise and row kernels ---- */
+
+/* Four 16-bit values read in one 8-byte load (own type: the CPU emulator of
+ * tests/gpu/emu has no ushort4). */
+struct alignas(8) cuda_u16x4 {
+    uint16_t v[4];
+};
+
+/* Elements 4*i4 .. 4*i4+3 of a F32 / F16 / BF16 array as floats, in one
+ * 16-byte (F32) or 8-byte (16-bit) load; p must be aligned to that size
+ * (cuda_ld4_ok). Same conversions as cuda_ld. */
+template <int DT> __device__ static inline float4 cuda_ld4(const void *p, int64_t i4) {
+    if constexpr (DT == PS_DT_F32) {
+        return ((const float4 *)p)[i4];
+    } else {
+        cuda_u16x4 h = ((const cuda_u16x4 *)p)[i4];
+        if constexpr (DT == PS_DT_F16)
+            return make_float4(ps_f16_to_f32(h.v[0]), ps_f16_to_f32(h.v[1]), ps_f16_to_f32(h.v[2]),
+                               ps_f16_to_f32(h.v[3]));
+        else
+            return make_float4(ps_bf16_to_f32(h.v[0]), ps_bf16_to_f32(h.v[1]), ps_bf16_to_f32(h.v[2]),
+                               ps_bf16_to_f32(h.v[3]));
+    }
+}
+
+static inline bool cuda_aligned(const void *p, size_t bytes) { return (uintptr_t)p % bytes == 0; }
+/* Whether cuda_ld4 may read an array of dtype dt at p (4 elements' alignment). */
+static inline bool cuda_ld4_ok(const void *p, ps_dtype dt) { return cuda_aligned(p, 4 * ps_dtype_size(dt)); }
+
 /* ---- op entry points (one file each, see the file headers) ---- */
 
 ps_status cuda_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,

@@ -3,7 +3,9 @@
  * (HF LlamaRMSNorm: w * (x * rsqrt(mean(x^2) + eps)); LayerNorm with double
  * statistics and the biased variance, as torch.nn.LayerNorm and the CPU
  * oracle). Sums are in a different order than the CPU's sequential loop:
- * results agree to a few float ulps, not bit for bit. */
+ * results agree to a few float ulps, not bit for bit. RMSNorm has a register
+ * path for rows of up to 8192 floats (rmsnorm_vec_kernel: the decode shape)
+ * and the general three-pass loop for the rest. */
 #include "cuda_common.cuh"
 
 #define NORM_THREADS 256
@@ -21,7 +23,8 @@ template <typename T> __device__ static T norm_block_sum(T v, T *smem) {
 }
 
 /* y != NULL (add_rmsnorm): x += y first, each thread on the elements it then
- * reads, so the sums see exactly what op_add would have left in x. */
+ * reads, so the sums see exactly what op_add would have left in x.
+ * The general path: any C, any alignment; three passes over the row. */
 template <int DT>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_kernel(float *out, float *x, const float *y, const void *w, int64_t C, float eps) {
@@ -39,6 +42,89 @@ rmsnorm_kernel(float *out, float *x, const float *y, const void *w, int64_t C, f
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = cuda_ld<DT>(w, c) * (xr[c] * inv);
 }
 
+/* The register path: C % 4 == 0, C <= NORM_VEC_MAX * 4 * NORM_THREADS, x,
+ * out and w aligned (rmsnorm_vec_ok). Why: at T = 1 (decode) the grid is one
+ * block, so the time is the latency of its memory chain. Here every load of
+ * the row (x, y, w as 16-byte / 8-byte vectors, NV per thread) is issued
+ * before any is used, x is read once and kept in registers, and the output
+ * comes from registers: one memory round trip instead of three dependent
+ * passes. Thread tid owns float4 chunks tid, tid + NORM_THREADS, ... Missing
+ * chunks are zeros (add nothing to the sum). rmsnorm and add_rmsnorm run this
+ * same code (y NULL or not), so the fused op equals add + rmsnorm bit for bit;
+ * y_vec only chooses how y is read, never the order of the sums. */
+#define NORM_VEC_MAX 8 /* C up to 8192 */
+
+template <int DT, int NV>
+__global__ void __launch_bounds__(NORM_THREADS)
+rmsnorm_vec_kernel(float *out, float *x, const float *y, const void *w, int C4, float eps, bool y_vec) {
+    __shared__ float red[NORM_THREADS / 32];
+    int64_t row = (int64_t)blockIdx.x * C4;
+    float4 *xr = (float4 *)x + row, *o = (float4 *)out + row;
+    float4 xv[NV], wv[NV], yv[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = k * NORM_THREADS + threadIdx.x;
+        xv[k] = wv[k] = yv[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (c >= C4) continue;
+        xv[k] = xr[c];
+        wv[k] = cuda_ld4<DT>(w, c);
+        if (!y) continue;
+        const float *yr = y + (row + c) * 4;
+        yv[k] = y_vec ? *(const float4 *)yr : make_float4(yr[0], yr[1], yr[2], yr[3]);
+    }
+    if (y) {
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int c = k * NORM_THREADS + threadIdx.x;
+            xv[k].x = xv[k].x + yv[k].x, xv[k].y = xv[k].y + yv[k].y;
+            xv[k].z = xv[k].z + yv[k].z, xv[k].w = xv[k].w + yv[k].w;
+            if (c < C4) xr[c] = xv[k];
+        }
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        ss += xv[k].x * xv[k].x;
+        ss += xv[k].y * xv[k].y;
+        ss += xv[k].z * xv[k].z;
+        ss += xv[k].w * xv[k].w;
+    }
+    ss = norm_block_sum(ss, red);
+    float inv = 1.0f / sqrtf(ss / (float)(4 * C4) + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = k * NORM_THREADS + threadIdx.x;
+        if (c < C4)
+            o[c] = make_float4(wv[k].x * (xv[k].x * inv), wv[k].y * (xv[k].y * inv),
+                               wv[k].z * (xv[k].z * inv), wv[k].w * (xv[k].w * inv));
+    }
+}
+
+/* Float4 chunks per thread for the register path, 0 = use the general path.
+ * Depends on x, out, w and C only (not on y), so op_rmsnorm and
+ * op_add_rmsnorm on the same tensors always pick the same path. */
+static int rmsnorm_vec_per_thread(const float *out, const float *x, const ps_tensor *w, int64_t C) {
+    if (C % 4 || C > (int64_t)NORM_VEC_MAX * 4 * NORM_THREADS) return 0;
+    if (!cuda_aligned(out, 16) || !cuda_aligned(x, 16) || !cuda_ld4_ok(w->data, w->dtype)) return 0;
+    int64_t per = (C / 4 + NORM_THREADS - 1) / NORM_THREADS;
+    int nv = 1;
+    while (nv < per) nv *= 2;
+    return nv;
+}
+
+template <int DT>
+static void rmsnorm_vec_launch(cuda_impl *p, int nv, unsigned R, float *o, float *x, const float *y,
+                               const void *w, int64_t C, float eps) {
+    int C4 = (int)(C / 4);
+    bool yv = y && cuda_aligned(y, 16);
+    switch (nv) {
+    case 1: rmsnorm_vec_kernel<DT, 1><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
+    case 2: rmsnorm_vec_kernel<DT, 2><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
+    case 4: rmsnorm_vec_kernel<DT, 4><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
+    default: rmsnorm_vec_kernel<DT, 8><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
+    }
+}
+
 static ps_status rmsnorm_launch(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *y,
                                 const ps_tensor *w, float eps, const char *op, ps_err *err) {
     cuda_impl *p = cuda_of(be);
@@ -48,6 +134,15 @@ static ps_status rmsnorm_launch(ps_backend *be, ps_tensor *out, const ps_tensor 
     if (R > INT32_MAX) return ps_errf(err, PS_EINVAL, "%s: %lld rows (max %d)", op, (long long)R, INT32_MAX);
     float *o = (float *)out->data, *xi = (float *)x->data;
     const float *yi = y ? (const float *)y->data : NULL;
+    int nv = rmsnorm_vec_per_thread(o, xi, w, C);
+    if (nv) {
+        switch (w->dtype) {
+        case PS_DT_F32: rmsnorm_vec_launch<PS_DT_F32>(p, nv, (unsigned)R, o, xi, yi, w->data, C, eps); break;
+        case PS_DT_F16: rmsnorm_vec_launch<PS_DT_F16>(p, nv, (unsigned)R, o, xi, yi, w->data, C, eps); break;
+        default: rmsnorm_vec_launch<PS_DT_BF16>(p, nv, (unsigned)R, o, xi, yi, w->data, C, eps); break;
+        }
+        return cuda_op_done(p, op, err);
+    }
     switch (w->dtype) {
     case PS_DT_F32: rmsnorm_kernel<PS_DT_F32><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
     case PS_DT_F16: rmsnorm_kernel<PS_DT_F16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;

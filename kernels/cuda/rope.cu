@@ -7,7 +7,8 @@
  * with the shared ps_rope_inv_freq (identical to the CPU's), and the device
  * takes cos/sin of the float angle in double precision (correctly rounded
  * results, like glibc's cosf/sinf; fast math would use the approximate
- * __cosf/__sinf, whose error grows with the angle).
+ * __cosf/__sinf, whose error grows with the angle); rope and rope_store share
+ * that step (rope_cos_sin), so the fused op equals the separate ones.
  *
  * cuda_rope_store fuses rope(q), rope(k) and kv_store(k, v) (one launch
  * instead of three per layer): the same rotation per pair, then the rotated k
@@ -18,16 +19,38 @@
 #include "cuda_common.cuh"
 #include "math/act.h"
 
-__global__ void rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int64_t T,
-                            int64_t H, int64_t half) {
-    int64_t n = T * H * half;
-    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n;
-         j += (int64_t)gridDim.x * blockDim.x) {
-        int64_t i = j % half, th = j / half, t = th / H;
-        float a = (float)pos[t] * inv_freq[i];
-        float c = (float)cos((double)a), s = (float)sin((double)a);
-        float *v = x + th * 2 * half;
-        ps_rope_rotate(&v[i], &v[i + half], c, s);
+#define ROPE_THREADS 128 /* small blocks: at T = 1 the pairs spread over more SMs */
+
+/* cos and sin of pos * inv_freq in double, one argument reduction for both */
+__device__ static inline void rope_cos_sin(int32_t pos, float inv_freq, float *c, float *s) {
+    float a = (float)pos * inv_freq;
+    double sd, cd;
+    sincos((double)a, &sd, &cd);
+    *c = (float)cd;
+    *s = (float)sd;
+}
+
+/* Grid (pairs of one token / ROPE_THREADS, tokens): the pair index comes from
+ * the block and thread (one 32-bit division, none per token), and a thread
+ * issues its loads (pair, position, frequency) before the cos/sin, whose
+ * latency then overlaps theirs. */
+static dim3 rope_grid(int64_t pairs, int64_t T) {
+    return dim3((unsigned)((pairs + ROPE_THREADS - 1) / ROPE_THREADS), (unsigned)(T < 65535 ? T : 65535));
+}
+
+__global__ void __launch_bounds__(ROPE_THREADS)
+rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int64_t T, int H, int half) {
+    int j = blockIdx.x * ROPE_THREADS + threadIdx.x;
+    if (j >= H * half) return;
+    int h = j / half, i = j - h * half;
+    float f = inv_freq[i];
+    for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+        float *v = x + (t * H + h) * 2 * half;
+        float lo = v[i], hi = v[i + half], c, s;
+        rope_cos_sin(pos[t], f, &c, &s);
+        ps_rope_rotate(&lo, &hi, c, s);
+        v[i] = lo;
+        v[i + half] = hi;
     }
 }
 
@@ -58,42 +81,49 @@ ps_status cuda_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float th
                        (long long)D, 2 * CUDA_ROPE_MAX_HALF);
     if (T * H * D == 0) return PS_OK;
     PS_TRY(rope_table(p, theta, D, err));
-    int64_t n = T * H * (D / 2);
-    rope_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(
-        (float *)x->data, (const int32_t *)pos->data, p->rope_tab, T, H, D / 2);
+    if (H * D > INT32_MAX)
+        return ps_errf(err, PS_ENOTSUP, "rope: %lld heads of %lld over the cuda limit", (long long)H, (long long)D);
+    rope_kernel<<<rope_grid(H * (D / 2), T), ROPE_THREADS, 0, p->stream>>>(
+        (float *)x->data, (const int32_t *)pos->data, p->rope_tab, T, (int)H, (int)(D / 2));
     return cuda_op_done(p, "rope", err);
 }
 
 /* One thread per rotation pair i of a q head (heads 0..H-1) or a k head
- * (H..H+KV-1); a k pair is also stored, with the same pair of v. */
-__global__ void rope_store_kernel(float *q, float *k, const float *v, float *kc, float *vc,
-                                  const int32_t *pos, const int32_t *slots, const float *inv_freq,
-                                  int64_t T, int64_t H, int64_t KV, int64_t half, int64_t n_slots,
-                                  cuda_flag *flag) {
-    int64_t heads = H + KV, n = T * heads * half, D = 2 * half;
-    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n;
-         j += (int64_t)gridDim.x * blockDim.x) {
-        int64_t i = j % half, th = j / half, t = th / heads, h = th % heads;
-        float a = (float)pos[t] * inv_freq[i];
-        float c = (float)cos((double)a), s = (float)sin((double)a);
-        if (h < H) {
-            float *x = q + (t * H + h) * D;
-            ps_rope_rotate(&x[i], &x[i + half], c, s);
-            continue;
+ * (H..H+KV-1) of token t; a k pair is also stored, with the same pair of v.
+ * Every load (the pair, v, slot, position) is issued before the cos/sin. */
+__global__ void __launch_bounds__(ROPE_THREADS)
+rope_store_kernel(float *q, float *k, const float *v, float *kc, float *vc, const int32_t *pos,
+                  const int32_t *slots, const float *inv_freq, int64_t T, int H, int KV, int half,
+                  int64_t n_slots, cuda_flag *flag) {
+    int j = blockIdx.x * ROPE_THREADS + threadIdx.x;
+    if (j >= (H + KV) * half) return;
+    int h = j / half, i = j - h * half, D = 2 * half, kh = h - H;
+    bool is_k = h >= H;
+    float f = inv_freq[i];
+    for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+        int64_t row = is_k ? (t * KV + kh) * D : (t * H + h) * D;
+        float *x = (is_k ? k : q) + row;
+        float lo = x[i], hi = x[i + half], vlo = 0.0f, vhi = 0.0f, c, s;
+        int32_t slot = 0;
+        if (is_k) {
+            vlo = v[row + i];
+            vhi = v[row + i + half];
+            slot = slots[t];
         }
-        int64_t kh = h - H, row = (t * KV + kh) * D;
-        float *x = k + row;
-        ps_rope_rotate(&x[i], &x[i + half], c, s);
-        int32_t slot = slots[t];
+        rope_cos_sin(pos[t], f, &c, &s);
+        ps_rope_rotate(&lo, &hi, c, s);
+        x[i] = lo;
+        x[i + half] = hi;
+        if (!is_k) continue;
         if (slot < 0 || slot >= n_slots) {
             if (i == 0 && kh == 0) cuda_raise(flag, CUDA_FLAG_KV_SLOT, slot, (int)n_slots, (int)t);
             continue;
         }
         int64_t at = ((int64_t)slot * KV + kh) * D;
-        kc[at + i] = x[i];
-        kc[at + i + half] = x[i + half];
-        vc[at + i] = v[row + i];
-        vc[at + i + half] = v[row + i + half];
+        kc[at + i] = lo;
+        kc[at + i + half] = hi;
+        vc[at + i] = vlo;
+        vc[at + i + half] = vhi;
     }
 }
 
@@ -111,10 +141,13 @@ ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_t
                        (long long)D, 2 * CUDA_ROPE_MAX_HALF);
     if (T * (H + KV) * D == 0) return PS_OK;
     PS_TRY(rope_table(p, theta, D, err));
-    int64_t n = T * (H + KV) * (D / 2), n_slots = kv->k.shape[0] * kv->k.shape[1];
-    rope_store_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(
+    if ((H + KV) * D > INT32_MAX)
+        return ps_errf(err, PS_ENOTSUP, "rope_store: %lld heads of %lld over the cuda limit",
+                       (long long)(H + KV), (long long)D);
+    int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
+    rope_store_kernel<<<rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, p->stream>>>(
         (float *)q->data, (float *)k->data, (const float *)v->data, (float *)kv->k.data,
-        (float *)kv->v.data, (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T, H,
-        KV, D / 2, n_slots, p->d_flag);
+        (float *)kv->v.data, (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T,
+        (int)H, (int)KV, (int)(D / 2), n_slots, p->d_flag);
     return cuda_op_done(p, "rope_store", err);
 }

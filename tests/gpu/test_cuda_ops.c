@@ -3,7 +3,11 @@
  * layernorm, rope, plus buffers (odd-sized round trips) and the error paths
  * (bad indices found on the device, out of memory, bad tuning). Random inputs
  * (never zeros) at odd shapes; every output is poisoned with NaN first and
- * followed by guard bytes. Linear and attention: test_cuda_linear.c and
+ * followed by guard bytes. Shapes reach both the vector (16-byte, register)
+ * paths and their scalar fallbacks: C divisible by 4 or not, C above the
+ * rmsnorm register limit (8192), T = 1 and T > 1, and buffers placed one float
+ * off 16-byte alignment; the two paths must agree bit for bit where the
+ * arithmetic is the same (silu_mul, add). Linear and attention: test_cuda_linear.c and
  * test_cuda_attention.c.
  *
  * Tolerances (rel L2 against the CPU op; every case prints its measured error):
@@ -121,6 +125,62 @@ static void test_elementwise(int64_t n, uint64_t seed, bool extreme) {
     }
     gu_free(&dy);
     free(x), free(y), free(b), free(want), free(got);
+}
+
+/* Device copy of h (n floats) placed `off` floats into its buffer (off = 1:
+ * not 16-byte aligned, so the vector paths must step aside); AT() is the
+ * tensor pointer, down_at the matching download. */
+static gu_buf up_at(const float *h, int64_t n, int off) {
+    float *p = calloc((size_t)(n + off), sizeof(float));
+    memcpy(p + off, h, sizeof(float) * (size_t)n);
+    gu_buf b = gu_upload(p, sizeof(float) * (size_t)(n + off));
+    free(p);
+    return b;
+}
+static void down_at(const gu_buf *b, float *h, int64_t n, int off) {
+    float *p = malloc(sizeof(float) * (size_t)(n + off));
+    gu_download(b, p);
+    memcpy(h, p + off, sizeof(float) * (size_t)n);
+    free(p);
+}
+#define AT(b, off) ((float *)(b).d + (off))
+
+/* silu_mul and add at decode-like lengths, aligned (vector path when n % 4 ==
+ * 0) and one float off (scalar path): each vs the CPU, and the two paths vs
+ * each other bit for bit. */
+static void test_silu_add_paths(int64_t R, int64_t C) {
+    int64_t n = R * C;
+    float *g = gu_rand(n, 300 + n, 4.0f), *u = gu_rand(n, 301, 2.0f);
+    float *want_s = malloc(sizeof(float) * (size_t)n), *want_a = malloc(sizeof(float) * (size_t)n);
+    float *got[2][2];
+    ps_tensor cg = ps_tensor_2d(PS_DT_F32, R, C, g, PS_DEV_CPU), cu = ps_tensor_2d(PS_DT_F32, R, C, u, PS_DEV_CPU);
+    ps_tensor cs = ps_tensor_2d(PS_DT_F32, R, C, want_s, PS_DEV_CPU), ca = ps_tensor_2d(PS_DT_F32, R, C, want_a, PS_DEV_CPU);
+    GU_OK(op_silu_mul(gu_cpu, &cs, &cg, &cu, &gu_err), "cpu silu_mul");
+    memcpy(want_a, g, sizeof(float) * (size_t)n);
+    GU_OK(op_add(gu_cpu, &ca, &cu, &gu_err), "cpu add");
+    char what[112];
+    for (int off = 0; off < 2; off++) {
+        gu_buf dg = up_at(g, n, off), du = up_at(u, n, off), dout = gu_poisoned(sizeof(float) * (size_t)(n + off));
+        ps_tensor gg = ps_tensor_2d(PS_DT_F32, R, C, AT(dg, off), PS_DEV_CUDA);
+        ps_tensor gu_ = ps_tensor_2d(PS_DT_F32, R, C, AT(du, off), PS_DEV_CUDA);
+        ps_tensor go = ps_tensor_2d(PS_DT_F32, R, C, AT(dout, off), PS_DEV_CUDA);
+        GU_OK(op_silu_mul(gu_gpu, &go, &gg, &gu_, &gu_err), "cuda silu_mul");
+        GU_OK(op_add(gu_gpu, &gg, &gu_, &gu_err), "cuda add");
+        got[off][0] = malloc(sizeof(float) * (size_t)n), got[off][1] = malloc(sizeof(float) * (size_t)n);
+        down_at(&dout, got[off][0], n, off);
+        down_at(&dg, got[off][1], n, off);
+        gu_guard_check(&dout, "silu_mul out");
+        gu_guard_check(&dg, "add x");
+        snprintf(what, sizeof what, "silu_mul R=%lld C=%lld offset %d", (long long)R, (long long)C, off);
+        gu_check(what, got[off][0], want_s, n, TOL_ACT);
+        snprintf(what, sizeof what, "add R=%lld C=%lld offset %d", (long long)R, (long long)C, off);
+        gu_check(what, got[off][1], want_a, n, TOL_EXACT);
+        gu_free(&dg), gu_free(&du), gu_free(&dout);
+    }
+    snprintf(what, sizeof what, "silu_mul R=%lld C=%lld (aligned vs offset)", (long long)R, (long long)C);
+    gu_check(what, got[0][0], got[1][0], n, TOL_EXACT);
+    for (int off = 0; off < 2; off++) free(got[off][0]), free(got[off][1]);
+    free(g), free(u), free(want_s), free(want_a);
 }
 
 /* ---- rows: embed, gather_rows ---- */
@@ -242,39 +302,45 @@ static void test_norm(bool layer, int64_t T, int64_t C, ps_dtype wdt) {
     free(x), free(w), free(b), free(wh), free(bh), free(want), free(got);
 }
 
-/* add_rmsnorm: x += y then rmsnorm(x), vs the CPU op (x exact, out as rmsnorm) */
-static void test_add_rmsnorm(int64_t T, int64_t C, ps_dtype wdt) {
-    float *x = gu_rand(T * C, 61 + C, 2.0f), *y = gu_rand(T * C, 62, 1.0f), *w = gu_rand(C, 63, 1.5f);
+/* add_rmsnorm: x += y then rmsnorm(x), vs the CPU op (x exact, out as
+ * rmsnorm), and vs add + rmsnorm on the device bit for bit. xo: x and out
+ * placed that many floats off alignment (both ops take the general path),
+ * yo: y only (the register path reads y by scalars, same sums). */
+static void test_add_rmsnorm(int64_t T, int64_t C, ps_dtype wdt, int xo, int yo) {
+    int64_t n = T * C;
+    float *x = gu_rand(n, 61 + C, 2.0f), *y = gu_rand(n, 62, 1.0f), *w = gu_rand(C, 63, 1.5f);
     void *wh = gu_to_dtype(w, C, wdt);
-    float *want = malloc(sizeof(float) * (size_t)(T * C)), *got = malloc(sizeof(float) * (size_t)(T * C));
-    float *xg = malloc(sizeof(float) * (size_t)(T * C));
-    gu_buf dx = gu_upload(x, sizeof(float) * T * C), dy = gu_upload(y, sizeof(float) * T * C);
-    gu_buf dout = gu_poisoned(sizeof(float) * T * C), dw = gu_upload(wh, ps_dtype_size(wdt) * C);
+    float *want = malloc(sizeof(float) * (size_t)n), *got = malloc(sizeof(float) * (size_t)n);
+    float *xg = malloc(sizeof(float) * (size_t)n);
+    gu_buf dx = up_at(x, n, xo), dy = up_at(y, n, yo);
+    gu_buf dout = gu_poisoned(sizeof(float) * (size_t)(n + xo)), dw = gu_upload(wh, ps_dtype_size(wdt) * C);
     ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, T, C, y, PS_DEV_CPU);
     ps_tensor co = ps_tensor_2d(PS_DT_F32, T, C, want, PS_DEV_CPU), cw = ps_tensor_1d(wdt, C, wh, PS_DEV_CPU);
-    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, C, dx.d, PS_DEV_CUDA), gy = ps_tensor_2d(PS_DT_F32, T, C, dy.d, PS_DEV_CUDA);
-    ps_tensor go = ps_tensor_2d(PS_DT_F32, T, C, dout.d, PS_DEV_CUDA), gw = ps_tensor_1d(wdt, C, dw.d, PS_DEV_CUDA);
+    ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, C, AT(dx, xo), PS_DEV_CUDA), gy = ps_tensor_2d(PS_DT_F32, T, C, AT(dy, yo), PS_DEV_CUDA);
+    ps_tensor go = ps_tensor_2d(PS_DT_F32, T, C, AT(dout, xo), PS_DEV_CUDA), gw = ps_tensor_1d(wdt, C, dw.d, PS_DEV_CUDA);
     /* the two separate ops on the device first, on copies: the fused op must equal them exactly */
-    gu_buf sx = gu_upload(x, sizeof(float) * T * C), sout = gu_poisoned(sizeof(float) * T * C);
-    ps_tensor tsx = ps_tensor_2d(PS_DT_F32, T, C, sx.d, PS_DEV_CUDA), tso = ps_tensor_2d(PS_DT_F32, T, C, sout.d, PS_DEV_CUDA);
+    gu_buf sx = up_at(x, n, xo), sout = gu_poisoned(sizeof(float) * (size_t)(n + xo));
+    ps_tensor tsx = ps_tensor_2d(PS_DT_F32, T, C, AT(sx, xo), PS_DEV_CUDA), tso = ps_tensor_2d(PS_DT_F32, T, C, AT(sout, xo), PS_DEV_CUDA);
     GU_OK(op_add(gu_gpu, &tsx, &gy, &gu_err), "cuda add");
     GU_OK(op_rmsnorm(gu_gpu, &tso, &tsx, &gw, 1e-6f, &gu_err), "cuda rmsnorm");
-    float *sep = malloc(sizeof(float) * (size_t)(T * C));
-    gu_download(&sout, sep);
+    float *sep = malloc(sizeof(float) * (size_t)n);
+    down_at(&sout, sep, n, xo);
     GU_OK(op_add_rmsnorm(gu_cpu, &co, &cx, &cy, &cw, 1e-6f, &gu_err), "cpu add_rmsnorm");
     GU_OK(op_add_rmsnorm(gu_gpu, &go, &gx, &gy, &gw, 1e-6f, &gu_err), "cuda add_rmsnorm");
-    gu_download(&dout, got);
-    gu_download(&dx, xg);
+    down_at(&dout, got, n, xo);
+    down_at(&dx, xg, n, xo);
     gu_guard_check(&dout, "add_rmsnorm out");
     gu_guard_check(&dx, "add_rmsnorm x");
-    char what[96];
-    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (x)", (long long)T, (long long)C, ps_dtype_name(wdt));
-    gu_check(what, xg, x, T * C, TOL_EXACT);
-    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (out)", (long long)T, (long long)C, ps_dtype_name(wdt));
-    gu_check(what, got, want, T * C, TOL_RMS);
-    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s (out, fused vs add + rmsnorm)", (long long)T,
-             (long long)C, ps_dtype_name(wdt));
-    gu_check(what, got, sep, T * C, TOL_EXACT);
+    char what[128];
+    snprintf(what, sizeof what, "add_rmsnorm T=%lld C=%lld w=%s offsets %d %d", (long long)T, (long long)C,
+             ps_dtype_name(wdt), xo, yo);
+    size_t at = strlen(what);
+    snprintf(what + at, sizeof what - at, " (x)");
+    gu_check(what, xg, x, n, TOL_EXACT);
+    snprintf(what + at, sizeof what - at, " (out)");
+    gu_check(what, got, want, n, TOL_RMS);
+    snprintf(what + at, sizeof what - at, " (out, fused vs add + rmsnorm)");
+    gu_check(what, got, sep, n, TOL_EXACT);
     gu_free(&dx), gu_free(&dy), gu_free(&dout), gu_free(&dw), gu_free(&sx), gu_free(&sout);
     free(x), free(y), free(w), free(wh), free(want), free(got), free(xg), free(sep);
 }
@@ -441,17 +507,32 @@ int main(void) {
     for (int i = 0; i < N_SIZES; i++) test_elementwise(SIZES[i], 100 + i, false);
     test_elementwise(8, 200, true);
     test_elementwise(17, 201, true);
+    test_silu_add_paths(1, 11008);
+    test_silu_add_paths(5, 4096);
+    test_silu_add_paths(3, 17);
     const ps_dtype dts[3] = {PS_DT_F32, PS_DT_F16, PS_DT_BF16};
     for (int d = 0; d < 3; d++) {
         test_embed(1000, 127, 17, dts[d]);
         test_embed(3, 1, 1, dts[d]);
         test_embed(32000, 4096, 3, dts[d]);
+        test_embed(64, 11008, 1, dts[d]);
+        test_embed(70, 4100, 5, dts[d]);
         test_norm(false, 1, 4096, dts[d]);
         test_norm(false, 3, 17, dts[d]);
         test_norm(false, 127, 4097, dts[d]);
-        test_add_rmsnorm(1, 4096, dts[d]);
-        test_add_rmsnorm(3, 17, dts[d]);
-        test_add_rmsnorm(127, 4097, dts[d]);
+        test_norm(false, 1, 11008, dts[d]); /* register path, partly filled chunks */
+        test_norm(false, 5, 8192, dts[d]);  /* register path, full */
+        test_norm(false, 2, 8196, dts[d]);  /* over the register limit: general path */
+        test_norm(false, 5, 16, dts[d]);
+        test_add_rmsnorm(1, 4096, dts[d], 0, 0);
+        test_add_rmsnorm(3, 17, dts[d], 0, 0);
+        test_add_rmsnorm(127, 4097, dts[d], 0, 0);
+        test_add_rmsnorm(1, 11008, dts[d], 0, 0);
+        test_add_rmsnorm(5, 4100, dts[d], 0, 0);
+        test_add_rmsnorm(5, 4096, dts[d], 0, 1); /* y off alignment */
+        test_add_rmsnorm(5, 4096, dts[d], 1, 0); /* x, out off alignment */
+        test_add_rmsnorm(1, 8196, dts[d], 0, 0);
+        test_add_rmsnorm(2, 12, dts[d], 0, 1);
         test_norm(true, 1, 1, dts[d]);
         test_norm(true, 17, 768, dts[d]);
         test_norm(true, 5, 4097, dts[d]);
@@ -461,11 +542,15 @@ int main(void) {
     test_gather_rows(512, 4096, 33);
     test_kv_store(7, 16, 2, 64, 17);
     test_rope_store(1, 32, 8, 128, 4, 16);
+    test_rope_store(5, 32, 8, 128, 4, 16);
     test_rope_store(17, 6, 2, 34, 5, 4);
     test_rope_store(3, 3, 3, 2, 2, 3);
     test_kv_store(3, 5, 1, 3, 1);
+    test_kv_store(8, 16, 32, 128, 1);
+    test_kv_store(3, 5, 2, 3, 5);
     test_kv_store(64, 16, 32, 128, 127);
     test_rope(1, 1, 2, 10000.0f, 2);
+    test_rope(1, 32, 128, 10000.0f, 4096);
     test_rope(17, 3, 64, 10000.0f, 4096);
     test_rope(5, 32, 128, 500000.0f, 131072);
     test_rope(127, 4, 18, 10000.0f, 2048);
