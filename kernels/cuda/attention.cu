@@ -364,9 +364,12 @@ attn_decode_split_kernel(att_paged_args a, int P, float *part, int *tickets) {
     __shared__ att_parts_smem s_parts;
     __shared__ int s_last;
     int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z, D = a.D;
-    int pos = a.tok_kv_pos[t]; /* unchecked: only decides whether this block has a part */
-    int chunk = att_part_chunk(pos >= 0 ? pos + 1 : 1, P);
-    if (sp > 0 && (pos < 0 || sp * chunk > pos)) return; /* no keys here; part 0 always runs */
+    /* The length before the checks only decides whether this block has a part
+     * (part 0 always runs: it writes the zero row of a flagged token). */
+    int pos = a.tok_kv_pos[t];
+    int len0 = pos >= 0 && pos / a.page_size < a.max_pages ? pos + 1 : 1;
+    int chunk = att_part_chunk(len0, P);
+    if (sp > 0 && sp * chunk >= len0) return;
     int len = att_block_len(a, t), n = (len + chunk - 1) / chunk;
     int64_t th = (int64_t)t * a.H + h;
     float *out = a.out + th * D;
