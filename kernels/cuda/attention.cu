@@ -1,30 +1,33 @@
-/* Attention on CUDA: softmax(q k^T * scale) v with an online (streaming)
- * softmax in f32, as kernels/cpu/ops_attention.c computes it in one pass over
- * stored scores. Three kernels:
- *  - decode (paged or dense): one block per (token, head); its 8 warps take
- *    interleaved groups of 4 keys, lanes split the head dim (16-byte loads of
- *    coalesced rows when D % 4 == 0), then the warps' partial (max, sum,
- *    output) are merged. Used for decode steps and the dense encoder attention.
+/* Attention on CUDA: softmax(q k^T * scale) v in f32, as
+ * kernels/cpu/ops_attention.c computes it in one pass over stored scores.
+ * Three kernels:
+ *  - decode (paged or dense): one block per (token, head); the keys are cut
+ *    into parts (at most P, P from H and the chip only), each part walked in
+ *    tiles of 64 keys with a whole tile of K and V loaded before use, scores
+ *    by groups of 8 lanes, softmax max and sum per tile, then V weighed with
+ *    lanes over the head dim; the parts are merged in order. Used for decode
+ *    steps and the dense encoder attention (one part).
+ *  - decode split (flash-decoding): the same parts, one block each, merged
+ *    by the last block of the (token, head): the same bits as the decode
+ *    kernel. Chosen automatically for decode when T * H < 2 * SMs.
  *  - prefill (paged): a block takes 16 consecutive tokens of one head; the
  *    tokens are walked as runs of the same sequence, and each run's keys are
- *    staged 32 at a time in shared memory and shared by all its queries.
- * Both are correct for any token/sequence layout (tests force each one); the
+ *    staged 32 at a time in shared memory and shared by all its queries;
+ *    an online (streaming) softmax over the key tiles.
+ * All are correct for any token/sequence layout (tests force each one); the
  * choice is speed only. GQA: query head h reads KV head h / (H / n_kv).
  * Metadata is read on the device; a bad sequence, position or page id is
  * flagged (PS_EINVAL at the next sync), its output row is zero, and no memory
- * outside the cache is read. Head dim up to 256.
- *  - decode split (PS_CUDA_ATTN_SPLIT, opt-in until timed on a GPU): the
- *    decode kernel with the keys split over S blocks per (token, head) and
- *    the partials merged by the last block (flash-decoding), for batches too
- *    small to fill the chip. */
+ * outside the cache is read. Head dim up to 256. */
+#include <limits.h>
+
 #include "cuda_common.cuh"
 
 #define ATT_THREADS 128
 #define ATT_WARPS (ATT_THREADS / 32)
-#define ATT_DPL 8 /* head-dim elements per lane: D <= 256 */
+#define ATT_DPL 8 /* head-dim elements per lane (prefill): D <= 256 */
 #define ATT_DMAX (32 * ATT_DPL)
-#define ATT_KU 4  /* keys in flight per warp (decode kernel) */
-#define DEC_THREADS 256 /* decode kernel: 8 warps split the keys of one (token, head) */
+#define DEC_THREADS 256 /* decode kernels: 8 warps share the keys of one (token, head) part */
 #define DEC_WARPS (DEC_THREADS / 32)
 #define PF_QT 16  /* queries per block (prefill kernel), 4 per warp */
 #define PF_QW (PF_QT / ATT_WARPS)
@@ -39,132 +42,25 @@ __device__ static inline float att_warp_max(float v) {
     return v;
 }
 
-/* ---- key sources for the decode kernel ---- */
+/* ---- key sources for the decode kernel: off(j) = row offset of key j in K and V ---- */
 
 /* Paged cache: entry j of this token's sequence. */
 struct att_paged {
     const float *K, *V;
     const int32_t *bt; /* this sequence's block-table row */
     int page_size;
-    int64_t row, off; /* floats per slot, offset of this KV head */
-    __device__ int64_t base(int j) const {
-        return ((int64_t)bt[j / page_size] * page_size + j % page_size) * row + off;
+    int64_t row, off0; /* floats per slot, offset of this KV head */
+    __device__ int64_t off(int j) const {
+        return ((int64_t)bt[j / page_size] * page_size + j % page_size) * row + off0;
     }
-    __device__ const float *k(int j) const { return K + base(j); }
-    __device__ const float *v(int j) const { return V + base(j); }
 };
 
 /* Dense (B, T, H, D) tensors: key j of this batch item and head. */
 struct att_dense {
     const float *K, *V;
     int64_t first, stride; /* offset of key 0, floats between keys */
-    __device__ const float *k(int j) const { return K + first + j * stride; }
-    __device__ const float *v(int j) const { return V + first + j * stride; }
+    __device__ int64_t off(int j) const { return first + j * stride; }
 };
-
-/* Loads this lane's 8 elements of a D-float row: VEC = two 16-byte loads at
- * dims 4*lane + 128*j (D % 4 == 0, aligned rows), else 8 scalars at
- * lane + 32*i; elements past D are 0. att_dim gives element i's dim. */
-template <bool VEC> __device__ static __forceinline__ int att_dim(int lane, int i) {
-    return VEC ? 4 * lane + 128 * (i / 4) + i % 4 : lane + 32 * i;
-}
-template <bool VEC>
-__device__ static __forceinline__ void att_load8(const float *p, int lane, int D, float *v) {
-    if constexpr (VEC) {
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            int d = 4 * lane + 128 * j;
-            float4 f = d < D ? *(const float4 *)(p + d) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            v[4 * j] = f.x, v[4 * j + 1] = f.y, v[4 * j + 2] = f.z, v[4 * j + 3] = f.w;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < ATT_DPL; i++) {
-            int d = lane + 32 * i;
-            v[i] = d < D ? p[d] : 0.0f;
-        }
-    }
-}
-
-/* Streams keys [lo, hi) of one (token, head) through the block's DEC_WARPS
- * warps (interleaved groups of ATT_KU keys, all loads of a group in flight
- * together), then merges the warps' partial (max, sum, output): every thread
- * gets the block's M and L, and dst[0, D) = O / L (normalize) or O, the
- * output weighted by exp(score - M) but not yet divided (a split's partial).
- * q points at this query's D floats. Needs lo < hi. */
-template <bool VEC, class Src>
-__device__ static __forceinline__ void att_decode_part(float *dst, bool normalize, float &M, float &L,
-                                                       const float *q, const Src &src, int lo, int hi,
-                                                       int D, float scale) {
-    __shared__ float s_m[DEC_WARPS], s_l[DEC_WARPS], s_o[DEC_WARPS][ATT_DMAX];
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float qv[ATT_DPL], o[ATT_DPL];
-    att_load8<VEC>(q, lane, D, qv);
-#pragma unroll
-    for (int i = 0; i < ATT_DPL; i++) o[i] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
-    for (int j0 = lo + warp * ATT_KU; j0 < hi; j0 += DEC_WARPS * ATT_KU) {
-        float kv[ATT_KU][ATT_DPL], vv[ATT_KU][ATT_DPL], sc[ATT_KU];
-#pragma unroll
-        for (int u = 0; u < ATT_KU; u++) {
-            int j = j0 + u < hi ? j0 + u : hi - 1; /* clamp: masked below */
-            att_load8<VEC>(src.k(j), lane, D, kv[u]);
-            att_load8<VEC>(src.v(j), lane, D, vv[u]);
-        }
-        float mt = m;
-#pragma unroll
-        for (int u = 0; u < ATT_KU; u++) {
-            float part = 0.0f;
-#pragma unroll
-            for (int i = 0; i < ATT_DPL; i++) part += qv[i] * kv[u][i];
-            sc[u] = j0 + u < hi ? att_warp_sum(part) * scale : -INFINITY;
-            mt = fmaxf(mt, sc[u]);
-        }
-        float alpha = expf(m - mt); /* m = -inf at the start: 0 */
-        l *= alpha;
-#pragma unroll
-        for (int i = 0; i < ATT_DPL; i++) o[i] *= alpha;
-#pragma unroll
-        for (int u = 0; u < ATT_KU; u++) {
-            float pu = expf(sc[u] - mt); /* -inf (masked): 0 */
-            l += pu;
-#pragma unroll
-            for (int i = 0; i < ATT_DPL; i++) o[i] += pu * vv[u][i];
-        }
-        m = mt;
-    }
-    if (lane == 0) {
-        s_m[warp] = m;
-        s_l[warp] = l;
-    }
-#pragma unroll
-    for (int i = 0; i < ATT_DPL; i++) s_o[warp][att_dim<VEC>(lane, i)] = o[i];
-    __syncthreads();
-    M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_m[w]);
-    L = 0.0f;
-    float f[DEC_WARPS];
-#pragma unroll
-    for (int w = 0; w < DEC_WARPS; w++) {
-        f[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* idle warps weigh 0 */
-        L += s_l[w] * f[w];
-    }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.0f;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) acc += s_o[w][d] * f[w];
-        dst[d] = normalize ? acc / L : acc;
-    }
-}
-
-/* out[0, D) = attention of q over keys [0, len) (len >= 1). */
-template <bool VEC, class Src>
-__device__ static __forceinline__ void att_decode_row(float *out, const float *q, const Src &src,
-                                                      int len, int D, float scale) {
-    float M, L;
-    att_decode_part<VEC>(out, true, M, L, q, src, 0, len, D, scale);
-}
 
 /* Checks one token's metadata; returns its kv length, or 0 (flagged, output zeroed). */
 __device__ static int att_token_len(const int32_t *tok_seq, const int32_t *tok_kv_pos,
@@ -193,111 +89,345 @@ typedef struct {
     cuda_flag *flag;
 } att_paged_args;
 
-template <bool VEC>
-__global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_paged_args a) {
-    __shared__ int s_len;
-    int t = blockIdx.x, h = blockIdx.y;
-    if (threadIdx.x == 0)
-        s_len = att_token_len(a.tok_seq, a.tok_kv_pos, a.bt, t, a.n_seqs, a.max_pages,
-                              a.page_size, a.n_pages, a.flag);
-    __syncthreads();
-    int len = s_len;
-    float *out = a.out + ((int64_t)t * a.H + h) * a.D;
-    if (len == 0) {
-        for (int d = threadIdx.x; d < a.D; d += blockDim.x) out[d] = 0.0f;
-        return;
+/* ---- decode: key parts, two phases per tile ----
+ * Why not one online-softmax update per key (the previous kernel): every key
+ * then needs a 5-step shuffle reduction and a rescale before the next can be
+ * used, and the block table lookup sits in front of each K load, so a block
+ * has few bytes in flight and a long dependent chain per key. Here a block
+ * walks its keys in tiles of ATT_TILE:
+ *  - the row offsets of a tile (block table lookups) are computed one tile
+ *    ahead into shared memory;
+ *  - phase 1: groups of 8 lanes own keys (2 per group, 64 per tile), each
+ *    lane loads NC float4 of every K row it owns, and in the same burst the
+ *    V rows it will weigh in phase 2: a whole tile of K and V (64 KB at
+ *    D = 128) is requested before the first use. A score needs a 3-step
+ *    shuffle within the 8 lanes;
+ *  - the tile max and sum come from one value per warp through shared
+ *    memory (two barriers per tile, buffers alternate between tiles so no
+ *    third barrier is needed), then phase 2 weighs the V rows already in
+ *    registers (lanes over D, groups over keys).
+ * Keys of a (token, head) are cut into at most P parts of at least
+ * ATT_PART_MIN keys; P depends only on H and the chip (att_parts), the cut
+ * only on the token's own length. Each part gives (M, L, O), merged in part
+ * order by att_merge. The decode kernel does the parts one after another in
+ * one block; the split kernel gives each part its own block and the last one
+ * merges. Same parts, same code, same merge order: both give the same bits,
+ * and a token gives the same bits alone or in any batch. */
+#define ATT_TILE 64      /* keys per tile */
+#define ATT_G 8          /* lanes per key in phase 1 */
+#define ATT_U (ATT_TILE / (DEC_THREADS / ATT_G)) /* keys per phase-1 group: 2 */
+#define ATT_PART_MIN 32  /* keys per part at least */
+#define ATT_SPLIT_MAX 16 /* parts at most */
+#define ATT_OMAX 2048    /* floats of the groups' partial outputs (NG2 * D, every NC) */
+
+/* Loads this lane's elements of a D-float row for `lanes` lanes per row and
+ * `nc` float4 per lane: VEC = 16-byte loads at dims 4*sub + 4*lanes*c
+ * (D % 4 == 0, aligned rows), else scalars at sub + lanes*e; past D: 0. */
+template <int LANES, int NCH, bool VEC>
+__device__ static __forceinline__ void att_load_row(const float *p, int sub, int D, float *v) {
+    if constexpr (VEC) {
+#pragma unroll
+        for (int c = 0; c < NCH; c++) {
+            int d = 4 * sub + 4 * LANES * c;
+            float4 f = d < D ? *(const float4 *)(p + d) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            v[4 * c] = f.x, v[4 * c + 1] = f.y, v[4 * c + 2] = f.z, v[4 * c + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4 * NCH; e++) {
+            int d = sub + LANES * e;
+            v[e] = d < D ? p[d] : 0.0f;
+        }
     }
-    int kvh = h / (a.H / a.n_kv);
+}
+template <int LANES, bool VEC> __device__ static __forceinline__ int att_row_dim(int sub, int e) {
+    return VEC ? 4 * sub + 4 * LANES * (e / 4) + e % 4 : sub + LANES * e;
+}
+
+/* Phase-2 layout for D <= 32 * NC: G2 lanes per V row, C2 float4 per lane,
+ * NG2 groups in the block, KV2 keys of a tile per group. */
+template <int NC> struct att_v_layout {
+    static constexpr int G2 = 8 * NC < 32 ? 8 * NC : 32;
+    static constexpr int C2 = NC / 4 > 1 ? NC / 4 : 1;
+    static constexpr int NG2 = DEC_THREADS / G2;
+    static constexpr int KV2 = ATT_TILE / NG2;
+};
+
+/* Key parts of a length-len row cut into at most P parts (len >= 1). */
+__device__ static __forceinline__ int att_part_chunk(int len, int P) {
+    return max((len + P - 1) / P, ATT_PART_MIN);
+}
+
+/* Attention of one query (qv: this lane's phase-1 elements) over keys
+ * [lo, hi) (lo < hi): every thread gets the part's M (max score) and L (sum
+ * of exp(score - M)); dst[0, D) = sum of exp(score - M) * v (not divided). */
+template <int NC, bool VEC, class Src>
+__device__ static void att_part(float *dst, float &M, float &L, const float *qv, const Src &src,
+                                int lo, int hi, int D, float scale) {
+    typedef att_v_layout<NC> VL;
+    __shared__ int64_t s_off[2][ATT_TILE];
+    __shared__ float s_p[2][ATT_TILE], s_wmax[2][DEC_WARPS], s_wsum[2][DEC_WARPS];
+    __shared__ float s_o[ATT_OMAX];
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    int g = tid / ATT_G, sub = tid % ATT_G, g2 = tid / VL::G2, sub2 = tid % VL::G2;
+    if (tid < ATT_TILE) s_off[0][tid] = lo + tid < hi ? src.off(lo + tid) : 0;
+    __syncthreads();
+    float m = -INFINITY, l = 0.0f, o[4 * VL::C2];
+#pragma unroll
+    for (int e = 0; e < 4 * VL::C2; e++) o[e] = 0.0f;
+    for (int base = lo, buf = 0; base < hi; base += ATT_TILE, buf ^= 1) {
+        int n = min(ATT_TILE, hi - base);
+        /* phase 1: every K and V row of the tile in flight, then the scores */
+        float kr[ATT_U][4 * NC], vr[VL::KV2][4 * VL::C2], sc[ATT_U];
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++) {
+            int kk = g + (DEC_THREADS / ATT_G) * u;
+            if (kk < n) att_load_row<ATT_G, NC, VEC>(src.K + s_off[buf][kk], sub, D, kr[u]);
+            else
+#pragma unroll
+                for (int e = 0; e < 4 * NC; e++) kr[u][e] = 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < VL::KV2; i++) {
+            int kk = g2 + VL::NG2 * i;
+            if (kk < n) att_load_row<VL::G2, VL::C2, VEC>(src.V + s_off[buf][kk], sub2, D, vr[i]);
+            else
+#pragma unroll
+                for (int e = 0; e < 4 * VL::C2; e++) vr[i][e] = 0.0f;
+        }
+        float wmax = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++) {
+            float part = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 4 * NC; e++) part += qv[e] * kr[u][e];
+#pragma unroll
+            for (int s = ATT_G / 2; s > 0; s >>= 1) part += __shfl_xor_sync(0xffffffffu, part, s);
+            sc[u] = g + (DEC_THREADS / ATT_G) * u < n ? part * scale : -INFINITY;
+            wmax = fmaxf(wmax, sc[u]);
+        }
+        wmax = att_warp_max(wmax);
+        if (lane == 0) s_wmax[buf][warp] = wmax;
+        __syncthreads(); /* A: the warps' maxima */
+        int next = base + ATT_TILE; /* the next tile's row offsets, while this one is in use */
+        if (tid < ATT_TILE && next < hi) s_off[buf ^ 1][tid] = next + tid < hi ? src.off(next + tid) : 0;
+        float mn = m;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) mn = fmaxf(mn, s_wmax[buf][w]);
+        float psum = 0.0f;
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++) {
+            float p = expf(sc[u] - mn); /* masked (-inf): 0 */
+            if (sub == 0) s_p[buf][g + (DEC_THREADS / ATT_G) * u] = p, psum += p;
+        }
+        psum = att_warp_sum(psum);
+        if (lane == 0) s_wsum[buf][warp] = psum;
+        __syncthreads(); /* B: the weights and the warps' sums */
+        float alpha = expf(m - mn); /* m = -inf at the start: 0 */
+        l *= alpha;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) l += s_wsum[buf][w];
+#pragma unroll
+        for (int e = 0; e < 4 * VL::C2; e++) o[e] *= alpha;
+#pragma unroll
+        for (int i = 0; i < VL::KV2; i++) {
+            float p = s_p[buf][g2 + VL::NG2 * i];
+#pragma unroll
+            for (int e = 0; e < 4 * VL::C2; e++) o[e] += p * vr[i][e];
+        }
+        m = mn;
+    }
+#pragma unroll
+    for (int e = 0; e < 4 * VL::C2; e++) {
+        int d = att_row_dim<VL::G2, VEC>(sub2, e);
+        if (d < D) s_o[g2 * D + d] = o[e];
+    }
+    __syncthreads();
+    for (int d = tid; d < D; d += DEC_THREADS) {
+        float acc = 0.0f;
+        for (int k = 0; k < VL::NG2; k++) acc += s_o[k * D + d];
+        dst[d] = acc;
+    }
+    M = m;
+    L = l;
+}
+
+/* Shared partials of the parts of one row, merged by att_merge. */
+struct att_parts_smem {
+    float m[ATT_SPLIT_MAX], l[ATT_SPLIT_MAX], o[ATT_SPLIT_MAX * ATT_DMAX];
+};
+
+/* out[0, D) = the n parts merged in part order (after a barrier). */
+__device__ static void att_merge(float *out, const att_parts_smem &ps, int n, int D) {
+    float Mg = -INFINITY, Lg = 0.0f, e[ATT_SPLIT_MAX];
+    for (int k = 0; k < n; k++) Mg = fmaxf(Mg, ps.m[k]);
+    for (int k = 0; k < n; k++) {
+        e[k] = expf(ps.m[k] - Mg);
+        Lg += ps.l[k] * e[k];
+    }
+    for (int d = threadIdx.x; d < D; d += DEC_THREADS) {
+        float acc = 0.0f;
+        for (int k = 0; k < n; k++) acc += ps.o[k * D + d] * e[k];
+        out[d] = acc / Lg;
+    }
+}
+
+/* This lane's phase-1 elements of q. */
+template <int NC, bool VEC>
+__device__ static __forceinline__ void att_load_q(float *qv, const float *q, int D) {
+    att_load_row<ATT_G, NC, VEC>(q, threadIdx.x % ATT_G, D, qv);
+}
+
+/* out[0, D) = attention of q over keys [0, len) (len >= 1), its P parts one
+ * after another in this block. */
+template <int NC, bool VEC, class Src>
+__device__ static void att_decode_row(float *out, const float *q, const Src &src, int len, int P,
+                                      int D, float scale) {
+    __shared__ att_parts_smem s_parts;
+    float qv[4 * NC];
+    att_load_q<NC, VEC>(qv, q, D);
+    int chunk = att_part_chunk(len, P), n = 0;
+    for (int lo = 0; lo < len; lo += chunk, n++) {
+        float M, L;
+        att_part<NC, VEC>(s_parts.o + n * D, M, L, qv, src, lo, min(len, lo + chunk), D, scale);
+        if (threadIdx.x == 0) s_parts.m[n] = M, s_parts.l[n] = L;
+    }
+    __syncthreads();
+    att_merge(out, s_parts, n, D);
+}
+
+/* Checks token t's metadata with the whole block (its pages in parallel, not
+ * one load after another); returns its kv length, or 0 (flagged by thread 0:
+ * the first bad page), the same in every thread. Ends with a barrier. */
+__device__ static int att_block_len(const att_paged_args &a, int t) {
+    __shared__ int s_bad[DEC_WARPS];
+    int seq = a.tok_seq[t], pos = a.tok_kv_pos[t];
+    if (seq < 0 || seq >= a.n_seqs || pos < 0 || pos / a.page_size >= a.max_pages) {
+        if (threadIdx.x == 0) cuda_raise(a.flag, CUDA_FLAG_ATTN_META, t, seq, pos);
+        return 0;
+    }
+    const int32_t *bt = a.bt + (int64_t)seq * a.max_pages;
+    int bad = INT_MAX;
+    for (int pg = threadIdx.x; pg <= pos / a.page_size; pg += DEC_THREADS)
+        if (bad == INT_MAX && (bt[pg] < 0 || bt[pg] >= a.n_pages)) bad = pg;
+    for (int o = 16; o > 0; o >>= 1) bad = min(bad, __shfl_xor_sync(0xffffffffu, bad, o));
+    if (threadIdx.x % 32 == 0) s_bad[threadIdx.x / 32] = bad;
+    __syncthreads();
+    for (int w = 0; w < DEC_WARPS; w++) bad = min(bad, s_bad[w]);
+    __syncthreads(); /* s_bad read by all before any reuse */
+    if (bad == INT_MAX) return pos + 1;
+    if (threadIdx.x == 0) cuda_raise(a.flag, CUDA_FLAG_ATTN_PAGE, bt[bad], a.n_pages, t);
+    return 0;
+}
+
+/* Key source of token t, query head h. */
+__device__ static att_paged att_paged_src(const att_paged_args &a, int t, int h) {
     att_paged src;
     src.K = a.K;
     src.V = a.V;
     src.bt = a.bt + (int64_t)a.tok_seq[t] * a.max_pages;
     src.page_size = a.page_size;
     src.row = (int64_t)a.n_kv * a.D;
-    src.off = (int64_t)kvh * a.D;
-    att_decode_row<VEC>(out, a.q + ((int64_t)t * a.H + h) * a.D, src, len, a.D, a.scale);
+    src.off0 = (int64_t)(h / (a.H / a.n_kv)) * a.D;
+    return src;
 }
 
-/* ---- decode split over the keys (flash-decoding) ----
+/* One block per (token, head); its P parts one after another. */
+template <int NC, bool VEC>
+__global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_paged_args a, int P) {
+    int t = blockIdx.x, h = blockIdx.y;
+    int len = att_block_len(a, t);
+    float *out = a.out + ((int64_t)t * a.H + h) * a.D;
+    if (len == 0) {
+        for (int d = threadIdx.x; d < a.D; d += blockDim.x) out[d] = 0.0f;
+        return;
+    }
+    att_decode_row<NC, VEC>(out, a.q + ((int64_t)t * a.H + h) * a.D, att_paged_src(a, t, h), len, P,
+                            a.D, a.scale);
+}
+
+/* ---- decode split over the parts (flash-decoding) ----
  * The decode kernel has T * H blocks: at batch 1 that is 32 blocks for a
  * 7B-shaped model, a quarter of an H100, each streaming a whole context.
- * Here block (t, h, s) takes split s of the keys, at least ATT_SPLIT_MIN of
- * them (short contexts leave later splits empty), and writes its (M, L, O)
- * to a workspace; the block drawing the last of the S tickets of (t, h)
- * merges the S partials in split order (the result does not depend on which
- * block finishes last) and resets the ticket counter, the protocol of the
- * split-K GEMV (nf4_gemv_v4.cu): partial stores, barrier, fence + atomicAdd
- * by thread 0; the last block fences again and reads with __ldcg. S depends
- * only on T and H, never on the context length, so a recorded step graph
- * stays valid as sequences grow. */
-#define ATT_SPLIT_MAX 16
-#define ATT_SPLIT_MIN 32 /* keys per split at least: one pass of the block's warps */
-
-template <bool VEC>
+ * Here block (t, h, s) takes part s (blocks past the token's parts leave at
+ * once, after one load), writes its (M, L, O) to a workspace; the block
+ * drawing the last of the n tickets of (t, h) merges the n partials in part
+ * order (the result does not depend on which block finishes last) and resets
+ * the ticket counter, the protocol of the split-K GEMV (nf4_gemv_v4.cu):
+ * partial stores, barrier, fence + atomicAdd by thread 0; the last block
+ * fences again and reads with __ldcg. P depends only on H and the chip,
+ * never on T or the context length, so a recorded step graph stays valid as
+ * sequences grow and the bits equal the decode kernel's. */
+template <int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS)
-attn_decode_split_kernel(att_paged_args a, int S, float *part, int *tickets) {
-    __shared__ int s_len, s_last;
-    int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z;
-    if (threadIdx.x == 0)
-        s_len = att_token_len(a.tok_seq, a.tok_kv_pos, a.bt, t, a.n_seqs, a.max_pages,
-                              a.page_size, a.n_pages, a.flag);
-    __syncthreads();
-    int len = s_len, D = a.D;
+attn_decode_split_kernel(att_paged_args a, int P, float *part, int *tickets) {
+    __shared__ att_parts_smem s_parts;
+    __shared__ int s_last;
+    int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z, D = a.D;
+    /* The length before the checks only decides whether this block has a part
+     * (part 0 always runs: it writes the zero row of a flagged token). */
+    int pos = a.tok_kv_pos[t];
+    int len0 = pos >= 0 && pos / a.page_size < a.max_pages ? pos + 1 : 1;
+    int chunk = att_part_chunk(len0, P);
+    if (sp > 0 && sp * chunk >= len0) return;
+    int len = att_block_len(a, t), n = (len + chunk - 1) / chunk;
     int64_t th = (int64_t)t * a.H + h;
-    float *mine = part + (th * S + sp) * (D + 2); /* M, L, O[D] */
-    int chunk = max((len + S - 1) / S, ATT_SPLIT_MIN);
-    int lo = min(len, sp * chunk), hi = min(len, lo + chunk);
-    float M = -INFINITY, L = 0.0f;
-    if (lo < hi) {
-        att_paged src;
-        src.K = a.K;
-        src.V = a.V;
-        src.bt = a.bt + (int64_t)a.tok_seq[t] * a.max_pages;
-        src.page_size = a.page_size;
-        src.row = (int64_t)a.n_kv * D;
-        src.off = (int64_t)(h / (a.H / a.n_kv)) * D;
-        att_decode_part<VEC>(mine + 2, false, M, L, a.q + th * D, src, lo, hi, D, a.scale);
-    } else {
-        for (int d = threadIdx.x; d < D; d += blockDim.x) mine[2 + d] = 0.0f;
+    float *out = a.out + th * D;
+    if (len == 0) { /* flagged: every block of (t, h) sees it, none draws a ticket */
+        if (sp == 0)
+            for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = 0.0f;
+        return;
     }
+    float *mine = part + (th * P + sp) * (D + 2); /* M, L, O[D] */
+    float qv[4 * NC], M, L;
+    att_load_q<NC, VEC>(qv, a.q + th * D, D);
+    att_part<NC, VEC>(mine + 2, M, L, qv, att_paged_src(a, t, h), sp * chunk, min(len, sp * chunk + chunk),
+                      D, a.scale);
     if (threadIdx.x == 0) mine[0] = M, mine[1] = L;
     __syncthreads(); /* every partial store of this block before the ticket */
     if (threadIdx.x == 0) {
         __threadfence();
-        s_last = atomicAdd(&tickets[th], 1) == S - 1;
+        s_last = atomicAdd(&tickets[th], 1) == n - 1;
         if (s_last) {
             __threadfence();
-            tickets[th] = 0; /* all S tickets drawn: nobody else touches it this launch */
+            tickets[th] = 0; /* all n tickets drawn: nobody else touches it this launch */
         }
     }
     __syncthreads();
     if (!s_last) return;
-    float *out = a.out + th * D;
-    const float *all = part + th * S * (D + 2);
-    float Mg = -INFINITY, Lg = 0.0f, e[ATT_SPLIT_MAX];
-    for (int k = 0; k < S; k++) Mg = fmaxf(Mg, __ldcg(all + k * (D + 2)));
-    for (int k = 0; k < S; k++) {
-        float Mk = __ldcg(all + k * (D + 2));
-        e[k] = Mk == -INFINITY ? 0.0f : expf(Mk - Mg); /* empty splits weigh 0 */
-        Lg += __ldcg(all + k * (D + 2) + 1) * e[k];
+    const float *all = part + th * P * (D + 2);
+    for (int k = threadIdx.x; k < n; k += blockDim.x) {
+        s_parts.m[k] = __ldcg(all + k * (D + 2));
+        s_parts.l[k] = __ldcg(all + k * (D + 2) + 1);
     }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int k = 0; k < S; k++) acc += __ldcg(all + k * (D + 2) + 2 + d) * e[k];
-        out[d] = len == 0 ? 0.0f : acc / Lg; /* len 0: bad metadata, flagged */
-    }
+    for (int e = threadIdx.x; e < n * D; e += blockDim.x) s_parts.o[e] = __ldcg(all + (e / D) * (D + 2) + 2 + e % D);
+    __syncthreads();
+    att_merge(out, s_parts, n, D);
 }
 
-/* Splits for T tokens of H heads: enough blocks for two waves of the chip,
- * 1 (the plain decode kernel) when T * H already fills it; forced >= 2. */
-static int att_splits(const cuda_impl *p, int T, int H, bool forced) {
-    int64_t blocks = (int64_t)T * H, want = 2 * (int64_t)p->sm_count;
-    int S = blocks >= want ? 1 : (int)((want + blocks - 1) / blocks);
-    if (S > ATT_SPLIT_MAX) S = ATT_SPLIT_MAX;
-    return forced && S < 2 ? 2 : S;
+/* Parts per (token, head): enough blocks for two waves of the chip at batch
+ * 1. Depends on H and the chip only (see above). */
+static int att_parts(const cuda_impl *p, int H) {
+    int P = (int)((2 * (int64_t)p->sm_count + H - 1) / H);
+    return P < 1 ? 1 : P > ATT_SPLIT_MAX ? ATT_SPLIT_MAX : P;
 }
 
-/* The workspace of S partials per (token, head) and their ticket counters
+/* float4 per lane in phase 1: D <= 32 * NC (a power of two); 8 without
+ * 16-byte loads (any D <= 256). */
+static int att_nc(int D, bool vec) {
+    if (!vec) return 8;
+    return D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
+}
+#define ATT_DISPATCH(nc, vec, LAUNCH)                                                              \
+    do {                                                                                           \
+        if (!(vec)) LAUNCH(8, false);                                                              \
+        else if ((nc) == 1) LAUNCH(1, true);                                                       \
+        else if ((nc) == 2) LAUNCH(2, true);                                                       \
+        else if ((nc) == 4) LAUNCH(4, true);                                                       \
+        else LAUNCH(8, true);                                                                      \
+    } while (0)
+
+/* The workspace of P partials per (token, head) and their ticket counters
  * (zero when made; every launch leaves them zero), grown on demand. */
 static ps_status att_split_workspace(cuda_impl *p, int64_t TH, int S, int D, ps_err *err) {
     size_t part = sizeof(float) * (size_t)(TH * S * (D + 2)), cnt = sizeof(int) * (size_t)TH;
@@ -457,34 +587,42 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
     if (a.page_size <= 0 || a.H <= 0 || a.H > 65535)
         return ps_errf(err, PS_EINVAL, "attention: page_size %d, heads %d", a.page_size, a.H);
     if (a.T == 0) return PS_OK;
+    /* Automatic: the prefill kernel when tokens average >= 4 per sequence;
+     * else the split kernel while T * H blocks fill less than two waves of
+     * the chip, the decode kernel (parts in one block, no workspace round
+     * trip) past that. Both decode kernels give the same bits. */
     int path = p->tune.attn_path;
     if (path == PS_CUDA_ATTN_AUTO)
         path = a.T >= PF_QT && a.T >= 4 * (a.n_seqs > 0 ? a.n_seqs : 1) ? PS_CUDA_ATTN_PREFILL
-                                                                          : PS_CUDA_ATTN_DECODE;
+               : (int64_t)a.T * a.H < 2 * (int64_t)p->sm_count         ? PS_CUDA_ATTN_SPLIT
+                                                                         : PS_CUDA_ATTN_DECODE;
     /* 16-byte loads when every row starts 16-byte aligned */
     bool vec = a.D % 4 == 0 && att_aligned(a.q) && att_aligned(a.K) && att_aligned(a.V);
-    int S = path == PS_CUDA_ATTN_SPLIT ? att_splits(p, a.T, a.H, true) : 1;
+    int P = att_parts(p, a.H), nc = att_nc(a.D, vec);
     if (path == PS_CUDA_ATTN_PREFILL) {
         dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
         attn_prefill_kernel<<<grid, ATT_THREADS, att_prefill_smem(a.D), p->stream>>>(a);
-    } else if (S > 1) {
-        PS_TRY(att_split_workspace(p, (int64_t)a.T * a.H, S, a.D, err));
-        dim3 grid((unsigned)a.T, (unsigned)a.H, (unsigned)S);
+    } else if (path == PS_CUDA_ATTN_SPLIT) {
+        PS_TRY(att_split_workspace(p, (int64_t)a.T * a.H, P, a.D, err));
+        dim3 grid((unsigned)a.T, (unsigned)a.H, (unsigned)P);
         float *part = (float *)p->att_part;
         int *tickets = (int *)p->att_cnt;
-        if (vec) attn_decode_split_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(a, S, part, tickets);
-        else attn_decode_split_kernel<false><<<grid, DEC_THREADS, 0, p->stream>>>(a, S, part, tickets);
+#define ATT_LAUNCH_SPLIT(NC, VEC) \
+    attn_decode_split_kernel<NC, VEC><<<grid, DEC_THREADS, 0, p->stream>>>(a, P, part, tickets)
+        ATT_DISPATCH(nc, vec, ATT_LAUNCH_SPLIT);
+#undef ATT_LAUNCH_SPLIT
     } else {
         dim3 grid((unsigned)a.T, (unsigned)a.H);
-        if (vec) attn_decode_paged_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(a);
-        else attn_decode_paged_kernel<false><<<grid, DEC_THREADS, 0, p->stream>>>(a);
+#define ATT_LAUNCH_DECODE(NC, VEC) attn_decode_paged_kernel<NC, VEC><<<grid, DEC_THREADS, 0, p->stream>>>(a, P)
+        ATT_DISPATCH(nc, vec, ATT_LAUNCH_DECODE);
+#undef ATT_LAUNCH_DECODE
     }
     return cuda_op_done(p, "attention", err);
 }
 
 /* ---- dense (encoders): q, k, v, out (B, T, H, D) ---- */
 
-template <bool VEC>
+template <int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS)
 attn_dense_kernel(float *out, const float *q, const float *K, const float *V, int T, int H, int D,
                   bool causal, float scale) {
@@ -495,7 +633,7 @@ attn_dense_kernel(float *out, const float *q, const float *K, const float *V, in
     src.first = ((int64_t)b * T * H + h) * D;
     src.stride = (int64_t)H * D;
     int64_t at = ((int64_t)bt * H + h) * D;
-    att_decode_row<VEC>(out + at, q + at, src, causal ? t + 1 : T, D, scale);
+    att_decode_row<NC, VEC>(out + at, q + at, src, causal ? t + 1 : T, 1, D, scale);
 }
 
 ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,
@@ -514,9 +652,11 @@ ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *
     dim3 grid((unsigned)(B * T), (unsigned)H);
     float *o = (float *)out->data;
     const float *qd = (const float *)q->data, *kd = (const float *)k->data, *vd = (const float *)v->data;
-    if (D % 4 == 0 && att_aligned(qd) && att_aligned(kd) && att_aligned(vd))
-        attn_dense_kernel<true><<<grid, DEC_THREADS, 0, p->stream>>>(o, qd, kd, vd, (int)T, (int)H, (int)D, causal, scale);
-    else
-        attn_dense_kernel<false><<<grid, DEC_THREADS, 0, p->stream>>>(o, qd, kd, vd, (int)T, (int)H, (int)D, causal, scale);
+    bool vec = D % 4 == 0 && att_aligned(qd) && att_aligned(kd) && att_aligned(vd);
+#define ATT_LAUNCH_DENSE(NC, VEC)                                                                  \
+    attn_dense_kernel<NC, VEC><<<grid, DEC_THREADS, 0, p->stream>>>(o, qd, kd, vd, (int)T, (int)H, \
+                                                                    (int)D, causal, scale)
+    ATT_DISPATCH(att_nc((int)D, vec), vec, ATT_LAUNCH_DENSE);
+#undef ATT_LAUNCH_DENSE
     return cuda_op_done(p, "attention_dense", err);
 }

@@ -4,7 +4,11 @@
  * entries before their first new token, as prefix tuning and earlier chunks
  * leave), decode tokens, prefill chunks, contiguous and interleaved token
  * orders, GQA, odd head dims and page sizes; the dense encoder op causal and
- * full; and bad metadata reported as PS_EINVAL.
+ * full; and bad metadata reported as PS_EINVAL. Bit equality (no tolerance):
+ * the decode and split kernels cut a row's keys into the same parts and
+ * merge them in the same order, so they must give the same bits, and a
+ * decode-kernel row of a batch must equal that token run alone (T = 1,
+ * automatic path).
  *
  * Tolerance 1e-5 rel L2 (measured per case in the log): the CUDA kernels
  * keep a running max and sum (online softmax) and add in another order than
@@ -28,6 +32,33 @@ typedef struct {
     const seq_spec *seqs;
     bool interleave; /* tokens round-robin over sequences (decode batches) */
 } att_case;
+
+/* Tokens of a batch run alone (T = 1, automatic path: the split or decode
+ * kernel) give the bits of their row of the batch's decode-kernel output
+ * `batch`: the first and last ALONE_N tokens. */
+#define ALONE_N 3
+static void check_alone(const att_case *c, int T, const ps_kv_layer *gkv, const ps_attn_meta *gm,
+                        const gu_buf *dq, float scale, const float *batch) {
+    int64_t n = (int64_t)c->H * c->D;
+    float *got = malloc(sizeof(float) * (size_t)n);
+    gu_set_paths(PS_CUDA_LINEAR_AUTO, PS_CUDA_ATTN_AUTO);
+    for (int t = 0; t < T; t++) {
+        if (t >= ALONE_N && t < T - ALONE_N) continue;
+        ps_attn_meta m = *gm;
+        m.n_tokens = 1;
+        m.tok_seq = ps_tensor_1d(PS_DT_I32, 1, (int32_t *)gm->tok_seq.data + t, PS_DEV_CUDA);
+        m.tok_kv_pos = ps_tensor_1d(PS_DT_I32, 1, (int32_t *)gm->tok_kv_pos.data + t, PS_DEV_CUDA);
+        ps_tensor gq = ps_tensor_3d(PS_DT_F32, 1, c->H, c->D, (float *)dq->d + t * n, PS_DEV_CUDA);
+        gu_buf dout = gu_poisoned(sizeof(float) * n);
+        ps_tensor go = ps_tensor_3d(PS_DT_F32, 1, c->H, c->D, dout.d, PS_DEV_CUDA);
+        GU_OK(op_attention(gu_gpu, &go, &gq, gkv, &m, scale, &gu_err), "cuda attention alone");
+        gu_download(&dout, got);
+        TU_CHECK(!memcmp(got, batch + t * n, sizeof(float) * (size_t)n),
+                 "attention %s: token %d alone differs in bits from its row of the batch", c->name, t);
+        gu_free(&dout);
+    }
+    free(got);
+}
 
 static void run_paged(const att_case *c, uint64_t seed) {
     int S = c->n_seqs, max_len = 0, T = 0;
@@ -83,6 +114,7 @@ static void run_paged(const att_case *c, uint64_t seed) {
                        ps_tensor_2d(PS_DT_I32, S, max_pages, dbt.d, PS_DEV_CUDA), max_len};
     ps_tensor gq = ps_tensor_3d(PS_DT_F32, T, c->H, c->D, dq.d, PS_DEV_CUDA);
     static const char *pn[] = {"auto", "decode-kernel", "prefill-kernel", "split-kernel"};
+    float *by_path[PS_CUDA_ATTN_SPLIT + 1] = {0};
     for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) {
         gu_set_paths(PS_CUDA_LINEAR_AUTO, path);
         gu_buf dout = gu_poisoned(sizeof(float) * nq);
@@ -95,7 +127,13 @@ static void run_paged(const att_case *c, uint64_t seed) {
                  c->H, c->n_kv, c->D, c->page_size, pn[path]);
         gu_check(what, got, want, nq, TOL_ATT);
         gu_free(&dout);
+        by_path[path] = malloc(sizeof(float) * (size_t)nq);
+        memcpy(by_path[path], got, sizeof(float) * (size_t)nq);
     }
+    TU_CHECK(!memcmp(by_path[PS_CUDA_ATTN_DECODE], by_path[PS_CUDA_ATTN_SPLIT], sizeof(float) * (size_t)nq),
+             "attention %s: decode and split kernels differ in bits", c->name);
+    check_alone(c, T, &gkv, &gm, &dq, scale, by_path[PS_CUDA_ATTN_DECODE]);
+    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) free(by_path[path]);
     gu_guard_check(&dK, "k cache (read only)");
     gu_free(&dK), gu_free(&dV), gu_free(&dseq), gu_free(&dpos), gu_free(&dbt), gu_free(&dq);
     free(K), free(V), free(bt), free(perm), free(tok_seq), free(tok_pos), free(q), free(want), free(got);
@@ -169,7 +207,19 @@ int main(void) {
     /* split decode: one (token, head) gets the most splits; long: every split has
      * keys (and a partial last one), short: most splits are empty */
     static const seq_spec long1[] = {{1000, 1}}, short1[] = {{77, 1}}, two[] = {{4000, 1}, {3, 1}};
+    /* decode batches of mixed contexts 1, 17, 33, 100, 1000 (one query per
+     * sequence: its context is prefix + 1) */
+    static const seq_spec ctx[] = {{0, 1}, {16, 1}, {32, 1}, {99, 1}, {999, 1}};
+    static const seq_spec ctx1000[] = {{999, 1}}, ctx100[] = {{99, 1}}, ctx17[] = {{16, 1}};
     const att_case cases[] = {
+        {"ctx-mixed-gqa", 8, 2, 128, 16, 5, ctx, true},
+        {"ctx-mixed-D64", 4, 4, 64, 16, 5, ctx, true},
+        {"ctx-mixed-D33", 3, 1, 33, 16, 5, ctx, true},
+        {"ctx-mixed-D256-gqa", 4, 2, 256, 8, 5, ctx, true},
+        {"ctx-mixed-D16", 2, 1, 16, 4, 5, ctx, true},
+        {"ctx1000-D128", 32, 8, 128, 16, 1, ctx1000, false},
+        {"ctx100-D64-ps1", 2, 2, 64, 1, 1, ctx100, false},
+        {"ctx17-D40", 4, 2, 40, 16, 1, ctx17, false},
         {"mixed", 4, 2, 32, 16, 3, a, false},
         {"prefill+long-decode", 32, 32, 128, 16, 2, b, false},
         {"odd-D", 8, 1, 17, 3, 3, c, true},
