@@ -94,6 +94,50 @@ extern "C" ps_status ps_cuda_read_bandwidth(ps_backend *be, size_t bytes, int re
     return s;
 }
 
+/* us per kernel of `iters` back-to-back read kernels over `copies` buffers of
+ * `bytes` each, rotated (copies * bytes above the L2 size: every read from
+ * DRAM; 1-2 copies of a small buffer: from L2). The fixed cost of a launch
+ * shows as the difference from bytes / bandwidth at small sizes. */
+extern "C" ps_status ps_cuda_read_probe(ps_backend *be, size_t bytes, int copies, int iters, double *us,
+                                        ps_err *err) {
+    if (!be || be->dev != PS_DEV_CUDA) return ps_errf(err, PS_EINVAL, "read_probe: not a cuda backend");
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    if (iters < 1 || copies < 1 || bytes < 16) return ps_errf(err, PS_EINVAL, "read_probe: bad arguments");
+    bytes &= ~(size_t)255;
+    void *buf = NULL, *sink = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    cudaError_t e = cudaMalloc(&buf, bytes * (size_t)copies);
+    if (e == cudaSuccess) e = cudaMalloc(&sink, 16);
+    if (e == cudaSuccess) e = cudaEventCreate(&a);
+    if (e == cudaSuccess) e = cudaEventCreate(&b);
+    if (e == cudaSuccess) {
+        fill_bytes_kernel<<<cuda_ew_blocks(p, (int64_t)(bytes * (size_t)copies)), CUDA_EW_THREADS, 0, p->stream>>>(
+            (uint8_t *)buf, bytes * (size_t)copies, 11);
+        e = cudaGetLastError();
+    }
+    unsigned grid = (unsigned)p->sm_count * 8;
+    for (int pass = 0; pass < 2 && e == cudaSuccess; pass++) { /* pass 0: warm-up */
+        e = cudaEventRecord(a, p->stream);
+        for (int i = 0; i < iters && e == cudaSuccess; i++) {
+            const uint4 *src = (const uint4 *)((const char *)buf + bytes * (size_t)(i % copies));
+            bw_read_kernel<<<grid, 256, 0, p->stream>>>(src, (int64_t)(bytes / 16), (unsigned *)sink);
+            e = cudaGetLastError();
+        }
+        if (e == cudaSuccess) e = cudaEventRecord(b, p->stream);
+        if (e == cudaSuccess) e = cudaEventSynchronize(b);
+        float ms = 0.0f;
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, a, b);
+        *us = ms * 1e3 / iters;
+    }
+    ps_status s = e == cudaSuccess ? PS_OK : cuda_fail(p, e, "read probe", __FILE__, __LINE__, err);
+    if (a) (void)cudaEventDestroy(a);
+    if (b) (void)cudaEventDestroy(b);
+    if (buf) (void)cudaFree(buf);
+    if (sink) (void)cudaFree(sink);
+    return s;
+}
+
 extern "C" ps_status ps_cuda_fill_random_bytes(ps_backend *be, void *dst, size_t n, uint64_t seed,
                                                ps_err *err) {
     if (!be || be->dev != PS_DEV_CUDA) return ps_errf(err, PS_EINVAL, "fill_random_bytes: not a cuda backend");

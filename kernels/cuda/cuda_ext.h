@@ -77,6 +77,9 @@ ps_status ps_cuda_health(ps_backend *be, ps_err *err);
  * `reps` times after one warm-up; *gbps = bytes read per second / 1e9 (median). */
 ps_status ps_cuda_read_bandwidth(ps_backend *be, size_t bytes, int reps, double *gbps,
                                  ps_err *err);
+/* us per kernel of iters back-to-back reads over `copies` rotated buffers of
+ * `bytes` (the fixed cost of a small kernel; L2 vs DRAM). Benchmarks only. */
+ps_status ps_cuda_read_probe(ps_backend *be, size_t bytes, int copies, int iters, double *us, ps_err *err);
 
 /* Fills n bytes of device memory with a fast counter-hash of `seed` (for
  * benchmark weights: any byte pattern is a valid NF4 code pair). */

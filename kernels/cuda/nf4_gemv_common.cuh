@@ -26,6 +26,28 @@ __device__ static inline void gemv_load_x8(float (&xv)[B][8], const float *x, in
     }
 }
 
+/* The 8 codes of a 32-bit word (packed order: byte k holds element 2k in its
+ * high nibble and 2k+1 in its low one) as byte offsets into the 16-float code
+ * table: byte k of hi4 is 4 * code(2k), of lo4 4 * code(2k + 1). Two ALU ops
+ * per word; each element's lookup address is then one byte permute (PRMT)
+ * instead of a shift, a mask and an address add (ncu on the H100 counted
+ * ~8 instructions per element in the GEMV, which ran at 43% issue efficiency
+ * and, with weights in L2, no faster than from DRAM: bound on the chip). */
+struct gemv_codes4 {
+    uint32_t hi4, lo4;
+};
+__device__ static inline gemv_codes4 gemv_codes_of(uint32_t word) {
+    gemv_codes4 c;
+    c.hi4 = (word >> 2) & 0x3C3C3C3Cu;
+    c.lo4 = (word << 2) & 0x3C3C3C3Cu;
+    return c;
+}
+/* value of element e (0..7) of the word: s_nf4[code] through its byte offset */
+__device__ static inline float gemv_code_value(const gemv_codes4 &c, int e, const float *s_nf4) {
+    uint32_t off = __byte_perm((e & 1) ? c.lo4 : c.hi4, 0u, 0x4440u + (unsigned)(e >> 1));
+    return *(const float *)((const char *)s_nf4 + off);
+}
+
 /* dot[r][b] = this lane's 16-byte chunk (32 codes) of each of the R rows
  * against x staged in shared memory in v2's conflict-free layout: float4 j
  * of the lane's 32 elements of token b at sx[b * stride + j * 32 + (lane ^ j)]
@@ -48,12 +70,10 @@ __device__ static inline void gemv_chunk_dot_swizzled(float (&dot)[R][B], const 
         }
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            uint32_t word = gemv_word(wv[r], j / 2);
-            uint8_t bytes[4];
-            memcpy(bytes, &word, 4); /* memory order: the packed layout */
+            gemv_codes4 codes = gemv_codes_of(gemv_word(wv[r], j / 2));
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float v = s_nf4[ps_nf4_code_at(bytes, (j & 1) * 4 + e)];
+                float v = gemv_code_value(codes, (j & 1) * 4 + e, s_nf4);
 #pragma unroll
                 for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
             }

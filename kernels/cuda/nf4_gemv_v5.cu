@@ -88,12 +88,10 @@ __device__ static inline void gemv5_compute(float (&acc)[R][B], const uint4 (&wv
             gemv_load_x8<B>(xv, x, w.in, (int64_t)c * 32 + j * 8);
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                uint32_t word = gemv_word(wv[u][r], j);
+                gemv_codes4 codes = gemv_codes_of(gemv_word(wv[u][r], j));
 #pragma unroll
                 for (int e = 0; e < 8; e++) {
-                    /* ps_nf4_code_at on the word: byte e/2, high nibble first */
-                    uint32_t code = (word >> (8 * (e >> 1) + ((e & 1) ? 0 : 4))) & 15u;
-                    float v = s_nf4[code];
+                    float v = gemv_code_value(codes, e, s_nf4);
 #pragma unroll
                     for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
                 }

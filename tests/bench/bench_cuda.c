@@ -219,6 +219,62 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     weight_set_free(&s);
 }
 
+/* ---- 2a. where a small kernel's time goes (PS_BENCH_PROBE=1) ----
+ * A plain read kernel at the layer sizes, from DRAM (rotated over 512 MB)
+ * and from L2 (two copies), against bytes / bandwidth: the fixed cost of a
+ * launch. Then GEMV configurations at T = 1 with the weights from DRAM and
+ * from L2: if L2-resident weights are not much faster, the kernel is bound
+ * on chip (decode arithmetic, latency), not by DRAM. */
+static int bench_probe(void) {
+    static const double mb[] = {2, 4, 8.4, 22.5, 64, 256};
+    printf("\n==== probe: read kernel, us per launch back to back (ideal = bytes / %.0f GB/s) ====\n", g_bw);
+    for (int i = 0; i < 6; i++) {
+        size_t bytes = (size_t)(mb[i] * 1e6 / g_div / g_div);
+        int copies = (int)(512e6 / g_div / g_div / (double)bytes) + 1;
+        double dram = 0, l2 = 0;
+        if (copies > 64) copies = 64;
+        if (ps_cuda_read_probe(be, bytes, copies, 200 / g_iters, &dram, &err) != PS_OK ||
+            ps_cuda_read_probe(be, bytes, 2, 200 / g_iters, &l2, &err) != PS_OK) {
+            printf("probe failed: %s\n", err.msg);
+            return 1;
+        }
+        double ideal = (double)bytes / (g_bw * 1e3);
+        printf("read %6.1f MB: DRAM %7.2f us (%4.0f%% of bw, %+6.2f us over ideal)   L2 (2 copies) %7.2f us\n",
+               mb[i], dram, 100 * ideal / dram, dram - ideal, l2);
+        ROW("probe read %6.1f MB      DRAM %7.2f us (%3.0f%%, +%.2f us)  L2 %7.2f us", mb[i], dram, 100 * ideal / dram,
+            dram - ideal, l2);
+    }
+    static const int64_t shapes[2][2] = {{4096, 4096}, {11008, 4096}};
+    const char *cfgs[] = {"v2", "v4s1r2u4", "v5w4r4u2p0", "v2w8r1"};
+    printf("\n==== probe: NF4 GEMV T=1, weights from DRAM (rotated) vs L2 (2 copies) ====\n");
+    for (int si = 0; si < 2; si++) {
+        weight_set big, small;
+        int64_t out = shapes[si][0] / g_div, in = shapes[si][1] / g_div;
+        if (weight_set_init(&big, true, out, in, ((size_t)512 << 20) / ((size_t)g_div * g_div)) != PS_OK) return 1;
+        if (weight_set_init(&small, true, out, in, 1) != PS_OK) return 1;
+        for (int k = 0; k < 4; k++) {
+            double ud = 0, ul = 0;
+            g_gemv_kernel = ps_cuda_gemv_find(cfgs[k]);
+            if (g_gemv_kernel < 0 || time_linear(&big, 1, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &ud) != PS_OK ||
+                time_linear(&small, 1, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &ul) != PS_OK) {
+                printf("probe gemv %s failed: %s\n", cfgs[k], err.msg);
+                continue;
+            }
+            double ideal = (double)big.bytes_per_copy / (g_bw * 1e3);
+            printf("gemv %-11s %lldx%lld: DRAM %7.2f us (%3.0f%%)   L2 %7.2f us   ideal %.2f us\n", cfgs[k],
+                   (long long)out, (long long)in, ud, 100 * ideal / ud, ul, ideal);
+            ROW("probe gemv %-10s %lldx%lld DRAM %6.2f us (%3.0f%%) L2 %6.2f us", cfgs[k], (long long)out,
+                (long long)in, ud, 100 * ideal / ud, ul);
+        }
+        g_gemv_kernel = PS_CUDA_GEMV_DEFAULT;
+        weight_set_free(&big);
+        weight_set_free(&small);
+    }
+    printf("\n==== bench_cuda summary ====\n");
+    for (int i = 0; i < n_rows; i++) printf("%s\n", rows[i]);
+    return 0;
+}
+
 /* ---- 2b. GEMV configuration sweep (PS_BENCH_GEMV_ONLY=1) ---- */
 
 #define SW_SHAPES 3
@@ -653,6 +709,12 @@ int main(void) {
         if (ps_cuda_get_tuning(be, &t, &err) == PS_OK) t.graphs = false, ps_cuda_set_tuning(be, &t, &err);
     }
     ROW("device read bandwidth      %.0f GB/s (%s)", g_bw, info.name);
+    const char *probe = getenv("PS_BENCH_PROBE");
+    if (probe && atoi(probe) > 0) {
+        int rc = bench_probe();
+        ps_backend_destroy(be);
+        return rc;
+    }
     const char *only = getenv("PS_BENCH_GEMV_ONLY");
     if (only && atoi(only) > 0) {
         int rc = bench_gemv_sweep();

@@ -66,6 +66,18 @@ static inline int atomicCAS(int *a, int cmp, int val) { int old = *a; if (old ==
 static inline int atomicAdd(int *a, int v) { int old = *a; *a = old + v; return old; }
 static inline void __threadfence(void) {}
 template <typename T> static inline T __ldg(const T *p) { return *p; }
+/* byte i of the result: byte (s >> 4i) & 7 of the 8 bytes y:x (x the low four);
+ * the sign-replicating mode (selector bit 3) is not emulated: refused */
+static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    unsigned long long v = ((unsigned long long)y << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned sel = (s >> (4 * i)) & 15u;
+        if (sel & 8u) abort();
+        r |= (unsigned)((v >> (8 * sel)) & 0xffu) << (8 * i);
+    }
+    return r;
+}
 template <typename T> static inline T __ldcs(const T *p) { return *p; }
 template <typename T> static inline T __ldcg(const T *p) { return *p; }
 
