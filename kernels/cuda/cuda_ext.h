@@ -40,11 +40,13 @@ typedef struct {
     bool graphs;       /* record steps as CUDA graphs and replay them (ops.h ps_graph_run) */
 } ps_cuda_tuning;
 
-/* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "v2" (index
- * PS_CUDA_GEMV_DEFAULT), "v1", v1r<R>, v2w<W>r<R>, v3r<R>u<U>,
+/* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "auto" (index
+ * PS_CUDA_GEMV_DEFAULT: the measured best per row count, v4s1r2u4 for 1-2
+ * rows of x, v2 above), "v2", "v1", v1r<R>, v2w<W>r<R>,
  * v4s<S>[w<W>]r<R>u<U> (R rows per warp, W warps per block, U chunks per
  * lane in flight; v4 splits K over S blocks, s0: S chosen from the SM count
- * and the shape). Host-only, need no backend. ps_cuda_gemv_name: NULL out of
+ * and the shape), v5w<W>r<R>u<U>p<P> (P: next step's loads ahead; the only
+ * family that runs op_linear_n as one launch). Host-only, need no backend. ps_cuda_gemv_name: NULL out of
  * range; ps_cuda_gemv_find: -1 when unknown. */
 #define PS_CUDA_GEMV_DEFAULT 0
 int ps_cuda_gemv_count(void);

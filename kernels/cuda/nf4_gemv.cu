@@ -7,11 +7,13 @@
  * Fast kernels come in configurations (the table below, picked by
  * ps_cuda_tuning.gemv_kernel or PS_CUDA_GEMV=<name>), so one benchmark run
  * can sweep them: v1 (this file), v2 (nf4_gemv_v2.cu, x tiles in shared
- * memory; "v2" is the default), v3 (nf4_gemv_v3.cu, no staging, more
- * bytes in flight per lane), v4 (nf4_gemv_v4.cu, split-K across blocks
- * with a one-launch deterministic reduction, x slice staged once) and v5
- * (nf4_gemv_v5.cu, v3's shape with the codes streamed past L1, the next
- * step's loads ahead of this step's math and a conflict-free table).
+ * memory), v4 (nf4_gemv_v4.cu, split-K across blocks with a one-launch
+ * deterministic reduction, x slice staged once) and v5 (nf4_gemv_v5.cu, no
+ * staging, codes streamed past L1, the next step's loads ahead of this
+ * step's math; up to three weights per launch). The default "auto" picks
+ * per call what the H100 sweep measured fastest. (A v3 family, x read
+ * through L1 and a 256-entry pair table, was the slowest in both H100
+ * sweeps and was removed.)
  * v1 (in % 64 == 0, 16-byte aligned codes and x): each warp owns R output
  * rows; every lane reads 16 bytes (32 codes, half a 64-block) of each of its
  * rows per step, two steps in flight, and applies them to up to 8 rows of x
@@ -67,27 +69,7 @@ nf4_gemv_fast_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf
             int64_t c = c0 + 32 * u;
             if (c >= nchunk) continue;
             float dot[R][B];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 4; j++) { /* 32-bit word j: codes 8j .. 8j+7 of the chunk */
-                float xv[B][8];
-                gemv_load_x8<B>(xv, x, in, c * 32 + j * 8);
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    uint32_t word = gemv_word(wv[u][r], j);
-                    uint8_t bytes[4];
-                    memcpy(bytes, &word, 4); /* memory order: the packed layout */
-#pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        float v = s_nf4[ps_nf4_code_at(bytes, e)];
-#pragma unroll
-                        for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
-                    }
-                }
-            }
+            gemv_chunk_dot_global<R, B>(dot, wv[u], x, in, c, s_nf4);
 #pragma unroll
             for (int r = 0; r < R; r++)
 #pragma unroll
@@ -139,7 +121,6 @@ static void nf4_gemv_fast_launch(cuda_impl *p, float *y, const float *x, const c
 
 typedef void (*cuda_gemv_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a);
 cuda_gemv_launch_fn cuda_gemv_v2_fn(int warps, int R, int nb); /* nf4_gemv_v2.cu */
-cuda_gemv_launch_fn cuda_gemv_v3_fn(int R, int U, int nb);     /* nf4_gemv_v3.cu */
 /* nf4_gemv_v4.cu: the splits S for a shape (0: the x slice cannot fit shared
  * memory), the workspace for S splits and nb rows of x, the launcher */
 typedef void (*cuda_gemv4_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a, int S);
@@ -159,21 +140,21 @@ static cuda_gemv_launch_fn cuda_gemv_v1_fn(int R, int nb) {
  * from the SM count and the shape), [w<W>] (default 4), r<R>, u<U>. */
 typedef struct {
     const char *name;
-    int kind;  /* 1..5: the kernel family */
-    int warps; /* per block (v2, v4; v1 and v3 have 4) */
+    int kind;  /* 1, 2, 4, 5: the kernel family; 0: "auto", resolved per call by gemv_cfg_for */
+    int warps; /* per block (v2, v4, v5; v1 has 4) */
     int R;     /* rows per warp */
-    int U;     /* v3, v4: 16-byte chunks per row per lane in flight */
+    int U;     /* v4, v5: 16-byte chunks per row per lane in flight */
     int S;     /* v4: K splits (0: automatic) */
     int P;     /* v5: the next step's loads issued before this step's math */
 } gemv_cfg;
 
 static const gemv_cfg k_gemv_cfgs[] = {
-    {"v2", 2, 8, 2, 1, 0, 0}, /* PS_CUDA_GEMV_DEFAULT */
+    {"auto", 0, 0, 0, 0, 0, 0}, /* PS_CUDA_GEMV_DEFAULT */
+    {"v2", 2, 8, 2, 1, 0, 0},
     {"v1", 1, 4, 0, 2, 0, 0},       {"v1r1", 1, 4, 1, 2, 0, 0},     {"v1r2", 1, 4, 2, 2, 0, 0},
     {"v1r4", 1, 4, 4, 2, 0, 0},     {"v2w4r1", 2, 4, 1, 1, 0, 0},   {"v2w4r2", 2, 4, 2, 1, 0, 0},
     {"v2w4r4", 2, 4, 4, 1, 0, 0},   {"v2w8r1", 2, 8, 1, 1, 0, 0},   {"v2w8r4", 2, 8, 4, 1, 0, 0},
-    {"v3r1u2", 3, 4, 1, 2, 0, 0},   {"v3r1u4", 3, 4, 1, 4, 0, 0},   {"v3r2u2", 3, 4, 2, 2, 0, 0},
-    {"v3r2u4", 3, 4, 2, 4, 0, 0},   {"v4s0r1u4", 4, 4, 1, 4, 0, 0}, {"v4s0r1u8", 4, 4, 1, 8, 0, 0},
+    {"v4s0r1u4", 4, 4, 1, 4, 0, 0}, {"v4s0r1u8", 4, 4, 1, 8, 0, 0},
     {"v4s0r2u2", 4, 4, 2, 2, 0, 0}, {"v4s0r2u4", 4, 4, 2, 4, 0, 0}, {"v4s0r4u2", 4, 4, 4, 2, 0, 0},
     {"v4s0w8r2u4", 4, 8, 2, 4, 0, 0}, {"v4s1r2u4", 4, 4, 2, 4, 1, 0}, {"v4s2r2u4", 4, 4, 2, 4, 2, 0},
     {"v4s4r2u2", 4, 4, 2, 2, 4, 0}, {"v4s8r1u4", 4, 4, 1, 4, 8, 0},
@@ -215,10 +196,19 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
         return;
     }
     int R = c->R ? c->R : nb == 1 ? 4 : 2;
-    cuda_gemv_launch_fn fn = c->kind == 1 ? cuda_gemv_v1_fn(R, nb)
-                           : c->kind == 2 ? cuda_gemv_v2_fn(c->warps, R, nb)
-                                          : cuda_gemv_v3_fn(R, c->U, nb);
+    cuda_gemv_launch_fn fn = c->kind == 1 ? cuda_gemv_v1_fn(R, nb) : cuda_gemv_v2_fn(c->warps, R, nb);
     fn(p, y, x, a);
+}
+
+/* Configuration k for a call of T rows of x. "auto" (the default) takes what
+ * the H100 sweep measured fastest (tests/gpu/sweep.sh; decode batch 1 end to
+ * end 239.7 vs 228.4 tok/s): v4s1r2u4 (no split, the whole x staged once,
+ * 4 chunks per lane in flight) for 1-2 rows, v2 above (v2 won T = 4; T = 8
+ * was within 3% of the best). */
+static const gemv_cfg *gemv_cfg_for(int k, int64_t T) {
+    if (k < 0 || k >= GEMV_N_CFGS) k = PS_CUDA_GEMV_DEFAULT;
+    if (k_gemv_cfgs[k].kind == 0) k = ps_cuda_gemv_find(T <= 2 ? "v4s1r2u4" : "v2");
+    return &k_gemv_cfgs[k];
 }
 
 /* Whether the fast kernels take this weight and x (16-byte loads, whole 64-blocks). */
@@ -233,16 +223,15 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
         return ps_errf(err, PS_EINVAL, "linear: nf4 weight with %lld rows", (long long)a.out);
     bool fast = gemv_fast(a, x);
     /* configuration k (checked by ps_cuda_set_tuning; anything else: the default) */
-    int k = p->tune.gemv_kernel;
-    const gemv_cfg *c = fast ? &k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT] : NULL;
+    const gemv_cfg *c = fast ? gemv_cfg_for(p->tune.gemv_kernel, T) : NULL;
     int S = 0;
     if (c && c->kind == 4) {
         S = cuda_gemv_v4_splits(p, a.out, a.in, c->warps, c->R, c->S);
         if (S > 0)
             PS_TRY(cuda_gemv_v4_workspace(p, a.out, (int)(T < GEMV_NB_MAX ? T : GEMV_NB_MAX), c->warps, c->R,
                                           S, err));
-        else /* x slice too large even at 64 splits: in > 131072 (s0) or ~390k (fixed S) */
-            c = k_gemv_cfgs[PS_CUDA_GEMV_DEFAULT].kind != 4 ? &k_gemv_cfgs[PS_CUDA_GEMV_DEFAULT] : NULL;
+        else /* x slice too large even at 64 splits: in > ~390k (s1) or 131072 (s0) */
+            c = &k_gemv_cfgs[ps_cuda_gemv_find("v2")];
     }
     for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
         int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
@@ -257,8 +246,7 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
  * too large for one launch) one cuda_nf4_gemv each. Same bits either way. */
 ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x, int64_t T,
                           const ps_nf4 *const *ws, ps_err *err) {
-    int k = p->tune.gemv_kernel;
-    const gemv_cfg *c = &k_gemv_cfgs[k >= 0 && k < GEMV_N_CFGS ? k : PS_CUDA_GEMV_DEFAULT];
+    const gemv_cfg *c = gemv_cfg_for(p->tune.gemv_kernel, T);
     gemv5_set set;
     set.n = n;
     bool one = c->kind == 5 && n >= 1 && n <= 3;

@@ -1,8 +1,9 @@
-/* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v3.cu,
- * nf4_gemv_v4.cu) share: picking a 32-bit word of a 16-byte code chunk,
- * loading 8 floats of x per token, a chunk's dot against x staged in shared
- * memory (v2, v4), a warp's row pointers (v3, v4), a block scale loaded early
- * and finished later, and the warp reduction + store that ends every variant. */
+/* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v4.cu,
+ * nf4_gemv_v5.cu) share: picking a 32-bit word of a 16-byte code chunk,
+ * decoding its codes, loading 8 floats of x per token, a chunk's dot against
+ * x staged in shared memory (v2, v4) or read from global memory (v1, v5), a
+ * warp's row pointers (v4, v5), a block scale loaded early and finished
+ * later, and the warp reduction + store that ends every variant. */
 #ifndef PS_CUDA_NF4_GEMV_COMMON_CUH
 #define PS_CUDA_NF4_GEMV_COMMON_CUH
 
@@ -74,6 +75,33 @@ __device__ static inline void gemv_chunk_dot_swizzled(float (&dot)[R][B], const 
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 float v = gemv_code_value(codes, (j & 1) * 4 + e, s_nf4);
+#pragma unroll
+                for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
+            }
+        }
+    }
+}
+
+/* dot[r][b] = this lane's chunk c (32 codes) of each of the R rows against
+ * x[b][32c .. 32c + 32) read from global memory with 16-byte loads (v1, v5;
+ * x is small and every warp reads it, so it stays in L1/L2). */
+template <int R, int B>
+__device__ static inline void gemv_chunk_dot_global(float (&dot)[R][B], const uint4 (&wv)[R], const float *x,
+                                                   int64_t in, int64_t c, const float *s_nf4) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; j++) { /* 32-bit word j: codes 8j .. 8j+7 of the chunk */
+        float xv[B][8];
+        gemv_load_x8<B>(xv, x, in, c * 32 + j * 8);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            gemv_codes4 codes = gemv_codes_of(gemv_word(wv[r], j));
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                float v = gemv_code_value(codes, e, s_nf4);
 #pragma unroll
                 for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
             }

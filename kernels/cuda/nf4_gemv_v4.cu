@@ -16,7 +16,7 @@
  *     tiles (float4 j of lane l's chunk at slot j*32 + (l ^ j));
  *  3. one barrier (the code tables), then a loop with no barrier: consume U
  *     chunks per row, load the next U. Lane l owns chunk l of each local tile,
- *     the scale multiplies the 32-code partial dot (as v1..v3).
+ *     the scale multiplies the 32-code partial dot (as v1, v2, v5).
  * Each x float4 read from shared memory serves R rows, so shared-memory
  * traffic per code is B / (4R) 16-byte reads: at T = 8 with R = 2 it, not
  * DRAM, bounds the kernel on paper (hence the R = 4 configuration).

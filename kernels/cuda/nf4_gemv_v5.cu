@@ -17,11 +17,13 @@
  *    only barrier of the kernel);
  *  - the codes are streamed past L1 (ld.global.nc.L1::no_allocate): they are
  *    read once, and must not evict x, which every warp reads through L1 with
- *    16-byte __ldg (at most 8 x 11008 floats, L1/L2 resident); v3, which
- *    read x the same way but let the codes through L1, was the slowest
- *    variant measured;
+ *    16-byte __ldg (at most 8 x 11008 floats, L1/L2 resident); a v3
+ *    family that read x the same way but let the codes through L1 was the
+ *    slowest measured;
  *  - the 16-entry code table in shared memory is read conflict-free (16
  *    distinct words in 16 banks), unlike v3's 256-entry pair table.
+ * Measured on the H100 (before the one-permute decode): no faster than v2
+ * (4096 x 4096 at T = 1: 12.9-17 us vs 12.3), slower at T >= 2.
  * As v1: the block scale multiplies each 32-code partial dot (one rounding
  * instead of 32). Element math from kernels/math/nf4.h, as the oracle
  * kernels/cpu/linear_ref.c. Needs in % 64 == 0 and 16-byte aligned codes and
@@ -78,25 +80,7 @@ __device__ static inline void gemv5_compute(float (&acc)[R][B], const uint4 (&wv
         int c = c0 + 32 * u;
         if (c >= nchunk) continue;
         float dot[R][B];
-#pragma unroll
-        for (int r = 0; r < R; r++)
-#pragma unroll
-            for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 4; j++) { /* 32-bit word j: codes 8j .. 8j+7 of the chunk */
-            float xv[B][8];
-            gemv_load_x8<B>(xv, x, w.in, (int64_t)c * 32 + j * 8);
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                gemv_codes4 codes = gemv_codes_of(gemv_word(wv[u][r], j));
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    float v = gemv_code_value(codes, e, s_nf4);
-#pragma unroll
-                    for (int b = 0; b < B; b++) dot[r][b] += v * xv[b][e];
-                }
-            }
-        }
+        gemv_chunk_dot_global<R, B>(dot, wv[u], x, w.in, c, s_nf4);
 #pragma unroll
         for (int r = 0; r < R; r++) {
             float sc = gemv_scale_finish(w, s_dq, sr[u][r]);

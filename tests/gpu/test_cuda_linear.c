@@ -4,8 +4,8 @@
  * shapes, through each path of the backend: the fused GEMV, the 16-bit
  * cuBLAS GEMM, and the automatic choice. Also misaligned x and NF4 arrays
  * carved from one block at odd offsets (the generic kernels). The NF4 GEMV
- * runs in EVERY fast-kernel configuration (ps_cuda_gemv_count: v1, v2, v3
- * variants) when the shape takes the fast path (in % 64 == 0; otherwise all
+ * runs in EVERY fast-kernel configuration (ps_cuda_gemv_count: auto, v1,
+ * v2, v4, v5 variants) when the shape takes the fast path (in % 64 == 0; otherwise all
  * configurations run the same generic kernel, checked once; likewise the
  * odd layouts, whose codes are not 16-byte aligned), at every T in
  * 1..8 and the odd shapes below, so one GPU run validates the whole sweep.
