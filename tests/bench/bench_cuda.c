@@ -181,22 +181,22 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
         return;
     }
     printf("%s: %d copies of %.1f MB rotated\n", name, s.copies, s.bytes_per_copy / 1e6);
-    /* NF4: both GEMV kernels (v1, v2) at decode batch sizes; F16: its one kernel */
+    /* NF4: the simplest GEMV (v1) and the default at decode batch sizes; F16: its one kernel */
     static const int64_t gemv_T[] = {1, 2, 4, 8, 32};
-    int v1 = ps_cuda_gemv_find("v1"), v2 = PS_CUDA_GEMV_DEFAULT;
+    int v1 = ps_cuda_gemv_find("v1"), dflt = PS_CUDA_GEMV_DEFAULT;
     for (int v = nf4 ? 1 : 2; v <= 2; v++) {
-        g_gemv_kernel = v == 1 ? v1 : v2;
+        g_gemv_kernel = v == 1 ? v1 : dflt;
         for (int i = 0; i < 5; i++) {
             int64_t T = gemv_T[i];
             double us;
+            const char *k = nf4 ? ps_cuda_gemv_name(g_gemv_kernel) : "";
             if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &us) != PS_OK) {
-                ROW("%-22s gemv%s T=%-3lld failed: %s", name, nf4 ? (v == 1 ? "v1" : "v2") : "", (long long)T, err.msg);
+                ROW("%-22s gemv%s T=%-3lld failed: %s", name, k, (long long)T, err.msg);
                 continue;
             }
             int64_t passes = (T + 7) / 8; /* each chunk of 8 rows rereads W */
             double bytes = (double)s.bytes_per_copy * passes + 4.0 * T * (in + out);
             double gbs = bytes / (us * 1e-6) / 1e9;
-            const char *k = nf4 ? (v == 1 ? "v1" : "v2") : "";
             printf("  gemv%s T=%-3lld %8.2f us  %7.1f GB/s  %5.1f%% of %.0f GB/s\n", k, (long long)T, us, gbs,
                    100 * gbs / g_bw, g_bw);
             ROW("%-22s gemv%s T=%-3lld %8.2f us %7.1f GB/s %5.1f%% bw", name, k, (long long)T, us, gbs,
