@@ -3,7 +3,8 @@
  * later replayed with a single cudaGraphLaunch, so a decode step of a 32-layer
  * model costs one launch instead of ~450.
  *
- * Policy: off unless ps_cuda_tuning.graphs (PS_CUDA_GRAPHS=1). A key is
+ * Policy: on while ps_cuda_tuning.graphs (the default; PS_CUDA_GRAPHS=0 turns
+ * it off: decode 1.04-1.13x faster with graphs on the H100). A key is
  * recorded on its SECOND sighting: the first run of a shape is direct, so
  * every lazy set-up (RoPE table, scratch growth, cudaFuncSetAttribute) has
  * happened before a capture, where allocation and synchronisation are illegal.
