@@ -45,8 +45,8 @@ typedef struct {
  * rows of x, v2 above), "v2", "v1", v1r<R>, v2w<W>r<R>,
  * v4s<S>[w<W>]r<R>u<U> (R rows per warp, W warps per block, U chunks per
  * lane in flight; v4 splits K over S blocks, s0: S chosen from the SM count
- * and the shape), v5w<W>r<R>u<U>p<P> (P: next step's loads ahead; the only
- * family that runs op_linear_n as one launch). Host-only, need no backend. ps_cuda_gemv_name: NULL out of
+ * and the shape), v5w<W>r<R>u<U>p<P> (P: next step's loads ahead). v4
+ * without a split and v5 run op_linear_n (q/k/v, gate/up) as one launch. Host-only, need no backend. ps_cuda_gemv_name: NULL out of
  * range; ps_cuda_gemv_find: -1 when unknown. */
 #define PS_CUDA_GEMV_DEFAULT 0
 int ps_cuda_gemv_count(void);

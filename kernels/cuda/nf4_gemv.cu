@@ -10,7 +10,8 @@
  * memory), v4 (nf4_gemv_v4.cu, split-K across blocks with a one-launch
  * deterministic reduction, x slice staged once) and v5 (nf4_gemv_v5.cu, no
  * staging, codes streamed past L1, the next step's loads ahead of this
- * step's math; up to three weights per launch). The default "auto" picks
+ * step's math). v4 without a split and v5 take up to three weights of one x
+ * per launch (gemv_set, op_linear_n). The default "auto" picks
  * per call what the H100 sweep measured fastest. (A v3 family, x read
  * through L1 and a 256-entry pair table, was the slowest in both H100
  * sweeps and was removed.)
@@ -123,7 +124,7 @@ typedef void (*cuda_gemv_launch_fn)(cuda_impl *p, float *y, const float *x, cons
 cuda_gemv_launch_fn cuda_gemv_v2_fn(int warps, int R, int nb); /* nf4_gemv_v2.cu */
 /* nf4_gemv_v4.cu: the splits S for a shape (0: the x slice cannot fit shared
  * memory), the workspace for S splits and nb rows of x, the launcher */
-typedef void (*cuda_gemv4_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a, int S);
+typedef void (*cuda_gemv4_launch_fn)(cuda_impl *p, const gemv_set &s, const float *x, int S);
 int cuda_gemv_v4_splits(const cuda_impl *p, int64_t out, int64_t in, int W, int R, int S_cfg);
 ps_status cuda_gemv_v4_workspace(cuda_impl *p, int64_t out, int nb, int W, int R, int S, ps_err *err);
 cuda_gemv4_launch_fn cuda_gemv_v4_fn(int W, int R, int U, int nb);
@@ -186,13 +187,10 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
         nf4_gemv_generic_kernel<<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, nb, a);
         return;
     }
-    if (c->kind == 4) {
-        cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, y, x, a, S);
-        return;
-    }
-    if (c->kind == 5) {
-        gemv5_set set = {{a}, {y}, {0}, 1};
-        cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, set, x);
+    if (c->kind == 4 || c->kind == 5) {
+        gemv_set set = {{a}, {y}, {0}, 1};
+        if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, set, x, S);
+        else cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, set, x);
         return;
     }
     int R = c->R ? c->R : nb == 1 ? 4 : 2;
@@ -242,19 +240,21 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
 }
 
 /* n weights of the same x in one launch per 8 rows of x when the configured
- * kernel is v5 and each weight takes the fast path; otherwise (or for a grid
- * too large for one launch) one cuda_nf4_gemv each. Same bits either way. */
+ * kernel is v5, or v4 without a split, and each weight takes the fast path;
+ * otherwise (or for a grid too large for one launch) one cuda_nf4_gemv each.
+ * Same bits either way. */
 ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x, int64_t T,
                           const ps_nf4 *const *ws, ps_err *err) {
     const gemv_cfg *c = gemv_cfg_for(p->tune.gemv_kernel, T);
-    gemv5_set set;
+    gemv_set set;
     set.n = n;
-    bool one = c->kind == 5 && n >= 1 && n <= 3;
+    bool one = (c->kind == 4 || c->kind == 5) && n >= 1 && n <= 3;
     int64_t blocks = 0;
     for (int i = 0; one && i < n; i++) {
         set.w[i] = cuda_nf4_args_of(ws[i]);
         set.y[i] = ys[i];
-        one = gemv_fast(set.w[i], x) && set.w[i].in == set.w[0].in;
+        one = gemv_fast(set.w[i], x) && set.w[i].in == set.w[0].in &&
+              (c->kind != 4 || cuda_gemv_v4_splits(p, set.w[i].out, set.w[i].in, c->warps, c->R, c->S) == 1);
         blocks += (set.w[i].out + c->warps * c->R - 1) / (c->warps * c->R);
     }
     if (!one || blocks > INT32_MAX / 2) {
@@ -263,9 +263,10 @@ ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x,
     }
     for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
         int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
-        gemv5_set at = set;
+        gemv_set at = set;
         for (int i = 0; i < n; i++) at.y[i] = ys[i] + t0 * set.w[i].out;
-        cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, at, x + t0 * set.w[0].in);
+        if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, at, x + t0 * set.w[0].in, 1);
+        else cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, at, x + t0 * set.w[0].in);
         CU_LAUNCH_CHECK(p);
     }
     return PS_OK;

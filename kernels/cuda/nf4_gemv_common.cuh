@@ -168,15 +168,35 @@ __device__ static inline void gemv_warp_store(float (&acc)[R][B], float *y, int6
     }
 }
 
-/* v5 (nf4_gemv_v5.cu): up to three weights of the same `in` in one launch;
- * first[] is filled by the launcher (the first block of each weight). */
+/* Up to three weights of the same `in` read by one launch (op_linear_n: q, k,
+ * v; gate, up; v4 without a split and v5): the grid is their row groups one
+ * after another. A warp's arithmetic does not depend on which other weights
+ * share the launch, so the results equal separate launches bit for bit, and
+ * one launch of a larger grid fills the chip better than three small ones
+ * (ncu: the 4096-row GEMV ran half a wave). */
 typedef struct {
     cuda_nf4_args w[3];
     float *y[3];
-    int first[3];
+    int first[3]; /* the first block of each weight (INT32_MAX past n): gemv_set_blocks */
     int n;
-} gemv5_set;
-typedef void (*cuda_gemv5_launch_fn)(cuda_impl *p, const gemv5_set &s, const float *x);
+} gemv_set;
+
+/* Fills first[] for row groups of `rows` rows per block; the total blocks. */
+static inline int64_t gemv_set_blocks(gemv_set *s, int64_t rows) {
+    int64_t blocks = 0;
+    for (int i = 0; i < 3; i++) {
+        s->first[i] = i < s->n ? (int)blocks : INT32_MAX;
+        if (i < s->n) blocks += (s->w[i].out + rows - 1) / rows;
+    }
+    return blocks;
+}
+
+/* The weight block b of the grid belongs to. */
+__device__ static inline int gemv_set_which(const gemv_set &s, int b) {
+    return b >= s.first[1] ? (b >= s.first[2] ? 2 : 1) : 0;
+}
+
+typedef void (*cuda_gemv5_launch_fn)(cuda_impl *p, const gemv_set &s, const float *x);
 /* the launcher of v5 with W warps, R rows per warp, U chunks per lane in
  * flight, P (prefetch) for nb (1..8) rows of x; NULL: not instantiated */
 cuda_gemv5_launch_fn cuda_gemv_v5_fn(int W, int R, int U, int P, int nb);

@@ -45,7 +45,7 @@
 #include "nf4_tables.cuh"
 
 /* the entry points nf4_gemv.cu calls (declared there too) */
-typedef void (*cuda_gemv4_launch_fn)(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a, int S);
+typedef void (*cuda_gemv4_launch_fn)(cuda_impl *p, const gemv_set &s, const float *x, int S);
 int cuda_gemv_v4_splits(const cuda_impl *p, int64_t out, int64_t in, int W, int R, int S_cfg);
 ps_status cuda_gemv_v4_workspace(cuda_impl *p, int64_t out, int nb, int W, int R, int S, ps_err *err);
 cuda_gemv4_launch_fn cuda_gemv_v4_fn(int W, int R, int U, int nb);
@@ -125,18 +125,18 @@ __device__ static inline void gemv4_load(uint4 (&wv)[U][R], gemv_scale_raw (&raw
  * with the last one the sum of the S partials in split order (see the file
  * comment for why this is safe under concurrency). */
 template <int B, int W, int R>
-__device__ static inline void gemv4_reduce(float *__restrict__ y, const gemv4_split &sp, int64_t out) {
+__device__ static inline void gemv4_reduce(float *__restrict__ y, const gemv4_split &sp, int64_t out, int g) {
     __shared__ int s_last;
     __syncthreads(); /* every warp's partials stored */
     if (threadIdx.x == 0) {
         __threadfence(); /* release: the block's partials before its ticket */
-        int ticket = atomicAdd(&sp.cnt[blockIdx.x], 1);
+        int ticket = atomicAdd(&sp.cnt[g], 1);
         __threadfence(); /* acquire: the other blocks' partials after their tickets */
         s_last = ticket == sp.S - 1;
     }
     __syncthreads();
     if (!s_last) return;
-    const int64_t g0 = (int64_t)blockIdx.x * W * R;
+    const int64_t g0 = (int64_t)g * W * R;
     for (int i = threadIdx.x; i < B * W * R; i += W * 32) {
         int b = i / (W * R);
         int64_t row = g0 + i % (W * R);
@@ -146,13 +146,18 @@ __device__ static inline void gemv4_reduce(float *__restrict__ y, const gemv4_sp
         for (int s = 1; s < sp.S; s++) sum += __ldcg(pp + (int64_t)s * B * out);
         y[b * out + row] = sum;
     }
-    if (threadIdx.x == 0) sp.cnt[blockIdx.x] = 0; /* all S tickets drawn: nobody else touches it */
+    if (threadIdx.x == 0) sp.cnt[g] = 0; /* all S tickets drawn: nobody else touches it */
 }
 
 template <int B, int W, int R, int U>
 __global__ void __launch_bounds__(W * 32, (gemv4_min_blocks<W, R, U, B>()))
-nf4_gemv_v4_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_args w, gemv4_split sp) {
+nf4_gemv_v4_kernel(gemv_set set, const float *__restrict__ x, gemv4_split sp) {
     __shared__ float s_nf4[16], s_dq[256];
+    /* several weights (gemv_set) only without a split: the workspace and the
+     * tickets are per row group of one weight */
+    const int m = gemv_set_which(set, (int)blockIdx.x), g = (int)blockIdx.x - set.first[m];
+    const cuda_nf4_args w = set.w[m];
+    float *__restrict__ y = set.y[m];
     extern __shared__ float smem[]; /* x slice: B * nts tiles of GEMV4_KT floats (16-byte aligned) */
     float4 *s_x = (float4 *)smem;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = blockIdx.y;
@@ -160,7 +165,7 @@ nf4_gemv_v4_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
     const int64_t k0 = s * nu / sp.S * GEMV4_UNIT, k1 = (s + 1) * nu / sp.S * GEMV4_UNIT;
     const int64_t cbeg = k0 / 32, nc = (k1 - k0) / 32;
     const int nts = (int)((k1 - k0 + GEMV4_KT - 1) / GEMV4_KT), niter = (nts + U - 1) / U;
-    const int64_t row0 = ((int64_t)blockIdx.x * W + warp) * R;
+    const int64_t row0 = ((int64_t)g * W + warp) * R;
     const bool active = row0 < w.out; /* an idle warp still joins the barriers */
     const uint4 *wrow[R];
     int64_t srow[R];
@@ -198,7 +203,7 @@ nf4_gemv_v4_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
         return;
     }
     gemv_warp_store<R, B>(acc, sp.part + (int64_t)s * B * w.out, row0, w.out, lane);
-    gemv4_reduce<B, W, R>(y, sp, w.out);
+    gemv4_reduce<B, W, R>(y, sp, w.out, g);
 }
 
 /* ---- host side ---- */
@@ -254,14 +259,16 @@ ps_status cuda_gemv_v4_workspace(cuda_impl *p, int64_t out, int nb, int W, int R
     return PS_OK;
 }
 
+/* S > 1 only for one weight (the dispatcher's rule) */
 template <int B, int W, int R, int U>
-static void nf4_gemv_v4_launch(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a, int S) {
+static void nf4_gemv_v4_launch(cuda_impl *p, const gemv_set &s, const float *x, int S) {
     gemv4_split sp;
     sp.S = S;
     sp.part = (float *)p->gemv_part;
     sp.cnt = (int *)p->gemv_cnt;
-    dim3 grid((unsigned)gemv4_groups(a.out, W, R), (unsigned)S);
-    int smem = (int)gemv4_smem(B, a.in, S);
+    gemv_set set = s;
+    dim3 grid((unsigned)gemv_set_blocks(&set, (int64_t)W * R), (unsigned)S);
+    int smem = (int)gemv4_smem(B, set.w[0].in, S);
     /* The 48 KB default limit counts the static tables too (~1.1 KB): raise
      * it whenever the total may pass 48 KB (an x slice of exactly 48 KB
      * failed the launch on the H100), once per kernel and size (a failure
@@ -271,7 +278,7 @@ static void nf4_gemv_v4_launch(cuda_impl *p, float *y, const float *x, const cud
         (void)cudaFuncSetAttribute(nf4_gemv_v4_kernel<B, W, R, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         raised = smem;
     }
-    nf4_gemv_v4_kernel<B, W, R, U><<<grid, W * 32, smem, p->stream>>>(y, x, a, sp);
+    nf4_gemv_v4_kernel<B, W, R, U><<<grid, W * 32, smem, p->stream>>>(set, x, sp);
 }
 
 #define GEMV4_BY_B(W, R, U)                                                                         \

@@ -28,10 +28,7 @@
  * instead of 32). Element math from kernels/math/nf4.h, as the oracle
  * kernels/cpu/linear_ref.c. Needs in % 64 == 0 and 16-byte aligned codes and
  * x (the dispatcher checks). nf4_gemv.cu owns the configuration table.
- * One launch may cover up to three weights reading the same x (q, k, v;
- * gate, up: op_linear_n): the grid is their row groups one after another, and
- * a warp's arithmetic does not depend on which other weights share the
- * launch, so the results equal separate launches bit for bit. */
+ * One launch may cover up to three weights reading the same x (gemv_set). */
 #include "cuda_common.cuh"
 #include "nf4_gemv_common.cuh"
 #include "nf4_tables.cuh"
@@ -92,9 +89,9 @@ __device__ static inline void gemv5_compute(float (&acc)[R][B], const uint4 (&wv
 
 template <int B, int W, int R, int U, int P>
 __global__ void __launch_bounds__(W * 32)
-nf4_gemv_v5_kernel(gemv5_set set, const float *__restrict__ x) {
+nf4_gemv_v5_kernel(gemv_set set, const float *__restrict__ x) {
     __shared__ float s_nf4[16], s_dq[256];
-    int m = (int)blockIdx.x >= set.first[1] ? ((int)blockIdx.x >= set.first[2] ? 2 : 1) : 0;
+    const int m = gemv_set_which(set, (int)blockIdx.x);
     const cuda_nf4_args w = set.w[m];
     float *__restrict__ y = set.y[m];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -132,16 +129,11 @@ nf4_gemv_v5_kernel(gemv5_set set, const float *__restrict__ x) {
     if (row0 < w.out) gemv_warp_store<R, B>(acc, y, row0, w.out, lane);
 }
 
-/* set.first[] from the weights' row counts (the dispatcher checked that the
- * grid fits an int) */
+/* (the dispatcher checked that the grid fits an int) */
 template <int B, int W, int R, int U, int P>
-static void nf4_gemv_v5_launch(cuda_impl *p, const gemv5_set &s, const float *x) {
-    gemv5_set set = s;
-    int64_t rows_per_block = (int64_t)W * R, blocks = 0;
-    for (int i = 0; i < 3; i++) {
-        set.first[i] = i < set.n ? (int)blocks : INT32_MAX;
-        if (i < set.n) blocks += (set.w[i].out + rows_per_block - 1) / rows_per_block;
-    }
+static void nf4_gemv_v5_launch(cuda_impl *p, const gemv_set &s, const float *x) {
+    gemv_set set = s;
+    int64_t blocks = gemv_set_blocks(&set, (int64_t)W * R);
     nf4_gemv_v5_kernel<B, W, R, U, P><<<(unsigned)blocks, W * 32, 0, p->stream>>>(set, x);
 }
 

@@ -14,7 +14,7 @@
  * configuration called again after another weight must give the same bits
  * (v4's per-row-group counters must be back at 0, its reduction order
  * fixed), and v4 must give a row of x the same bits alone as in a batch.
- * op_linear_n (several weights, one launch with v5) must give each weight
+ * op_linear_n (several weights, one launch with v4 unsplit or v5) must give each weight
  * the bits of its own op_linear call.
  *
  * Tolerances (rel L2; every case prints its measured error):
@@ -227,13 +227,14 @@ static void test_nf4_repeat(void) {
     free(wa), free(wb), free(xa), free(xb), free(wantA), free(wantB), free(y1), free(y2), free(yb), free(yt);
 }
 
-/* op_linear_n (q, k, v in one launch with v5): three NF4 weights of one x
+/* op_linear_n (q, k, v in one launch with v4 unsplit or v5): three NF4 weights of one x
  * (row counts that leave partial row groups, with and without double
- * quantisation), T = 11 (GEMV chunks of 8 and 3), in every configuration:
- * each output must carry the bits of its own op_linear call, and with an odd
+ * quantisation), T = 11 (GEMV chunks of 8 and 3) and T = 1 (the default
+ * "auto" then runs v4s1r2u4, one launch), in every configuration: each
+ * output must carry the bits of its own op_linear call, and with an odd
  * layout (no fast kernel) the separate calls it falls back to. */
-static void test_nf4_linear_n(bool odd_layout) {
-    const int64_t T = 11, in = 2112, outs[3] = {45, 7, 203};
+static void test_nf4_linear_n(bool odd_layout, int64_t T) {
+    const int64_t in = 2112, outs[3] = {45, 7, 203};
     float *x = gu_rand(T * in, 8101, 1.0f), *want[3], *one[3], *all[3];
     nf4_host q[3] = {{0}};
     gu_buf blk[3], dy[3];
@@ -273,11 +274,11 @@ static void test_nf4_linear_n(bool odd_layout) {
                 gu_download(&dy[i], all[i]);
                 gu_guard_check(&dy[i], "linear_n y");
                 gu_free(&dy[i]);
-                snprintf(what, sizeof what, "linear_n%s %s n=%d weight %d (out=%lld) vs oracle",
-                         odd_layout ? " odd-layout" : "", name, n, i, (long long)outs[i]);
+                snprintf(what, sizeof what, "linear_n%s %s T=%lld n=%d weight %d (out=%lld) vs oracle",
+                         odd_layout ? " odd-layout" : "", name, (long long)T, n, i, (long long)outs[i]);
                 gu_check(what, all[i], want[i], T * outs[i], TOL_GEMV);
-                snprintf(what, sizeof what, "linear_n%s %s n=%d weight %d = op_linear, same bits",
-                         odd_layout ? " odd-layout" : "", name, n, i);
+                snprintf(what, sizeof what, "linear_n%s %s T=%lld n=%d weight %d = op_linear, same bits",
+                         odd_layout ? " odd-layout" : "", name, (long long)T, n, i);
                 gu_check(what, all[i], one[i], T * outs[i], 0);
             }
         }
@@ -354,7 +355,8 @@ int main(void) {
      * splits and falls back to v2; fixed-S v4 raises S to 22 */
     test_nf4(2, 3, 131136, true, false, 7003);
     test_nf4_repeat();
-    test_nf4_linear_n(false);
-    test_nf4_linear_n(true);
+    test_nf4_linear_n(false, 11);
+    test_nf4_linear_n(false, 1);
+    test_nf4_linear_n(true, 11);
     return gu_finish("cuda linear");
 }
