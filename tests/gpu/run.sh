@@ -73,7 +73,9 @@ note() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
 elapsed() { echo "$(( $(date +%s) - t_start ))s"; }
 
 # at most 8 files come back from a device run: build.log (machine, configure,
-# build), gpu_tests.log, unit_{f32,tile,auto}.log, bench.log, summary.txt
+# build), gpu_tests.log, unit_{f32,tile,auto}.log, bench.log (bench_cuda, then
+# the GEMV sweep with PS_RUN_SWEEP=1 and bench_adapters), ncu.txt
+# (PS_RUN_PROFILE=1), summary.txt
 log=$out/build.log
 echo "== machine" | tee "$log"
 { nvidia-smi 2>&1 | head -20; nvcc --version 2>&1 | tail -2; cmake --version | head -1; nproc; } >>"$log" 2>&1
@@ -153,11 +155,25 @@ fi
 # ---- multi-adapter decode (batch 16: none / one LoRA / 16 distinct / mixed PEFT) ----
 adapters_bench=$(find build-gpu -type f -name bench_adapters -perm -u+x | head -1)
 if [ -n "$adapters_bench" ]; then
-  timeout 150 "$adapters_bench" --device cuda --rounds 3 >"$out/adapters.log" 2>&1
-  ratio=$(grep -m1 -E '^\| \(c\)/\(b\)' "$out/adapters.log" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
-  note "multi-adapter (c)/(b)" "${ratio:-n/a (see adapters.log)} (16 distinct LoRA vs one; target 0.9)"
+  # appended to bench.log: at most 8 files come back, and ncu.txt may need the slot
+  { echo; echo "==== bench_adapters --device cuda --rounds 3"; } >>"$out/bench.log"
+  timeout 150 "$adapters_bench" --device cuda --rounds 3 >"$out/adapters.tmp" 2>&1
+  cat "$out/adapters.tmp" >>"$out/bench.log"
+  ratio=$(grep -m1 -E '^\| \(c\)/\(b\)' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
+  rm -f "$out/adapters.tmp"
+  note "multi-adapter (c)/(b)" "${ratio:-n/a (see bench.log)} (16 distinct LoRA vs one; target 0.9)"
 else
   note "multi-adapter (c)/(b)" "bench_adapters not built"
+fi
+# ---- PS_RUN_PROFILE=1: Nsight Compute on the default batch-1 GEMV, reusing this build ----
+# (tests/gpu/profile.sh does the same alone; here it saves a second build)
+if [ "${PS_RUN_PROFILE:-0}" = 1 ] && command -v ncu >/dev/null && [ -x "$bench" ]; then
+  PS_BENCH_GEMV_ONLY=1 timeout 200 ncu --kernel-name "regex:${PS_PROFILE_KERNEL:-nf4_gemv_v4_kernel}" \
+    --launch-skip 3 --launch-count 1 --set full "$bench" >"$out/ncu.txt" 2>&1
+  note "ncu (default GEMV, T=1)" "exit $? ($(elapsed)); report in ncu.txt"
+  o=$(find build-gpu -name nf4_gemv_v4.cu.o | head -1)
+  [ -n "$o" ] && cuobjdump -sass "$o" 2>/dev/null |
+    awk '/Function :/ {on = index($0, "nf4_gemv_v4_kernelILi1ELi4ELi2ELi4E") > 0} on' >>"$out/ncu.txt"
 fi
 note "total time" "$(elapsed)"
 
@@ -168,7 +184,7 @@ note "total time" "$(elapsed)"
   if [ -f "$out/bench.log" ]; then
     echo "---- bench_cuda ----"
     if grep -q "==== bench_cuda summary" "$out/bench.log"; then
-      sed -n '/==== bench_cuda summary/,$p' "$out/bench.log" | tail -n +2
+      awk '/==== bench_cuda summary/ {on = 1; next} on && (/^$/ || /^====/ || /^[0-9:.]+ [IWE] /) {exit} on' "$out/bench.log"
     else
       tail -15 "$out/bench.log"
     fi
