@@ -189,6 +189,7 @@ static void cuda_impl_free(cuda_impl *p) {
         if (p->d_flag) (void)cudaFree(p->d_flag);
         if (p->h_flag) (void)cudaFreeHost(p->h_flag);
         if (p->blas) (void)cublasDestroy(p->blas);
+        if (p->blas_ws) (void)cudaFree(p->blas_ws);
         if (p->stream) (void)cudaStreamDestroy(p->stream);
     }
     free(p);
@@ -312,14 +313,17 @@ extern "C" ps_status ps_backend_cuda_create(int device_index, ps_backend **out, 
     CREATE_TRY(cudaMemset(p->d_flag, 0, sizeof(cuda_flag)));
     CREATE_TRY(cudaHostAlloc((void **)&p->h_flag, sizeof(cuda_flag), cudaHostAllocDefault));
     p->h_flag->code = CUDA_FLAG_NONE;
+    CREATE_TRY(cudaMalloc(&p->blas_ws, CUDA_BLAS_WORKSPACE));
 #undef CREATE_TRY
     {
         cublasStatus_t bs = cublasCreate(&p->blas);
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(p->blas, p->stream);
+        /* after SetStream, which resets the workspace to the library's own */
+        if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(p->blas, p->blas_ws, CUDA_BLAS_WORKSPACE);
         /* pure fp32 for Sgemm (no TF32): the F32 weight path must match the CPU */
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(p->blas, CUBLAS_DEFAULT_MATH);
         if (bs != CUBLAS_STATUS_SUCCESS) {
-            s = cublas_fail(p, bs, "cublasCreate/SetStream/SetMathMode", __FILE__, __LINE__, err);
+            s = cublas_fail(p, bs, "cublasCreate/SetStream/SetWorkspace/SetMathMode", __FILE__, __LINE__, err);
             goto fail;
         }
     }

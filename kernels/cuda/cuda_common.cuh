@@ -40,6 +40,13 @@ enum {
     CUDA_FLAG_ATTN_PAGE,  /* a = page id, b = pages in the cache, c = token */
 };
 
+/* cuBLAS workspace owned by the backend: a GEMM recorded into a step graph
+ * (decode batches above gemv_max_t) then never asks for memory while the
+ * stream is capturing, and every recording reuses the same buffer rather than
+ * the library growing one per graph. 32 MiB: what cuBLAS itself takes on
+ * Hopper by default. */
+#define CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+
 typedef struct {
     int code;
     int a, b, c;
@@ -70,6 +77,7 @@ typedef struct {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    void *blas_ws; /* the handle's fixed workspace (CUDA_BLAS_WORKSPACE bytes) */
     char dev_name[256];
     int sm_count, cc_major, cc_minor;
     size_t total_mem, smem_optin, l2_bytes;

@@ -5,9 +5,11 @@
  * with 4-entry pages, a block-table row per sequence whether it takes part in
  * the step or not (as the engine passes one per slot) and a table width that
  * grows with the longest sequence (padded to a power of two, so the key
- * holds). Each run starts from the same prefill. Twice: on the base alone,
- * then with two LoRA adapters on two of the three sequences (LoRA steps are
- * recorded too; their tables key on the adapters' load uids).
+ * holds). Each run starts from the same prefill. Three times: on the base
+ * alone, with two LoRA adapters on two of the three sequences (LoRA steps are
+ * recorded too; their tables key on the adapters' load uids), and on the base
+ * with the three-token steps on the dequantise + cuBLAS path (a GEMM inside a
+ * recording must not allocate: the backend gives cuBLAS a fixed workspace).
  *
  * Needs a device backend with graphs: with PS_TEST_DEVICE=cuda (a GPU, or
  * the CPU emulation of tests/gpu/emu); on the CPU backend it exits 77. The
@@ -160,9 +162,13 @@ int main(void) {
     ps_cuda_tuning t;
     ps_cuda_get_tuning(be, &t, &err);
     long long rec_before = 0, launch_before = 0;
-    /* pass 0: the base alone; pass 1: LoRA on two of the three sequences */
-    for (int pass = 0; pass < 2 && la && lb; pass++) {
+    /* pass 0: the base alone; pass 1: LoRA on two of the three sequences;
+     * pass 2: the base with the steps of three tokens on the dequantise +
+     * cuBLAS path (gemv_max_t 2), so GEMMs are recorded too */
+    static const char *pass_name[3] = {"base", "lora", "base, cublas"};
+    for (int pass = 0; pass < 3 && la && lb; pass++) {
         use_adapters = pass == 1;
+        if (pass == 2) t.linear_path = PS_CUDA_LINEAR_AUTO, t.gemv_max_t = 2;
         long long rec0, launch0, rec, launch;
         t.graphs = false;
         TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
@@ -176,10 +182,10 @@ int main(void) {
         ps_cuda_graph_stats(be, &rec, &launch, &err);
         rec -= rec0, launch -= launch0;
         /* each key: a direct first run, a recording, then replays */
-        printf("%s: graphs %lld recorded, %lld launches over %d decode steps\n", pass ? "lora" : "base", rec,
+        printf("%s: graphs %lld recorded, %lld launches over %d decode steps\n", pass_name[pass], rec,
                launch, STEPS_3 + STEPS_1);
         TU_CHECK(rec >= 2 && launch > rec, "%s: graph path not taken: %lld recorded, %lld launched",
-                 pass ? "lora" : "base", rec, launch);
+                 pass_name[pass], rec, launch);
         int64_t differ = 0, first = -1;
         for (int64_t i = 0; i < (int64_t)rows * V; i++)
             if (memcmp(&direct[i], &graphed[i], sizeof(float)) != 0) {
@@ -187,7 +193,7 @@ int main(void) {
                 if (first < 0) first = i;
             }
         TU_CHECK(differ == 0, "%s: graph replay differs from direct runs in %lld logits (first at step row %lld)",
-                 pass ? "lora" : "base", (long long)differ, (long long)(first / V));
+                 pass_name[pass], (long long)differ, (long long)(first / V));
         rec_before = rec + rec0, launch_before = launch + launch0;
     }
     adapter_free(la);
