@@ -47,10 +47,7 @@ nf4_gemv_fast_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf
 #pragma unroll
     for (int r = 0; r < R; r++) rows[r] = row0 + r < w.out ? row0 + r : w.out - 1; /* tail: computed, not stored */
     float acc[R][B];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) acc[r][b] = 0.0f;
+    gemv_zero<R, B>(acc);
 
     for (int64_t c0 = lane; c0 < nchunk; c0 += 32 * GEMV_U) {
         uint4 wv[GEMV_U][R];

@@ -10,6 +10,15 @@
 #include "cuda_common.cuh"
 #include "nf4_tables.cuh"
 
+/* a[r][b] = 0: the accumulators every variant starts from */
+template <int R, int B>
+__device__ static inline void gemv_zero(float (&a)[R][B]) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int b = 0; b < B; b++) a[r][b] = 0.0f;
+}
+
 /* Word j (0..3) of a chunk, in memory order (the packed layout). */
 __device__ static inline uint32_t gemv_word(const uint4 &v, int j) {
     return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
@@ -57,10 +66,7 @@ template <int R, int B>
 __device__ static inline void gemv_chunk_dot_swizzled(float (&dot)[R][B], const uint4 (&wv)[R],
                                                       const float4 *sx, int64_t stride, int lane,
                                                       const float *s_nf4) {
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
+    gemv_zero<R, B>(dot);
 #pragma unroll
     for (int j = 0; j < 8; j++) { /* float4 j: codes 4j .. 4j+3 of the chunk */
         float xv[B][4];
@@ -88,10 +94,7 @@ __device__ static inline void gemv_chunk_dot_swizzled(float (&dot)[R][B], const 
 template <int R, int B>
 __device__ static inline void gemv_chunk_dot_global(float (&dot)[R][B], const uint4 (&wv)[R], const float *x,
                                                    int64_t in, int64_t c, const float *s_nf4) {
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) dot[r][b] = 0.0f;
+    gemv_zero<R, B>(dot);
 #pragma unroll
     for (int j = 0; j < 4; j++) { /* 32-bit word j: codes 8j .. 8j+7 of the chunk */
         float xv[B][8];

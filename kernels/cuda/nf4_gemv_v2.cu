@@ -49,10 +49,7 @@ nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL); /* its barrier also publishes tile 0 */
 
     float acc[R][B];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) acc[r][b] = 0.0f;
+    gemv_zero<R, B>(acc);
     uint4 wv[R];
     float sc[R];
     {

@@ -177,10 +177,7 @@ nf4_gemv_v4_kernel(gemv_set set, const float *__restrict__ x, gemv4_split sp) {
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL); /* its barrier also publishes the x slice */
 
     float acc[R][B];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) acc[r][b] = 0.0f;
+    gemv_zero<R, B>(acc);
     for (int it = 0; active && it < niter; it++) {
         if (it > 0) gemv4_load<R, U>(wv, raw, wrow, srow, w, cbeg, nc, it, lane);
 #pragma unroll

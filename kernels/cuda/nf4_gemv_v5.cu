@@ -107,10 +107,7 @@ nf4_gemv_v5_kernel(gemv_set set, const float *__restrict__ x) {
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
 
     float acc[R][B];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int b = 0; b < B; b++) acc[r][b] = 0.0f;
+    gemv_zero<R, B>(acc);
     for (int c0 = lane; c0 < nchunk; c0 += 32 * U) {
         if (P) {
             uint4 cw[U][R];
