@@ -230,18 +230,25 @@ ps_status op_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_er
     return be->add_bias(be, y, bias, err);
 }
 
+/* The checks rmsnorm and add_rmsnorm share (out, x and the weight), named by op. */
+static ps_status check_rmsnorm(ps_backend *be, const ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
+                               const char *op, ps_err *err) {
+    TRY(check_dev(be, out, op, "out", err));
+    TRY(check_dev(be, x, op, "x", err));
+    TRY(check_dev(be, w, op, "weight", err));
+    TRY(check_dtype(out, PS_DT_F32, op, "out", err));
+    TRY(check_dtype(x, PS_DT_F32, op, "x", err));
+    TRY(check_same(out, x, op, err));
+    if (!is_float(w->dtype) || ps_tensor_numel(w) != last_dim(x))
+        return ps_errf(err, PS_EINVAL, "%s: weight of %lld elements for width %lld", op,
+                       (long long)ps_tensor_numel(w), (long long)last_dim(x));
+    return PS_OK;
+}
+
 ps_status op_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                      float eps, ps_err *err) {
     NEED_OP(be, rmsnorm, "rmsnorm");
-    TRY(check_dev(be, out, "rmsnorm", "out", err));
-    TRY(check_dev(be, x, "rmsnorm", "x", err));
-    TRY(check_dev(be, w, "rmsnorm", "weight", err));
-    TRY(check_dtype(out, PS_DT_F32, "rmsnorm", "out", err));
-    TRY(check_dtype(x, PS_DT_F32, "rmsnorm", "x", err));
-    TRY(check_same(out, x, "rmsnorm", err));
-    if (!is_float(w->dtype) || ps_tensor_numel(w) != last_dim(x))
-        return ps_errf(err, PS_EINVAL, "rmsnorm: weight of %lld elements for width %lld",
-                       (long long)ps_tensor_numel(w), (long long)last_dim(x));
+    TRY(check_rmsnorm(be, out, x, w, "rmsnorm", err));
     return be->rmsnorm(be, out, x, w, eps, err);
 }
 
@@ -254,15 +261,7 @@ ps_status op_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_
     TRY(check_dev(be, y, "add_rmsnorm", "y", err));
     TRY(check_dtype(y, PS_DT_F32, "add_rmsnorm", "y", err));
     TRY(check_same(x, y, "add_rmsnorm", err));
-    TRY(check_dev(be, out, "add_rmsnorm", "out", err));
-    TRY(check_dev(be, x, "add_rmsnorm", "x", err));
-    TRY(check_dev(be, w, "add_rmsnorm", "weight", err));
-    TRY(check_dtype(out, PS_DT_F32, "add_rmsnorm", "out", err));
-    TRY(check_dtype(x, PS_DT_F32, "add_rmsnorm", "x", err));
-    TRY(check_same(out, x, "add_rmsnorm", err));
-    if (!is_float(w->dtype) || ps_tensor_numel(w) != last_dim(x))
-        return ps_errf(err, PS_EINVAL, "add_rmsnorm: weight of %lld elements for width %lld",
-                       (long long)ps_tensor_numel(w), (long long)last_dim(x));
+    TRY(check_rmsnorm(be, out, x, w, "add_rmsnorm", err));
     if (out->data == y->data)
         return ps_errf(err, PS_EINVAL, "add_rmsnorm: out must not be y (y is read while out is written)");
     return be->add_rmsnorm(be, out, x, y, w, eps, err);
