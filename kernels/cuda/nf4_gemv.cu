@@ -200,10 +200,13 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
  * end 239.7 vs 228.4 tok/s): v4s1r2u4 (no split, the whole x staged once,
  * 4 chunks per lane in flight) for 1-2 rows, v2 above (v2 won T = 4; T = 8
  * was within 3% of the best). */
+static const gemv_cfg *gemv_cfg_named(const char *name) { return &k_gemv_cfgs[ps_cuda_gemv_find(name)]; }
+
 static const gemv_cfg *gemv_cfg_for(int k, int64_t T) {
+    /* looked up once, not by name on every linear call (C++ statics: initialised once, thread-safe) */
+    static const gemv_cfg *const small = gemv_cfg_named("v4s1r2u4"), *const v2 = gemv_cfg_named("v2");
     if (k < 0 || k >= GEMV_N_CFGS) k = PS_CUDA_GEMV_DEFAULT;
-    if (k_gemv_cfgs[k].kind == 0) k = ps_cuda_gemv_find(T <= 2 ? "v4s1r2u4" : "v2");
-    return &k_gemv_cfgs[k];
+    return k_gemv_cfgs[k].kind != 0 ? &k_gemv_cfgs[k] : T <= 2 ? small : v2;
 }
 
 /* Whether the fast kernels take this weight and x (16-byte loads, whole 64-blocks). */
@@ -226,7 +229,7 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
             PS_TRY(cuda_gemv_v4_workspace(p, a.out, (int)(T < GEMV_NB_MAX ? T : GEMV_NB_MAX), c->warps, c->R,
                                           S, err));
         else /* x slice too large even at 64 splits: in > ~390k (s1) or 131072 (s0) */
-            c = &k_gemv_cfgs[ps_cuda_gemv_find("v2")];
+            c = gemv_cfg_named("v2");
     }
     for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
         int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
