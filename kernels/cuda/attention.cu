@@ -335,6 +335,7 @@ __device__ static att_paged att_paged_src(const att_paged_args &a, int t, int h)
 /* One block per (token, head); its P parts one after another. */
 template <int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_paged_args a, int P) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int t = blockIdx.x, h = blockIdx.y;
     int len = att_block_len(a, t);
     float *out = a.out + ((int64_t)t * a.H + h) * a.D;
@@ -361,6 +362,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_page
 template <int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_split_kernel(att_paged_args a, int P, float *part, int *tickets) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ att_parts_smem s_parts;
     __shared__ int s_last;
     int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z, D = a.D;
@@ -442,6 +444,7 @@ static ps_status att_split_workspace(cuda_impl *p, int64_t TH, int S, int D, ps_
 /* ---- prefill: query tiles sharing K/V tiles ---- */
 
 __global__ void __launch_bounds__(ATT_THREADS) attn_prefill_kernel(att_paged_args a) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     extern __shared__ float smem[];
     __shared__ int s_seq[PF_QT], s_pos[PF_QT];
     const int D = a.D, DP = a.D + 1; /* padded rows: lanes reading column d hit distinct banks */
@@ -601,19 +604,19 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
     int P = att_parts(p, a.H), nc = att_nc(a.D, vec);
     if (path == PS_CUDA_ATTN_PREFILL) {
         dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
-        attn_prefill_kernel<<<grid, ATT_THREADS, att_prefill_smem(a.D), p->stream>>>(a);
+        cuda_launch(p, attn_prefill_kernel, grid, ATT_THREADS, att_prefill_smem(a.D), a);
     } else if (path == PS_CUDA_ATTN_SPLIT) {
         PS_TRY(att_split_workspace(p, (int64_t)a.T * a.H, P, a.D, err));
         dim3 grid((unsigned)a.T, (unsigned)a.H, (unsigned)P);
         float *part = (float *)p->att_part;
         int *tickets = (int *)p->att_cnt;
 #define ATT_LAUNCH_SPLIT(NC, VEC) \
-    attn_decode_split_kernel<NC, VEC><<<grid, DEC_THREADS, 0, p->stream>>>(a, P, part, tickets)
+    cuda_launch(p, attn_decode_split_kernel<NC, VEC>, grid, DEC_THREADS, 0, a, P, part, tickets)
         ATT_DISPATCH(nc, vec, ATT_LAUNCH_SPLIT);
 #undef ATT_LAUNCH_SPLIT
     } else {
         dim3 grid((unsigned)a.T, (unsigned)a.H);
-#define ATT_LAUNCH_DECODE(NC, VEC) attn_decode_paged_kernel<NC, VEC><<<grid, DEC_THREADS, 0, p->stream>>>(a, P)
+#define ATT_LAUNCH_DECODE(NC, VEC) cuda_launch(p, attn_decode_paged_kernel<NC, VEC>, grid, DEC_THREADS, 0, a, P)
         ATT_DISPATCH(nc, vec, ATT_LAUNCH_DECODE);
 #undef ATT_LAUNCH_DECODE
     }
@@ -626,6 +629,7 @@ template <int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS)
 attn_dense_kernel(float *out, const float *q, const float *K, const float *V, int T, int H, int D,
                   bool causal, float scale) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int bt = blockIdx.x, h = blockIdx.y, t = bt % T, b = bt / T;
     att_dense src;
     src.K = K;
@@ -654,7 +658,7 @@ ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *
     const float *qd = (const float *)q->data, *kd = (const float *)k->data, *vd = (const float *)v->data;
     bool vec = D % 4 == 0 && att_aligned(qd) && att_aligned(kd) && att_aligned(vd);
 #define ATT_LAUNCH_DENSE(NC, VEC)                                                                  \
-    attn_dense_kernel<NC, VEC><<<grid, DEC_THREADS, 0, p->stream>>>(o, qd, kd, vd, (int)T, (int)H, \
+    cuda_launch(p, attn_dense_kernel<NC, VEC>, grid, DEC_THREADS, 0, o, qd, kd, vd, (int)T, (int)H, \
                                                                     (int)D, causal, scale)
     ATT_DISPATCH(att_nc((int)D, vec), vec, ATT_LAUNCH_DENSE);
 #undef ATT_LAUNCH_DENSE

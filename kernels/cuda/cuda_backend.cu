@@ -220,6 +220,8 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     t->sync_each_op = s && *s && strcmp(s, "0") != 0;
     s = getenv("PS_CUDA_GRAPHS"); /* on unless "0": decode 1.04-1.13x on the H100 */
     t->graphs = !(s && !strcmp(s, "0"));
+    s = getenv("PS_CUDA_PDL"); /* off unless "1": not yet timed on a GPU */
+    t->pdl = s && !strcmp(s, "1");
     t->gemv_kernel = PS_CUDA_GEMV_DEFAULT;
     s = getenv("PS_CUDA_GEMV");
     if (s && *s) {

@@ -84,6 +84,7 @@ typedef struct {
     cuda_flag *d_flag; /* device */
     cuda_flag *h_flag; /* pinned host copy read back at sync */
     bool dead;         /* sticky device error */
+    cudaError_t launch_err; /* the first failed cuda_launch since the last CU_LAUNCH_CHECK */
     ps_err dead_err;
     /* 16-bit scratch for the cuBLAS paths, grown on demand (never per step
      * once the largest layer has been seen) */
@@ -155,13 +156,61 @@ ps_status cuda_scratch(cuda_impl *p, void **buf, size_t *have, size_t bytes, ps_
         cublasStatus_t s_ = (call);                                                        \
         if (s_ != CUBLAS_STATUS_SUCCESS) return cublas_fail((p), s_, #call, __FILE__, __LINE__, err); \
     } while (0)
-/* Checks a kernel launch right where it happened (bad configuration). */
-#define CU_LAUNCH_CHECK(p) CU_TRY(p, cudaGetLastError())
+/* Checks the kernel launches since the last check right where they happened
+ * (bad configuration): cuda_launch's own record, and the runtime's. */
+static inline cudaError_t cuda_launch_result(cuda_impl *p) {
+    cudaError_t e = p->launch_err, last = cudaGetLastError();
+    p->launch_err = cudaSuccess;
+    return e != cudaSuccess ? e : last;
+}
+#define CU_LAUNCH_CHECK(p) CU_TRY(p, cuda_launch_result(p))
 #define PS_TRY(x)                      \
     do {                               \
         ps_status s_ = (x);            \
         if (s_ != PS_OK) return s_;    \
     } while (0)
+
+/* ---- launches ----
+ *
+ * Programmatic dependent launch (Hopper; tune.pdl, PS_CUDA_PDL=1): a kernel
+ * launched with the attribute may start while the kernel before it on the
+ * stream is still running, once every block of that one has called
+ * cudaTriggerProgrammaticLaunchCompletion(). Every kernel of the backend calls
+ * it first thing, so the next one's blocks are placed, and its launch latency
+ * spent, while this one works. In exchange every kernel launched through
+ * cuda_launch must call cudaGridDependencySynchronize() (it returns when the
+ * previous kernel has completed and its writes are visible) before it reads
+ * anything an earlier kernel wrote or writes anything an earlier kernel reads:
+ * cuda_pdl_enter() at the top, or, as the NF4 GEMVs do, after a prologue that
+ * only reads the frozen weights, which then stream in while the previous
+ * kernel finishes. Without the attribute the synchronisation returns at once.
+ * The CPU emulator runs the first block of a PDL launch up to its
+ * synchronisation before finishing the previous kernel, so reading too early
+ * gives wrong numbers there (tests/gpu/emu). */
+__device__ static inline void cuda_pdl_enter(void) {
+    cudaTriggerProgrammaticLaunchCompletion();
+    cudaGridDependencySynchronize();
+}
+
+/* kernel<<<grid, block, smem, p->stream>>>(args), with programmatic
+ * dependent launch allowed when tune.pdl; a failure is recorded for the next
+ * CU_LAUNCH_CHECK. */
+template <typename... KArgs, typename... Args>
+static inline void cuda_launch(cuda_impl *p, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                               Args &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = p->stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = p->tune.pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
+    if (e != cudaSuccess && p->launch_err == cudaSuccess) p->launch_err = e;
+}
 
 /* ---- launch geometry ---- */
 

@@ -38,6 +38,8 @@ typedef struct {
     bool sync_each_op; /* wait after every op so an error names its op (slow; tests) */
     int gemv_kernel;   /* NF4 GEMV fast-kernel configuration: 0 .. ps_cuda_gemv_count() - 1 */
     bool graphs;       /* record steps as CUDA graphs and replay them (ops.h ps_graph_run) */
+    bool pdl;          /* programmatic dependent launch: a kernel may start while the one
+                        * before it finishes (cuda_common.cuh, cuda_launch) */
 } ps_cuda_tuning;
 
 /* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "auto" (index
@@ -53,10 +55,12 @@ int ps_cuda_gemv_count(void);
 const char *ps_cuda_gemv_name(int k);
 int ps_cuda_gemv_find(const char *name);
 
+
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
  * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill|split, PS_CUDA_SYNC=1,
  * PS_CUDA_GEMV=<configuration name> (see below; an unknown name keeps the default and
- * logs a warning), PS_CUDA_GRAPHS=0 (no step graphs; they are on by default: decode 1.11x at batch 1,
+ * logs a warning), PS_CUDA_PDL=1 (programmatic dependent launch; off until timed on a GPU),
+ * PS_CUDA_GRAPHS=0 (no step graphs; they are on by default: decode 1.11x at batch 1,
  * 1.04x at batch 32 on an H100).
  * Setting the tuning drops every recorded step graph. */
 ps_status ps_cuda_get_tuning(ps_backend *be, ps_cuda_tuning *out, ps_err *err);

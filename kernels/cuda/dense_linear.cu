@@ -34,6 +34,7 @@ template <int DT, int B>
 __global__ void __launch_bounds__(DG_THREADS)
 dense_gemv_fast_kernel(float *__restrict__ y, const float *__restrict__ x, const void *W,
                        int64_t out, int64_t in) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     const int E = dg_elems<DT>::E;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int64_t row0 = ((int64_t)blockIdx.x * DG_WARPS + warp) * DG_R;
@@ -90,6 +91,7 @@ template <int DT>
 __global__ void __launch_bounds__(DG_THREADS)
 dense_gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x, const void *W,
                           int64_t out, int64_t in, int nb) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int64_t row = (int64_t)blockIdx.x * DG_WARPS + warp;
     if (row >= out) return;
@@ -112,7 +114,7 @@ dense_gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x, co
 template <int DT, int B>
 static void dg_fast(cuda_impl *p, float *y, const float *x, const void *W, int64_t out, int64_t in) {
     int64_t rpb = (int64_t)DG_WARPS * DG_R;
-    dense_gemv_fast_kernel<DT, B><<<(unsigned)((out + rpb - 1) / rpb), DG_THREADS, 0, p->stream>>>(
+    cuda_launch(p, dense_gemv_fast_kernel<DT, B>, (unsigned)((out + rpb - 1) / rpb), DG_THREADS, 0, 
         y, x, W, out, in);
 }
 
@@ -121,7 +123,7 @@ static void dg_chunk(cuda_impl *p, float *y, const float *x, const void *W, int6
                      int nb, bool fast) {
     if (!fast) {
         unsigned grid = (unsigned)((out + DG_WARPS - 1) / DG_WARPS);
-        dense_gemv_generic_kernel<DT><<<grid, DG_THREADS, 0, p->stream>>>(y, x, W, out, in, nb);
+        cuda_launch(p, dense_gemv_generic_kernel<DT>, grid, DG_THREADS, 0, y, x, W, out, in, nb);
         return;
     }
     switch (nb) {

@@ -17,6 +17,7 @@
 template <int DT>
 __global__ void embed_kernel(float *out, const void *table, const int32_t *ids, int64_t T,
                              int64_t C, int64_t V, cuda_flag *flag) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int64_t n = T * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -44,6 +45,7 @@ static dim3 ew_row_grid(const cuda_impl *p, int64_t C4, int64_t T) {
 template <int DT>
 __global__ void embed4_kernel(float4 *out, const void *table, const int32_t *ids, int64_t T, int64_t C4,
                               int64_t V, cuda_flag *flag) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
         int32_t id = ids[t];
         bool bad = id < 0 || id >= V;
@@ -57,10 +59,10 @@ template <int DT>
 static void embed_launch(cuda_impl *p, float *o, const void *table, const int32_t *id, int64_t T, int64_t C,
                          int64_t V) {
     if (C % 4 == 0 && cuda_aligned(o, 16) && cuda_ld4_ok(table, (ps_dtype)DT))
-        embed4_kernel<DT><<<ew_row_grid(p, C / 4, T), CUDA_EW_THREADS, 0, p->stream>>>(
+        cuda_launch(p, embed4_kernel<DT>, ew_row_grid(p, C / 4, T), CUDA_EW_THREADS, 0, 
             (float4 *)o, table, id, T, C / 4, V, p->d_flag);
     else
-        embed_kernel<DT><<<cuda_ew_blocks(p, T * C), CUDA_EW_THREADS, 0, p->stream>>>(o, table, id, T, C, V,
+        cuda_launch(p, embed_kernel<DT>, cuda_ew_blocks(p, T * C), CUDA_EW_THREADS, 0, o, table, id, T, C, V,
                                                                                     p->d_flag);
 }
 
@@ -84,6 +86,7 @@ ps_status cuda_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, con
 
 template <int DT>
 __global__ void add_bias_kernel(float *y, const void *bias, int64_t n, int64_t N) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         y[i] += cuda_ld<DT>(bias, i % N);
@@ -97,9 +100,9 @@ ps_status cuda_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_
     unsigned g = cuda_ew_blocks(p, n);
     float *o = (float *)y->data;
     switch (bias->dtype) {
-    case PS_DT_F32: add_bias_kernel<PS_DT_F32><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, bias->data, n, N); break;
-    case PS_DT_F16: add_bias_kernel<PS_DT_F16><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, bias->data, n, N); break;
-    default: add_bias_kernel<PS_DT_BF16><<<g, CUDA_EW_THREADS, 0, p->stream>>>(o, bias->data, n, N); break;
+    case PS_DT_F32: cuda_launch(p, add_bias_kernel<PS_DT_F32>, g, CUDA_EW_THREADS, 0, o, bias->data, n, N); break;
+    case PS_DT_F16: cuda_launch(p, add_bias_kernel<PS_DT_F16>, g, CUDA_EW_THREADS, 0, o, bias->data, n, N); break;
+    default: cuda_launch(p, add_bias_kernel<PS_DT_BF16>, g, CUDA_EW_THREADS, 0, o, bias->data, n, N); break;
     }
     return cuda_op_done(p, "add_bias", err);
 }
@@ -107,12 +110,14 @@ ps_status cuda_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_
 /* ---- silu_mul, activate, add ---- */
 
 __global__ void silu_mul_kernel(float *out, const float *gate, const float *up, int64_t n) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = ps_silu(gate[i]) * up[i];
 }
 
 __global__ void silu_mul4_kernel(float4 *out, const float4 *gate, const float4 *up, int64_t n4) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         float4 g = gate[i], u = up[i];
@@ -132,15 +137,16 @@ ps_status cuda_silu_mul(ps_backend *be, ps_tensor *out, const ps_tensor *gate, c
     int64_t n = ps_tensor_numel(out);
     if (n == 0) return PS_OK;
     if (ew_vec_ok(n, out->data, gate->data, up->data))
-        silu_mul4_kernel<<<cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, p->stream>>>(
+        cuda_launch(p, silu_mul4_kernel, cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, 
             (float4 *)out->data, (const float4 *)gate->data, (const float4 *)up->data, n / 4);
     else
-        silu_mul_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(
+        cuda_launch(p, silu_mul_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, 
             (float *)out->data, (const float *)gate->data, (const float *)up->data, n);
     return cuda_op_done(p, "silu_mul", err);
 }
 
 __global__ void activate_kernel(float *x, int64_t n, int act) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float v = x[i];
@@ -159,17 +165,19 @@ ps_status cuda_activate(ps_backend *be, ps_tensor *x, int act, ps_err *err) {
     PS_TRY(cuda_enter(p, err));
     int64_t n = ps_tensor_numel(x);
     if (n == 0) return PS_OK;
-    activate_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>((float *)x->data, n, act);
+    cuda_launch(p, activate_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, (float *)x->data, n, act);
     return cuda_op_done(p, "activate", err);
 }
 
 __global__ void add_kernel(float *x, const float *y, int64_t n) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         x[i] += y[i];
 }
 
 __global__ void add4_kernel(float4 *x, const float4 *y, int64_t n4) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         float4 a = x[i], b = y[i];
@@ -183,10 +191,10 @@ ps_status cuda_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err
     int64_t n = ps_tensor_numel(x);
     if (n == 0) return PS_OK;
     if (ew_vec_ok(n, x->data, y->data, x->data))
-        add4_kernel<<<cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, p->stream>>>(
+        cuda_launch(p, add4_kernel, cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, 
             (float4 *)x->data, (const float4 *)y->data, n / 4);
     else
-        add_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>((float *)x->data,
+        cuda_launch(p, add_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, (float *)x->data,
                                                                             (const float *)y->data, n);
     return cuda_op_done(p, "add", err);
 }
@@ -195,6 +203,7 @@ ps_status cuda_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err
 
 __global__ void gather_rows_kernel(float *out, const float *x, const int32_t *rows, int64_t R,
                                    int64_t C, int64_t T, cuda_flag *flag) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int64_t n = R * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -215,7 +224,7 @@ ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
     PS_TRY(cuda_enter(p, err));
     int64_t C = cuda_last_dim(x), T = cuda_rows(x), R = ps_tensor_numel(rows);
     if (R * C == 0) return PS_OK;
-    gather_rows_kernel<<<cuda_ew_blocks(p, R * C), CUDA_EW_THREADS, 0, p->stream>>>(
+    cuda_launch(p, gather_rows_kernel, cuda_ew_blocks(p, R * C), CUDA_EW_THREADS, 0, 
         (float *)out->data, (const float *)x->data, (const int32_t *)rows->data, R, C, T, p->d_flag);
     return cuda_op_done(p, "gather_rows", err);
 }
@@ -225,6 +234,7 @@ ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
 __global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
                                 const int32_t *slots, int64_t T, int64_t row, int64_t n_slots,
                                 cuda_flag *flag) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int64_t n = T * row;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -243,6 +253,7 @@ __global__ void kv_store_kernel(float *kc, float *vc, const float *k, const floa
 __global__ void kv_store4_kernel(float4 *kc, float4 *vc, const float4 *k, const float4 *v,
                                  const int32_t *slots, int64_t T, int64_t row4, int64_t n_slots,
                                  cuda_flag *flag) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
         int32_t s = slots[t];
         if (s < 0 || s >= n_slots) {
@@ -269,11 +280,11 @@ ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, con
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
     if (T * row == 0) return PS_OK;
     if (ew_vec_ok(row, kv->k.data, kv->v.data, k->data) && cuda_aligned(v->data, 16))
-        kv_store4_kernel<<<ew_row_grid(p, row / 4, T), CUDA_EW_THREADS, 0, p->stream>>>(
+        cuda_launch(p, kv_store4_kernel, ew_row_grid(p, row / 4, T), CUDA_EW_THREADS, 0, 
             (float4 *)kv->k.data, (float4 *)kv->v.data, (const float4 *)k->data, (const float4 *)v->data,
             (const int32_t *)slots->data, T, row / 4, n_slots, p->d_flag);
     else
-        kv_store_kernel<<<cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, p->stream>>>(
+        cuda_launch(p, kv_store_kernel, cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, 
             (float *)kv->k.data, (float *)kv->v.data, (const float *)k->data, (const float *)v->data,
             (const int32_t *)slots->data, T, row, n_slots, p->d_flag);
     return cuda_op_done(p, "kv_store", err);
@@ -282,6 +293,7 @@ ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, con
 /* ---- F32 -> 16-bit for the cuBLAS paths ---- */
 
 __global__ void f32_to_16_kernel(uint16_t *dst, const float *src, int64_t n, bool bf16) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         dst[i] = bf16 ? ps_f32_to_bf16(src[i]) : ps_f32_to_f16(src[i]);
@@ -290,7 +302,7 @@ __global__ void f32_to_16_kernel(uint16_t *dst, const float *src, int64_t n, boo
 ps_status cuda_f32_to_16(cuda_impl *p, uint16_t *dst, const float *src, int64_t n, bool bf16,
                          ps_err *err) {
     if (n == 0) return PS_OK;
-    f32_to_16_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(dst, src, n, bf16);
+    cuda_launch(p, f32_to_16_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, dst, src, n, bf16);
     CU_LAUNCH_CHECK(p);
     return PS_OK;
 }

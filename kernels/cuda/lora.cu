@@ -43,6 +43,7 @@ __device__ static inline int lora_local_slot(const lora_window &w, const int32_t
 
 __global__ void lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const float *x,
                                    float *v, int64_t in) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int64_t t = blockIdx.x;
     int s = lora_local_slot(w, tok_slot, t);
     if (s < 0) return;
@@ -58,6 +59,7 @@ __global__ void lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const
 
 __global__ void lora_expand_kernel(lora_window w, const int32_t *tok_slot, const float *v,
                                    float *y, int64_t out) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int64_t t = blockIdx.x;
     int s = lora_local_slot(w, tok_slot, t);
     if (s < 0) return;
@@ -100,11 +102,11 @@ ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
         }
         if (rmax == 0) continue;
         dim3 gs((unsigned)T, (unsigned)((rmax + LORA_SHRINK_WARPS - 1) / LORA_SHRINK_WARPS));
-        lora_shrink_kernel<<<gs, 32 * LORA_SHRINK_WARPS, 0, p->stream>>>(w, tok_slot,
+        cuda_launch(p, lora_shrink_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, w, tok_slot,
                                                                        (const float *)x->data, v, in);
         CU_LAUNCH_CHECK(p);
         dim3 ge((unsigned)T, (unsigned)((out + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS));
-        lora_expand_kernel<<<ge, LORA_EXPAND_THREADS, 0, p->stream>>>(w, tok_slot, v,
+        cuda_launch(p, lora_expand_kernel, ge, LORA_EXPAND_THREADS, 0, w, tok_slot, v,
                                                                      (float *)y->data, out);
         CU_LAUNCH_CHECK(p);
     }

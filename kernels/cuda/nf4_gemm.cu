@@ -13,6 +13,7 @@
 /* 32 codes per thread from one 16-byte load, 64 bytes of bf16 out. Needs
  * out*in % 32 == 0 and 16-byte aligned codes and scratch. */
 __global__ void nf4_dequant_fast_kernel(uint16_t *__restrict__ dst, cuda_nf4_args w, int64_t nchunk) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ float s_nf4[16], s_dq[256];
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
     for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < nchunk;
@@ -36,6 +37,7 @@ __global__ void nf4_dequant_fast_kernel(uint16_t *__restrict__ dst, cuda_nf4_arg
 }
 
 __global__ void nf4_dequant_generic_kernel(uint16_t *__restrict__ dst, cuda_nf4_args w, int64_t n) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ float s_nf4[16], s_dq[256];
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -48,9 +50,9 @@ __global__ void nf4_dequant_generic_kernel(uint16_t *__restrict__ dst, cuda_nf4_
 static ps_status nf4_dequant_bf16(cuda_impl *p, uint16_t *dst, const cuda_nf4_args &w, ps_err *err) {
     int64_t n = w.out * w.in;
     if (n % 32 == 0 && ((uintptr_t)w.packed & 15) == 0 && ((uintptr_t)dst & 15) == 0) {
-        nf4_dequant_fast_kernel<<<cuda_ew_blocks(p, n / 32), CUDA_EW_THREADS, 0, p->stream>>>(dst, w, n / 32);
+        cuda_launch(p, nf4_dequant_fast_kernel, cuda_ew_blocks(p, n / 32), CUDA_EW_THREADS, 0, dst, w, n / 32);
     } else {
-        nf4_dequant_generic_kernel<<<cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, p->stream>>>(dst, w, n);
+        cuda_launch(p, nf4_dequant_generic_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, dst, w, n);
     }
     CU_LAUNCH_CHECK(p);
     return PS_OK;

@@ -37,6 +37,7 @@
 template <int B, int R>
 __global__ void __launch_bounds__(GEMV_THREADS)
 nf4_gemv_fast_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_args w) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ float s_nf4[16], s_dq[256];
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -81,6 +82,7 @@ nf4_gemv_fast_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf
 
 __global__ void __launch_bounds__(GEMV_THREADS)
 nf4_gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x, int nb, cuda_nf4_args w) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ float s_nf4[16], s_dq[256];
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -108,7 +110,7 @@ template <int B, int R>
 static void nf4_gemv_fast_launch(cuda_impl *p, float *y, const float *x, const cuda_nf4_args &a) {
     int64_t rows_per_block = (int64_t)GEMV_WARPS * R;
     unsigned grid = (unsigned)((a.out + rows_per_block - 1) / rows_per_block);
-    nf4_gemv_fast_kernel<B, R><<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, a);
+    cuda_launch(p, nf4_gemv_fast_kernel<B, R>, grid, GEMV_THREADS, 0, y, x, a);
 }
 
 
@@ -181,7 +183,7 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
                            const gemv_cfg *c, int S) {
     if (!c) {
         unsigned grid = (unsigned)((a.out + GEMV_WARPS - 1) / GEMV_WARPS);
-        nf4_gemv_generic_kernel<<<grid, GEMV_THREADS, 0, p->stream>>>(y, x, nb, a);
+        cuda_launch(p, nf4_gemv_generic_kernel, grid, GEMV_THREADS, 0, y, x, nb, a);
         return;
     }
     if (c->kind == 4 || c->kind == 5) {

@@ -35,6 +35,7 @@ __device__ static inline void gemv2_stage_x(float4 *s_x, const float *__restrict
 template <int B, int W, int R>
 __global__ void __launch_bounds__(W * 32)
 nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_args w) {
+    cudaTriggerProgrammaticLaunchCompletion();
     __shared__ float s_nf4[16], s_dq[256];
     extern __shared__ float smem[]; /* two x tiles: 2 * B * GEMV2_KT floats (16-byte aligned) */
     float4 *s_x0 = (float4 *)smem, *s_x1 = s_x0 + B * (GEMV2_KT / 4);
@@ -45,22 +46,20 @@ nf4_gemv_v2_kernel(float *__restrict__ y, const float *__restrict__ x, cuda_nf4_
     int64_t rows[R];
 #pragma unroll
     for (int r = 0; r < R; r++) rows[r] = row0 + r < w.out ? row0 + r : w.out - 1; /* tail: computed, not stored */
+    uint4 wv[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) /* tile 0's codes: frozen weights, in flight before the dependency wait */
+        if (lane < nchunk) wv[r] = __ldg((const uint4 *)(w.packed + rows[r] * (in / 2)) + lane);
+    cudaGridDependencySynchronize(); /* x is the previous kernel's output (cuda_common.cuh, PDL) */
     gemv2_stage_x<B, W>(s_x0, x, in, 0);
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL); /* its barrier also publishes tile 0 */
 
     float acc[R][B];
     gemv_zero<R, B>(acc);
-    uint4 wv[R];
     float sc[R];
-    {
-        int64_t c = lane;
 #pragma unroll
-        for (int r = 0; r < R; r++)
-            if (c < nchunk) {
-                wv[r] = __ldg((const uint4 *)(w.packed + rows[r] * (in / 2)) + c);
-                sc[r] = cuda_nf4_scale(w, s_dq, rows[r] * bpr + c / 2);
-            }
-    }
+    for (int r = 0; r < R; r++)
+        if (lane < nchunk) sc[r] = cuda_nf4_scale(w, s_dq, rows[r] * bpr + lane / 2);
     for (int64_t t = 0; t < ntile; t++) {
         const float4 *sx = t & 1 ? s_x1 : s_x0;
         int64_t c = t * 32 + lane, cn = c + 32;
@@ -104,7 +103,7 @@ static void nf4_gemv_v2_launch(cuda_impl *p, float *y, const float *x, const cud
         (void)cudaFuncSetAttribute(nf4_gemv_v2_kernel<B, W, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         raised = true;
     }
-    nf4_gemv_v2_kernel<B, W, R><<<grid, W * 32, smem, p->stream>>>(y, x, a);
+    cuda_launch(p, nf4_gemv_v2_kernel<B, W, R>, grid, W * 32, smem, y, x, a);
 }
 
 #define GEMV2_BY_B(W, R)                                                                  \

@@ -152,6 +152,7 @@ __device__ static inline void gemv4_reduce(float *__restrict__ y, const gemv4_sp
 template <int B, int W, int R, int U>
 __global__ void __launch_bounds__(W * 32, (gemv4_min_blocks<W, R, U, B>()))
 nf4_gemv_v4_kernel(gemv_set set, const float *__restrict__ x, gemv4_split sp) {
+    cudaTriggerProgrammaticLaunchCompletion();
     __shared__ float s_nf4[16], s_dq[256];
     /* several weights (gemv_set) only without a split: the workspace and the
      * tickets are per row group of one weight */
@@ -172,7 +173,9 @@ nf4_gemv_v4_kernel(gemv_set set, const float *__restrict__ x, gemv4_split sp) {
     gemv_rows_at<R>(w, row0, wrow, srow); /* a tail row is computed, not stored */
     uint4 wv[U][R];
     gemv_scale_raw raw[U][R];
-    if (active) gemv4_load<R, U>(wv, raw, wrow, srow, w, cbeg, nc, 0, lane); /* in flight while x is staged */
+    /* frozen weights: in flight while the previous kernel finishes (PDL) and x is staged */
+    if (active) gemv4_load<R, U>(wv, raw, wrow, srow, w, cbeg, nc, 0, lane);
+    cudaGridDependencySynchronize(); /* x, the split workspace and tickets: after it (cuda_common.cuh) */
     gemv4_stage_x<B, W>(s_x, x, in, k0, k1, nts);
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL); /* its barrier also publishes the x slice */
 
@@ -275,7 +278,7 @@ static void nf4_gemv_v4_launch(cuda_impl *p, const gemv_set &s, const float *x, 
         (void)cudaFuncSetAttribute(nf4_gemv_v4_kernel<B, W, R, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         raised = smem;
     }
-    nf4_gemv_v4_kernel<B, W, R, U><<<grid, W * 32, smem, p->stream>>>(set, x, sp);
+    cuda_launch(p, nf4_gemv_v4_kernel<B, W, R, U>, grid, W * 32, smem, set, x, sp);
 }
 
 #define GEMV4_BY_B(W, R, U)                                                                         \

@@ -90,6 +90,7 @@ __device__ static inline void gemv5_compute(float (&acc)[R][B], const uint4 (&wv
 template <int B, int W, int R, int U, int P>
 __global__ void __launch_bounds__(W * 32)
 nf4_gemv_v5_kernel(gemv_set set, const float *__restrict__ x) {
+    cudaTriggerProgrammaticLaunchCompletion();
     __shared__ float s_nf4[16], s_dq[256];
     const int m = gemv_set_which(set, (int)blockIdx.x);
     const cuda_nf4_args w = set.w[m];
@@ -103,7 +104,8 @@ nf4_gemv_v5_kernel(gemv_set set, const float *__restrict__ x) {
     gemv_rows_at<R>(w, row0, wrow, srow); /* rows past out clamped to the last */
     uint4 wv[U][R];
     gemv_scale_raw sr[U][R];
-    gemv5_load<R, U>(wv, sr, w, wrow, srow, lane, nchunk); /* in flight during the table fill */
+    gemv5_load<R, U>(wv, sr, w, wrow, srow, lane, nchunk); /* frozen weights: in flight before the wait */
+    cudaGridDependencySynchronize(); /* x is the previous kernel's output (cuda_common.cuh, PDL) */
     cuda_nf4_tables_to_smem(s_nf4, s_dq, w.q8 != NULL);
 
     float acc[R][B];
@@ -131,7 +133,7 @@ template <int B, int W, int R, int U, int P>
 static void nf4_gemv_v5_launch(cuda_impl *p, const gemv_set &s, const float *x) {
     gemv_set set = s;
     int64_t blocks = gemv_set_blocks(&set, (int64_t)W * R);
-    nf4_gemv_v5_kernel<B, W, R, U, P><<<(unsigned)blocks, W * 32, 0, p->stream>>>(set, x);
+    cuda_launch(p, nf4_gemv_v5_kernel<B, W, R, U, P>, (unsigned)blocks, W * 32, 0, set, x);
 }
 
 #define GEMV5_BY_B(W, R, U, P)                                                                          \

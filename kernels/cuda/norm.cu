@@ -28,6 +28,7 @@ template <typename T> __device__ static T norm_block_sum(T v, T *smem) {
 template <int DT>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_kernel(float *out, float *x, const float *y, const void *w, int64_t C, float eps) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ float red[NORM_THREADS / 32];
     float *xr = x + blockIdx.x * C;
     float *o = out + blockIdx.x * C;
@@ -57,6 +58,7 @@ rmsnorm_kernel(float *out, float *x, const float *y, const void *w, int64_t C, f
 template <int DT, int NV>
 __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_vec_kernel(float *out, float *x, const float *y, const void *w, int C4, float eps, bool y_vec) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ float red[NORM_THREADS / 32];
     int64_t row = (int64_t)blockIdx.x * C4;
     float4 *xr = (float4 *)x + row, *o = (float4 *)out + row;
@@ -118,10 +120,10 @@ static void rmsnorm_vec_launch(cuda_impl *p, int nv, unsigned R, float *o, float
     int C4 = (int)(C / 4);
     bool yv = y && cuda_aligned(y, 16);
     switch (nv) {
-    case 1: rmsnorm_vec_kernel<DT, 1><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
-    case 2: rmsnorm_vec_kernel<DT, 2><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
-    case 4: rmsnorm_vec_kernel<DT, 4><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
-    default: rmsnorm_vec_kernel<DT, 8><<<R, NORM_THREADS, 0, p->stream>>>(o, x, y, w, C4, eps, yv); break;
+    case 1: cuda_launch(p, rmsnorm_vec_kernel<DT, 1>, R, NORM_THREADS, 0, o, x, y, w, C4, eps, yv); break;
+    case 2: cuda_launch(p, rmsnorm_vec_kernel<DT, 2>, R, NORM_THREADS, 0, o, x, y, w, C4, eps, yv); break;
+    case 4: cuda_launch(p, rmsnorm_vec_kernel<DT, 4>, R, NORM_THREADS, 0, o, x, y, w, C4, eps, yv); break;
+    default: cuda_launch(p, rmsnorm_vec_kernel<DT, 8>, R, NORM_THREADS, 0, o, x, y, w, C4, eps, yv); break;
     }
 }
 
@@ -144,9 +146,9 @@ static ps_status rmsnorm_launch(ps_backend *be, ps_tensor *out, const ps_tensor 
         return cuda_op_done(p, op, err);
     }
     switch (w->dtype) {
-    case PS_DT_F32: rmsnorm_kernel<PS_DT_F32><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
-    case PS_DT_F16: rmsnorm_kernel<PS_DT_F16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
-    default: rmsnorm_kernel<PS_DT_BF16><<<(unsigned)R, NORM_THREADS, 0, p->stream>>>(o, xi, yi, w->data, C, eps); break;
+    case PS_DT_F32: cuda_launch(p, rmsnorm_kernel<PS_DT_F32>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C, eps); break;
+    case PS_DT_F16: cuda_launch(p, rmsnorm_kernel<PS_DT_F16>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C, eps); break;
+    default: cuda_launch(p, rmsnorm_kernel<PS_DT_BF16>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C, eps); break;
     }
     return cuda_op_done(p, op, err);
 }
@@ -165,6 +167,7 @@ ps_status cuda_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const p
 template <int DW, int DB>
 __global__ void __launch_bounds__(NORM_THREADS)
 layernorm_kernel(float *out, const float *x, const void *w, const void *b, int64_t C, float eps) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     __shared__ double red[NORM_THREADS / 32];
     const float *xr = x + blockIdx.x * C;
     float *o = out + blockIdx.x * C;
@@ -183,9 +186,9 @@ template <int DW>
 static void layernorm_launch(cuda_impl *p, unsigned R, float *o, const float *x, const ps_tensor *w,
                              const ps_tensor *b, int64_t C, float eps) {
     switch (b->dtype) {
-    case PS_DT_F32: layernorm_kernel<DW, PS_DT_F32><<<R, NORM_THREADS, 0, p->stream>>>(o, x, w->data, b->data, C, eps); break;
-    case PS_DT_F16: layernorm_kernel<DW, PS_DT_F16><<<R, NORM_THREADS, 0, p->stream>>>(o, x, w->data, b->data, C, eps); break;
-    default: layernorm_kernel<DW, PS_DT_BF16><<<R, NORM_THREADS, 0, p->stream>>>(o, x, w->data, b->data, C, eps); break;
+    case PS_DT_F32: cuda_launch(p, layernorm_kernel<DW, PS_DT_F32>, R, NORM_THREADS, 0, o, x, w->data, b->data, C, eps); break;
+    case PS_DT_F16: cuda_launch(p, layernorm_kernel<DW, PS_DT_F16>, R, NORM_THREADS, 0, o, x, w->data, b->data, C, eps); break;
+    default: cuda_launch(p, layernorm_kernel<DW, PS_DT_BF16>, R, NORM_THREADS, 0, o, x, w->data, b->data, C, eps); break;
     }
 }
 

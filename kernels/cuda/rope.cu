@@ -40,6 +40,7 @@ static dim3 rope_grid(int64_t pairs, int64_t T) {
 
 __global__ void __launch_bounds__(ROPE_THREADS)
 rope_kernel(float *x, const int32_t *pos, const float *inv_freq, int64_t T, int H, int half) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int j = blockIdx.x * ROPE_THREADS + threadIdx.x;
     if (j >= H * half) return;
     int h = j / half, i = j - h * half;
@@ -83,7 +84,7 @@ ps_status cuda_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float th
     PS_TRY(rope_table(p, theta, D, err));
     if (H * D > INT32_MAX)
         return ps_errf(err, PS_ENOTSUP, "rope: %lld heads of %lld over the cuda limit", (long long)H, (long long)D);
-    rope_kernel<<<rope_grid(H * (D / 2), T), ROPE_THREADS, 0, p->stream>>>(
+    cuda_launch(p, rope_kernel, rope_grid(H * (D / 2), T), ROPE_THREADS, 0, 
         (float *)x->data, (const int32_t *)pos->data, p->rope_tab, T, (int)H, (int)(D / 2));
     return cuda_op_done(p, "rope", err);
 }
@@ -95,6 +96,7 @@ __global__ void __launch_bounds__(ROPE_THREADS)
 rope_store_kernel(float *q, float *k, const float *v, float *kc, float *vc, const int32_t *pos,
                   const int32_t *slots, const float *inv_freq, int64_t T, int H, int KV, int half,
                   int64_t n_slots, cuda_flag *flag) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int j = blockIdx.x * ROPE_THREADS + threadIdx.x;
     if (j >= (H + KV) * half) return;
     int h = j / half, i = j - h * half, D = 2 * half, kh = h - H;
@@ -145,7 +147,7 @@ ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_t
         return ps_errf(err, PS_ENOTSUP, "rope_store: %lld heads of %lld over the cuda limit",
                        (long long)(H + KV), (long long)D);
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
-    rope_store_kernel<<<rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, p->stream>>>(
+    cuda_launch(p, rope_store_kernel, rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, 
         (float *)q->data, (float *)k->data, (const float *)v->data, (float *)kv->k.data,
         (float *)kv->v.data, (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T,
         (int)H, (int)KV, (int)(D / 2), n_slots, p->d_flag);

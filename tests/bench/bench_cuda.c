@@ -386,10 +386,21 @@ static ps_status step(llama_model *m, kv_cache *kv, int n_seqs, int n_new, int p
     return st;
 }
 
-/* Decode with step graphs (PS_CUDA_GRAPHS): the same steps as the direct
- * measurement, replayed from a recording (the first two steps of a shape run
- * directly and record). Positions repeat those of the direct run (KV entries
- * rewritten), so the context length is the same. */
+/* tok/s of G decode steps of batch B under tuning t (three untimed steps
+ * first: they record the step graph when t.graphs). Positions repeat those
+ * of the direct run (KV entries rewritten), so the context length is the same. */
+static ps_status bench_decode_tuned(llama_model *m, kv_cache *kv, const ps_cuda_tuning *t, int B, int p0, int G,
+                                    int ctx_pages, const int32_t *pages, float *logits, double *tps) {
+    ps_status st = ps_cuda_set_tuning(be, t, &err);
+    for (int g = 0; g < 3 && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
+    double a = now_s();
+    for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
+    *tps = st ? 0 : (double)B * G / (now_s() - a);
+    return st;
+}
+
+/* Decode with step graphs (PS_CUDA_GRAPHS), then with split attention too,
+ * and with programmatic dependent launch (PS_CUDA_PDL) too. */
 static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0, int G, int ctx_pages,
                                      const int32_t *pages, float *logits, double direct_tps) {
     ps_cuda_tuning t, saved;
@@ -397,32 +408,26 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     if (st) return st;
     t = saved;
     t.graphs = true;
-    if ((st = ps_cuda_set_tuning(be, &t, &err))) return st;
     long long rec0, l0, rec1, l1;
+    double tps = 0, tps_split = 0, tps_pdl = 0;
     ps_cuda_graph_stats(be, &rec0, &l0, &err);
-    for (int g = 0; g < 3 && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
-    double a = now_s();
-    for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
-    double dt = now_s() - a, tps = (double)B * G / dt;
+    st = bench_decode_tuned(m, kv, &t, B, p0, G, ctx_pages, pages, logits, &tps);
     ps_cuda_graph_stats(be, &rec1, &l1, &err);
-    /* and with the keys of each (token, head) split over several blocks */
-    t.attn_path = PS_CUDA_ATTN_SPLIT;
-    double tps_split = 0;
-    if (!st && !(st = ps_cuda_set_tuning(be, &t, &err))) {
-        for (int g = 0; g < 3 && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
-        double b = now_s();
-        for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
-        tps_split = (double)B * G / (now_s() - b);
-    }
+    ps_cuda_tuning ts = t;
+    ts.attn_path = PS_CUDA_ATTN_SPLIT; /* the keys of each (token, head) over several blocks */
+    if (!st) st = bench_decode_tuned(m, kv, &ts, B, p0, G, ctx_pages, pages, logits, &tps_split);
+    ps_cuda_tuning tp = t;
+    tp.pdl = true;
+    if (!st) st = bench_decode_tuned(m, kv, &tp, B, p0, G, ctx_pages, pages, logits, &tps_pdl);
     ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
-           "%lld graph launches); with split attention too: %.1f tok/s\n", B, dt / G * 1e3, tps,
-           tps / direct_tps, rec1 - rec0, l1 - l0, tps_split);
+           "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s\n", B,
+           B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
-    ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx)", what, tps,
-        tps / direct_tps, tps_split, tps_split / direct_tps);
+    ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx)",
+        what, tps, tps / direct_tps, tps_split, tps_split / direct_tps, tps_pdl, tps_pdl / direct_tps);
     return st2;
 }
 

@@ -3,8 +3,10 @@
 #   1. configure + build with CUDA (build-gpu/, -j$(nproc));
 #   2. the CUDA kernel parity tests (ctest -L gpu: every op vs the CPU oracle);
 #   3. the unit tests (core parity: llama-tiny fixtures) on the CUDA backend,
-#      PS_TEST_DEVICE=cuda, in three modes: f32 linear everywhere
-#      (PS_CUDA_LINEAR=gemv, the CPU tolerances apply), the same with the
+#      PS_TEST_DEVICE=cuda, in four modes: f32 linear everywhere
+#      (PS_CUDA_LINEAR=gemv, the CPU tolerances apply), the same with
+#      programmatic dependent launch (PS_CUDA_PDL=1; the gpu kernel tests of
+#      step 2 run with it too), the same with the
 #      query-tile attention kernel forced and step graphs off (PS_CUDA_GRAPHS=0),
 #      and the default automatic paths
 #      (bf16 cuBLAS above 16 tokens: a failure against an f32 tolerance there
@@ -107,17 +109,23 @@ else
 fi
 
 # ---- CUDA kernel parity tests ----
-run_ctest() { # name, log, ctest args...
-  local name=$1 log=$2; shift 2
-  (cd build-gpu && ctest -V --timeout 300 "$@") >"$out/$log" 2>&1
+rm -f "$out"/gpu_tests.log "$out"/unit_*.log
+run_ctest() { # name, log (appended to: several runs may share one), ctest args...
+  local name=$1 log=$2 tmp=$out/ctest.tmp; shift 2
+  (cd build-gpu && ctest -V --timeout 300 "$@") >"$tmp" 2>&1
   local rc=$?
-  local line; line=$(grep -E "tests passed|tests failed" "$out/$log" | tail -1)
-  local skipped; skipped=$(grep -cE "^\s+[0-9]+ - .*\(Skipped\)" "$out/$log")
+  { echo "==== $name"; cat "$tmp"; } >>"$out/$log"
+  local line; line=$(grep -E "tests passed|tests failed" "$tmp" | tail -1)
+  local skipped; skipped=$(grep -cE "^\s+[0-9]+ - .*\(Skipped\)" "$tmp")
   note "$name" "${line:-no result} (skipped: $skipped, $(elapsed))"
-  grep -E "^\s+[0-9]+ - .*\((Failed|Skipped|Not Run|Timeout|SEGFAULT|Subprocess aborted)\)" "$out/$log" | sed 's/^/    /' | head -20
+  grep -E "^\s+[0-9]+ - .*\((Failed|Skipped|Not Run|Timeout|SEGFAULT|Subprocess aborted)\)" "$tmp" | sed 's/^/    /' | head -20
+  rm -f "$tmp"
   return $rc
 }
 run_ctest "gpu kernel tests (ctest -L gpu)" gpu_tests.log -L gpu || status=1
+# programmatic dependent launch (off by default until timed): every kernel
+# again with the next one allowed to start while it runs
+PS_CUDA_PDL=1 run_ctest "gpu kernel tests, PDL" gpu_tests.log -L gpu || status=1
 if grep -q "SKIP: no CUDA backend" "$out/gpu_tests.log"; then
   note "  !" "the CUDA backend did not start: $(grep -m1 'SKIP: no CUDA' "$out/gpu_tests.log")"
   status=1
@@ -126,6 +134,7 @@ fi
 # ---- unit / parity tests on the CUDA backend ----
 export PS_TEST_DEVICE=cuda
 PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_f32.log -L unit -j4 || status=1
+PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 run_ctest "unit on cuda, f32 linear, PDL" unit_f32.log -L unit -j4 || status=1
 # the alternate paths in one run (8 files at most come back): the query-tile
 # attention kernel everywhere, and every step run op by op (step graphs are
 # on by default, so the f32 run above replays decode steps from CUDA graphs)
