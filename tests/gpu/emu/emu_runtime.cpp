@@ -304,6 +304,16 @@ static void finish_pending(void) {
     if (c) ctx_finish(*c);
 }
 
+/* EMU_LAUNCH=sync: every launch completes before its call returns (as the
+ * emulator did before PDL), so PDL launches never run ahead and their
+ * hazards go unseen. For tests that assume a call's kernels run inside its
+ * host interval (test_cuda_profile's event pairs). */
+static bool launch_sync(void) {
+    static int on = -1;
+    if (on < 0) { const char *e = getenv("EMU_LAUNCH"); on = e && !strcmp(e, "sync"); }
+    return on;
+}
+
 /* Stream order with PDL. At most one launch is pending; everything before
  * it has completed. A launch without PDL completes the pending one and
  * becomes pending itself, not begun (the next launch may be PDL and run
@@ -331,6 +341,7 @@ static void emu_launch_now(const void *kern, bool pdl, dim3 grid, dim3 block, si
         while (c.next < c.order.size() && block_run(c)) {}
     finish_pending();
     pending = &c;
+    if (launch_sync()) finish_pending();
 }
 
 void emu_launch(const void *kern, bool pdl, dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {

@@ -8,11 +8,13 @@
 # paths, tile attention, split attention, step graphs), test_cuda_linear and
 # test_cuda_attention again with blocks in a shuffled order (the last-block
 # reductions of the split-K GEMV and of split attention must not depend on
-# it) and a smoke run of bench_cuda. Catches indexing, barrier, shuffle,
-# alignment and host-logic mistakes, and kernels launched with programmatic
-# dependent launch that touch their predecessor's data before
-# cudaGridDependencySynchronize(), before a GPU run; says nothing about speed
-# or fast-math precision. About 10 minutes on 2 cores. Output: build-emu/.
+# it) and a smoke run of bench_cuda; test_cuda_profile with EMU_LAUNCH=sync
+# (each launch completes before its call returns, see emu_runtime.cpp).
+# Catches indexing, barrier, shuffle, alignment and host-logic mistakes, and
+# kernels launched with programmatic dependent launch that touch their
+# predecessor's data before cudaGridDependencySynchronize(), before a GPU
+# run; says nothing about speed or fast-math precision. About 10 minutes on
+# 2 cores. Output: build-emu/.
 # Arguments (optional): run only the runs whose names start with one of them,
 # e.g. `run_emu.sh test_cuda_linear` (both its plain and shuffled runs).
 set -uo pipefail
@@ -66,7 +68,9 @@ run() { # name, command...
   esac
 }
 run emu_pdl "$B/bin/emu_pdl"
-for t in test_cuda_ops test_cuda_linear test_cuda_attention test_cuda_profile; do run "$t" "$B/bin/$t"; done
+for t in test_cuda_ops test_cuda_linear test_cuda_attention; do run "$t" "$B/bin/$t"; done
+# its emulator checks time each call's kernels inside the call: launches complete at once
+run test_cuda_profile env EMU_LAUNCH=sync "$B/bin/test_cuda_profile"
 run test_cuda_linear-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_linear"
 run test_cuda_attention-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_attention"
 for t in "$B"/bin/test_llama*; do

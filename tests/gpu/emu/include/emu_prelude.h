@@ -20,7 +20,8 @@
  * variables are per launch context (launch_rewrite.py turns them into
  * emu_shared), so a parked block keeps its shared memory. Aborts with an
  * "EMU:" message: a PDL kernel none of whose threads called the grid sync,
- * a block whose live threads all wait forever.
+ * a block whose live threads all wait forever. EMU_LAUNCH=sync: every launch
+ * completes before its call returns (no PDL overlap).
  *
  * Not emulated: fast-math precision, timing, memory model races between
  * blocks, a PDL kernel overlapping anything but its immediate predecessor,
