@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Runs the CUDA backend without a GPU: kernels/cuda/*.cu rewritten by
-# launch_rewrite.py and compiled as C++ against the emulator in this folder
+# Runs the CUDA backend without a GPU: kernels/cuda/*.cu and *.cuh rewritten
+# by launch_rewrite.py and compiled as C++ against the emulator in this folder
 # (include/, emu_runtime.cpp; UBSan on for alignment and bounds), linked with
-# the real C code of kernels/, engine/ and the tests. Then runs the gpu parity
+# the real C code of kernels/, engine/ and the tests. First the emulator's own
+# PDL self-test (test_emu_pdl.cpp, run emu_pdl). Then runs the gpu parity
 # tests, the llama unit tests with PS_TEST_DEVICE=cuda (f32 and automatic
 # paths, tile attention, split attention, step graphs), test_cuda_linear and
 # test_cuda_attention again with blocks in a shuffled order (the last-block
 # reductions of the split-K GEMV and of split attention must not depend on
-# it) and a smoke run of bench_cuda. Catches indexing, barrier, shuffle,
-# alignment and host-logic mistakes before a GPU run; says nothing about speed
-# or fast-math precision. About 10 minutes on 2 cores. Output: build-emu/.
+# it) and a smoke run of bench_cuda; test_cuda_profile with EMU_LAUNCH=sync
+# (each launch completes before its call returns, see emu_runtime.cpp).
+# Catches indexing, barrier, shuffle, alignment and host-logic mistakes, and
+# kernels launched with programmatic dependent launch that touch their
+# predecessor's data before cudaGridDependencySynchronize(), before a GPU
+# run; says nothing about speed or fast-math precision. About 10 minutes on
+# 2 cores. Output: build-emu/.
 # Arguments (optional): run only the runs whose names start with one of them,
 # e.g. `run_emu.sh test_cuda_linear` (both its plain and shuffled runs).
 set -uo pipefail
@@ -22,12 +27,16 @@ rm -f "$B"/obj/*.o
 SAN="-fsanitize=alignment,bounds,undefined -fno-sanitize-recover=all"
 export PEFTSERVE_FIXTURES=${PEFTSERVE_FIXTURES:-$(cd .. && pwd)/shared/fixtures}
 jobs=$(nproc)
+# headers first: a .cu's #include "x.cuh" finds the rewritten copy beside it in gen/
+rm -f "$B"/gen/*.cuh
+for f in kernels/cuda/*.cuh; do python3 "$E/launch_rewrite.py" "$f" > "$B/gen/$(basename "$f")" || { echo "emu: rewrite of $f failed"; exit 1; }; done
 {
   for f in kernels/cuda/*.cu; do
     b=$(basename "$f" .cu)
     echo "python3 $E/launch_rewrite.py $f > $B/gen/$b.cpp && g++ -std=c++17 -O2 -g -w $SAN -I$E/include -I$R/kernels -I$R/kernels/cuda -include emu_prelude.h -c $B/gen/$b.cpp -o $B/obj/cu_$b.o"
   done
   echo "g++ -std=c++17 -O2 -g -w -I$E/include -c $E/emu_runtime.cpp -o $B/obj/emu_runtime.o"
+  echo "python3 $E/launch_rewrite.py $E/test_emu_pdl.cpp > $B/gen/test_emu_pdl.cpp && g++ -std=c++17 -O2 -g -w $SAN -I$E/include -include emu_prelude.h -c $B/gen/test_emu_pdl.cpp -o $B/obj/emu_test_emu_pdl.o"
   for f in kernels/*.c kernels/cpu/*.c kernels/base/*.c kernels/math/*.c engine/*.c engine/models/*.c \
            engine/image/*.c adapters/*.c \
            tests/testutil.c tests/gpu/gpu_util.c tests/gpu/test_*.c tests/unit/test_llama*.c tests/bench/bench_cuda.c; do
@@ -41,6 +50,7 @@ for t in "$B"/obj/tests_gpu_test_*.o "$B"/obj/tests_unit_test_llama*.o "$B"/obj/
   n=$(basename "$t" .o | sed 's/^tests_gpu_//; s/^tests_unit_//; s/^tests_bench_//')
   link "$n" "$t" || { echo "emu: link of $n failed"; exit 1; }
 done
+g++ $SAN -o "$B/bin/emu_pdl" "$B/obj/emu_test_emu_pdl.o" "$B/obj/emu_runtime.o" || { echo "emu: link of emu_pdl failed"; exit 1; }
 status=0
 only=("$@") # optional: run only the runs whose name starts with one of these
 run() { # name, command...
@@ -57,7 +67,10 @@ run() { # name, command...
     *) echo "FAIL  $name (see build-emu/$name.log)"; status=1 ;;
   esac
 }
-for t in test_cuda_ops test_cuda_linear test_cuda_attention test_cuda_profile; do run "$t" "$B/bin/$t"; done
+run emu_pdl "$B/bin/emu_pdl"
+for t in test_cuda_ops test_cuda_linear test_cuda_attention; do run "$t" "$B/bin/$t"; done
+# its emulator checks time each call's kernels inside the call: launches complete at once
+run test_cuda_profile env EMU_LAUNCH=sync "$B/bin/test_cuda_profile"
 run test_cuda_linear-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_linear"
 run test_cuda_attention-shuffled env EMU_BLOCK_ORDER=shuffle "$B/bin/test_cuda_attention"
 for t in "$B"/bin/test_llama*; do

@@ -43,11 +43,50 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e);
+cudaError_t cudaDeviceSynchronize(void);
 /* true while this thread captures: the call is recorded and must not run now */
 bool emu_capture_record(const std::function<void()> &op);
-/* Events hold the host time of their record: the emulator runs each launch to
- * completion before returning, so that is when the device reaches the mark. */
+/* Events hold the host time of their record: recording first completes every
+ * launch before it, so that is when the device reaches the mark. */
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaPeekAtLastError(void);
 /* cudaDevAttrClockRate: 1e6 kHz, matching clock64() counting nanoseconds */
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int device);
+
+/* ---- programmatic dependent launch (CUDA's names and layouts, subset) ---- */
+typedef enum { cudaLaunchAttributeIgnore = 0, cudaLaunchAttributeProgrammaticStreamSerialization = 6 } cudaLaunchAttributeID;
+typedef union { char pad[64]; int programmaticStreamSerializationAllowed; } cudaLaunchAttributeValue;
+typedef struct { cudaLaunchAttributeID id; cudaLaunchAttributeValue val; } cudaLaunchAttribute;
+typedef struct {
+    dim3 gridDim, blockDim;
+    size_t dynamicSmemBytes;
+    cudaStream_t stream;
+    cudaLaunchAttribute *attrs;
+    unsigned int numAttrs;
+} cudaLaunchConfig_t;
+/* As CUDA's template: the arguments are converted to the kernel's parameter
+ * types (implicit conversions only) and taken by value at the call. A
+ * launch is PDL when an attribute says programmatic stream serialization
+ * with a non-zero value; attributes the emulator does not know are refused. */
+template <typename... ExpTypes, typename... ActTypes>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *cfg, void (*kernel)(ExpTypes...), ActTypes &&...args) {
+    if (!cfg || (cfg->numAttrs && !cfg->attrs)) return cudaErrorInvalidValue;
+    bool pdl = false;
+    for (unsigned i = 0; i < cfg->numAttrs; i++) {
+        const cudaLaunchAttribute &a = cfg->attrs[i];
+        if (a.id == cudaLaunchAttributeProgrammaticStreamSerialization) pdl = a.val.programmaticStreamSerializationAllowed != 0;
+        else if (a.id != cudaLaunchAttributeIgnore) return cudaErrorInvalidValue;
+    }
+    [&](ExpTypes... coerced) {
+        emu_launch_kx(pdl, cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, kernel, coerced...);
+    }(std::forward<ActTypes>(args)...);
+    return cudaSuccess;
+}
+/* Device side. Waits until the launch's predecessor has completed (at once
+ * in a launch without PDL). */
+void cudaGridDependencySynchronize(void);
+/* Lets the next PDL launch start early; promises nothing about memory. The
+ * emulator already runs a PDL launch's part before its
+ * cudaGridDependencySynchronize() ahead of the whole predecessor (the
+ * earliest the device could), so this has nothing left to do. */
+static inline void cudaTriggerProgrammaticLaunchCompletion(void) {}
