@@ -47,14 +47,19 @@ typedef struct {
  * rows of x, v2 above), "v2", "v1", v1r<R>, v2w<W>r<R>,
  * v4s<S>[w<W>]r<R>u<U> (R rows per warp, W warps per block, U chunks per
  * lane in flight; v4 splits K over S blocks, s0: S chosen from the SM count
- * and the shape), v5w<W>r<R>u<U>p<P> (P: next step's loads ahead). v4
- * without a split and v5 run op_linear_n (q/k/v, gate/up) as one launch. Host-only, need no backend. ps_cuda_gemv_name: NULL out of
- * range; ps_cuda_gemv_find: -1 when unknown. */
+ * and the shape), v5w<W>r<R>u<U>p<P> (P: next step's loads ahead),
+ * v6w<W>r<RT>u<U> (tensor cores, bf16 operands: RT tiles of 16 rows per block
+ * of W warps splitting K, U 64-blocks in flight). v4 without a split, v5 and
+ * v6 run op_linear_n (q/k/v, gate/up) as one launch. Host-only, need no
+ * backend. ps_cuda_gemv_name: NULL out of range; ps_cuda_gemv_find: -1 when
+ * unknown. */
 #define PS_CUDA_GEMV_DEFAULT 0
 int ps_cuda_gemv_count(void);
 const char *ps_cuda_gemv_name(int k);
 int ps_cuda_gemv_find(const char *name);
-
+/* Whether configuration k multiplies in bf16 (v6: x and the code values
+ * rounded to bf16, f32 accumulation) rather than f32. */
+bool ps_cuda_gemv_bf16(int k);
 
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
  * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill|split, PS_CUDA_SYNC=1,

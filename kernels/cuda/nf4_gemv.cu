@@ -10,8 +10,9 @@
  * memory), v4 (nf4_gemv_v4.cu, split-K across blocks with a one-launch
  * deterministic reduction, x slice staged once) and v5 (nf4_gemv_v5.cu, no
  * staging, codes streamed past L1, the next step's loads ahead of this
- * step's math). v4 without a split and v5 take up to three weights of one x
- * per launch (gemv_set, op_linear_n). The default "auto" picks
+ * step's math) and v6 (nf4_gemv_v6.cu, tensor cores with bf16 operands:
+ * its own numerics, ps_cuda_gemv_bf16). v4 without a split, v5 and v6 take
+ * up to three weights of one x per launch (gemv_set, op_linear_n). The default "auto" picks
  * per call what the H100 sweep measured fastest. (A v3 family, x read
  * through L1 and a 256-entry pair table, was the slowest in both H100
  * sweeps and was removed.)
@@ -140,10 +141,10 @@ static cuda_gemv_launch_fn cuda_gemv_v1_fn(int R, int nb) {
  * from the SM count and the shape), [w<W>] (default 4), r<R>, u<U>. */
 typedef struct {
     const char *name;
-    int kind;  /* 1, 2, 4, 5: the kernel family; 0: "auto", resolved per call by gemv_cfg_for */
-    int warps; /* per block (v2, v4, v5; v1 has 4) */
-    int R;     /* rows per warp */
-    int U;     /* v4, v5: 16-byte chunks per row per lane in flight */
+    int kind;  /* 1, 2, 4, 5, 6: the kernel family; 0: "auto", resolved per call by gemv_cfg_for */
+    int warps; /* per block (v2, v4, v5, v6; v1 has 4) */
+    int R;     /* rows per warp; v6: tiles of 16 rows per block */
+    int U;     /* v4, v5: 16-byte chunks per row per lane in flight; v6: 64-blocks */
     int S;     /* v4: K splits (0: automatic) */
     int P;     /* v5: the next step's loads issued before this step's math */
 } gemv_cfg;
@@ -162,6 +163,9 @@ static const gemv_cfg k_gemv_cfgs[] = {
     {"v5w4r2u4p1", 5, 4, 2, 4, 0, 1}, {"v5w4r2u4p0", 5, 4, 2, 4, 0, 0},
     {"v5w4r4u2p1", 5, 4, 4, 2, 0, 1}, {"v5w4r4u2p0", 5, 4, 4, 2, 0, 0},
     {"v5w8r2u4p1", 5, 8, 2, 4, 0, 1}, {"v5w4r4u4p0", 5, 4, 4, 4, 0, 0},
+    /* tensor cores, bf16 operands (ps_cuda_gemv_bf16) */
+    {"v6w8r1u4", 6, 8, 1, 4, 0, 0}, {"v6w8r1u2", 6, 8, 1, 2, 0, 0}, {"v6w8r2u2", 6, 8, 2, 2, 0, 0},
+    {"v6w4r1u4", 6, 4, 1, 4, 0, 0}, {"v6w4r2u4", 6, 4, 2, 4, 0, 0},
 };
 #define GEMV_N_CFGS ((int)(sizeof k_gemv_cfgs / sizeof k_gemv_cfgs[0]))
 
@@ -171,10 +175,22 @@ extern "C" const char *ps_cuda_gemv_name(int k) {
     return k >= 0 && k < GEMV_N_CFGS ? k_gemv_cfgs[k].name : NULL;
 }
 
+extern "C" bool ps_cuda_gemv_bf16(int k) { return k >= 0 && k < GEMV_N_CFGS && k_gemv_cfgs[k].kind == 6; }
+
 extern "C" int ps_cuda_gemv_find(const char *name) {
     for (int k = 0; name && k < GEMV_N_CFGS; k++)
         if (!strcmp(name, k_gemv_cfgs[k].name)) return k;
     return -1;
+}
+
+/* Rows of a weight one block of configuration c (v4, v5, v6) covers. */
+static int64_t gemv_block_rows(const gemv_cfg *c) { return c->kind == 6 ? 16 * c->R : (int64_t)c->warps * c->R; }
+
+/* One launch of a gemv_set family (v4 with S splits, v5, v6) for nb rows of x. */
+static void gemv_set_launch(cuda_impl *p, const gemv_cfg *c, const gemv_set &set, const float *x, int nb, int S) {
+    if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, set, x, S);
+    else if (c->kind == 5) cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, set, x);
+    else cuda_gemv_v6_fn(c->warps, c->R, c->U)(p, set, x, nb);
 }
 
 /* One chunk of nb (1..8) rows of x with configuration c (NULL: the generic
@@ -186,10 +202,9 @@ static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const
         cuda_launch(p, nf4_gemv_generic_kernel, grid, GEMV_THREADS, 0, y, x, nb, a);
         return;
     }
-    if (c->kind == 4 || c->kind == 5) {
+    if (c->kind >= 4) {
         gemv_set set = {{a}, {y}, {0}, 1};
-        if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, set, x, S);
-        else cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, set, x);
+        gemv_set_launch(p, c, set, x, nb, S);
         return;
     }
     int R = c->R ? c->R : nb == 1 ? 4 : 2;
@@ -242,7 +257,7 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
 }
 
 /* n weights of the same x in one launch per 8 rows of x when the configured
- * kernel is v5, or v4 without a split, and each weight takes the fast path;
+ * kernel is v5, v6, or v4 without a split, and each weight takes the fast path;
  * otherwise (or for a grid too large for one launch) one cuda_nf4_gemv each.
  * Same bits either way. */
 ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x, int64_t T,
@@ -250,14 +265,14 @@ ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x,
     const gemv_cfg *c = gemv_cfg_for(p->tune.gemv_kernel, T);
     gemv_set set;
     set.n = n;
-    bool one = (c->kind == 4 || c->kind == 5) && n >= 1 && n <= 3;
+    bool one = c->kind >= 4 && n >= 1 && n <= 3;
     int64_t blocks = 0;
     for (int i = 0; one && i < n; i++) {
         set.w[i] = cuda_nf4_args_of(ws[i]);
         set.y[i] = ys[i];
         one = gemv_fast(set.w[i], x) && set.w[i].in == set.w[0].in &&
               (c->kind != 4 || cuda_gemv_v4_splits(p, set.w[i].out, set.w[i].in, c->warps, c->R, c->S) == 1);
-        blocks += (set.w[i].out + c->warps * c->R - 1) / (c->warps * c->R);
+        blocks += (set.w[i].out + gemv_block_rows(c) - 1) / gemv_block_rows(c);
     }
     if (!one || blocks > INT32_MAX / 2) {
         for (int i = 0; i < n; i++) PS_TRY(cuda_nf4_gemv(p, ys[i], x, T, ws[i], err));
@@ -267,8 +282,7 @@ ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x,
         int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
         gemv_set at = set;
         for (int i = 0; i < n; i++) at.y[i] = ys[i] + t0 * set.w[i].out;
-        if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, at, x + t0 * set.w[0].in, 1);
-        else cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, at, x + t0 * set.w[0].in);
+        gemv_set_launch(p, c, at, x + t0 * set.w[0].in, nb, 1);
         CU_LAUNCH_CHECK(p);
     }
     return PS_OK;

@@ -1,5 +1,5 @@
 /* Pieces the NF4 GEMV variants (nf4_gemv.cu v1, nf4_gemv_v2.cu, nf4_gemv_v4.cu,
- * nf4_gemv_v5.cu) share: picking a 32-bit word of a 16-byte code chunk,
+ * nf4_gemv_v5.cu, nf4_gemv_v6.cu) share: picking a 32-bit word of a 16-byte code chunk,
  * decoding its codes, loading 8 floats of x per token, a chunk's dot against
  * x staged in shared memory (v2, v4) or read from global memory (v1, v5), a
  * warp's row pointers (v4, v5), a block scale loaded early and finished
@@ -172,7 +172,7 @@ __device__ static inline void gemv_warp_store(float (&acc)[R][B], float *y, int6
 }
 
 /* Up to three weights of the same `in` read by one launch (op_linear_n: q, k,
- * v; gate, up; v4 without a split and v5): the grid is their row groups one
+ * v; gate, up; v4 without a split, v5 and v6): the grid is their row groups one
  * after another. A warp's arithmetic does not depend on which other weights
  * share the launch, so the results equal separate launches bit for bit, and
  * one launch of a larger grid fills the chip better than three small ones
@@ -203,5 +203,10 @@ typedef void (*cuda_gemv5_launch_fn)(cuda_impl *p, const gemv_set &s, const floa
 /* the launcher of v5 with W warps, R rows per warp, U chunks per lane in
  * flight, P (prefetch) for nb (1..8) rows of x; NULL: not instantiated */
 cuda_gemv5_launch_fn cuda_gemv_v5_fn(int W, int R, int U, int P, int nb);
+typedef void (*cuda_gemv6_launch_fn)(cuda_impl *p, const gemv_set &s, const float *x, int T);
+/* the launcher of v6 (nf4_gemv_v6.cu: tensor cores, bf16) with W warps, RT
+ * tiles of 16 rows, U 64-blocks in flight, for 1..8 rows of x; NULL: not
+ * instantiated */
+cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U);
 
 #endif

@@ -400,7 +400,8 @@ static ps_status bench_decode_tuned(llama_model *m, kv_cache *kv, const ps_cuda_
 }
 
 /* Decode with step graphs (PS_CUDA_GRAPHS), then with split attention too,
- * and with programmatic dependent launch (PS_CUDA_PDL) too. */
+ * with programmatic dependent launch (PS_CUDA_PDL) too, and with PDL and the
+ * tensor-core GEMV v6 (bf16 operands; ps_cuda_gemv_bf16). */
 static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0, int G, int ctx_pages,
                                      const int32_t *pages, float *logits, double direct_tps) {
     ps_cuda_tuning t, saved;
@@ -419,15 +420,23 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     ps_cuda_tuning tp = t;
     tp.pdl = true;
     if (!st) st = bench_decode_tuned(m, kv, &tp, B, p0, G, ctx_pages, pages, logits, &tps_pdl);
+    /* and the tensor-core GEMV (bf16 operands) on top: its gain should grow with the batch */
+    double tps_v6 = 0;
+    ps_cuda_tuning t6 = tp;
+    t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4");
+    if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6);
     ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
-           "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s\n", B,
-           B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl);
+           "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s; PDL and the "
+           "v6w8r1u4 GEMV: %.1f tok/s\n",
+           B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
-    ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx)",
-        what, tps, tps / direct_tps, tps_split, tps_split / direct_tps, tps_pdl, tps_pdl / direct_tps);
+    ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx); "
+        "PDL + v6 GEMV (bf16) %.1f tok/s (%.2fx)",
+        what, tps, tps / direct_tps, tps_split, tps_split / direct_tps, tps_pdl, tps_pdl / direct_tps, tps_v6,
+        tps_v6 / direct_tps);
     return st2;
 }
 

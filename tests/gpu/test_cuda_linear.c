@@ -5,7 +5,7 @@
  * cuBLAS GEMM, and the automatic choice. Also misaligned x and NF4 arrays
  * carved from one block at odd offsets (the generic kernels). The NF4 GEMV
  * runs in EVERY fast-kernel configuration (ps_cuda_gemv_count: auto, v1,
- * v2, v4, v5 variants) when the shape takes the fast path (in % 64 == 0; otherwise all
+ * v2, v4, v5, v6 variants) when the shape takes the fast path (in % 64 == 0; otherwise all
  * configurations run the same generic kernel, checked once; likewise the
  * odd layouts, whose codes are not 16-byte aligned), at every T in
  * 1..8 and the odd shapes below, so one GPU run validates the whole sweep.
@@ -27,13 +27,19 @@
  *    and W to bf16 and accumulates in double: so the only error beyond the
  *    stated bf16 rounding is the f32 accumulation of the tensor cores.
  *  - GEMM with F16 weights: x rounded to f16 (2^-11): 4e-3 vs the oracle,
- *    5e-5 vs the emulation. F32 weights: cublasSgemm in plain fp32: 1e-5. */
+ *    5e-5 vs the emulation. F32 weights: cublasSgemm in plain fp32: 1e-5.
+ *  - GEMV configurations in bf16 (ps_cuda_gemv_bf16: v6, tensor cores): x and
+ *    the 16 code values rounded to bf16, block sums scaled in f32: 1.5e-2 vs
+ *    the oracle (as the bf16 GEMM) and 5e-5 vs a host emulation of exactly
+ *    that rounding (gemv_bf16_emul), which leaves only the f32 accumulation
+ *    of the tensor cores. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/cpu_backend.h"
 #include "gpu_util.h"
+#include "math/half.h"
 #include "math/nf4.h"
 #include "nf4_quant.h"
 
@@ -42,6 +48,7 @@
 #define TOL_GEMM_F16 4e-3
 #define TOL_GEMM_F32 1e-5
 #define TOL_EMUL 5e-5
+#define TOL_GEMV_BF16 TOL_GEMM_BF16
 
 static const char *path_name(int p) {
     return p == PS_CUDA_LINEAR_GEMV ? "gemv" : p == PS_CUDA_LINEAR_GEMM ? "gemm" : "auto";
@@ -57,11 +64,31 @@ static void host_linear(float *y, const float *x, const float *w, int64_t T, int
         }
 }
 
+/* What a bf16 GEMV configuration computes (file comment): y[t][r] = sum over
+ * 64-blocks b of scale(r, b) * sum_{k in b} bf16(code value) * bf16(x[t][k]),
+ * in double. */
+static void gemv_bf16_emul(float *y, const ps_nf4 *w, const float *x, int64_t T) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = 0; r < w->out; r++) {
+            double acc = 0.0;
+            for (int64_t b = 0; b < w->in / PS_NF4_BLOCK; b++) {
+                double part = 0.0;
+                for (int64_t k = b * PS_NF4_BLOCK; k < (b + 1) * PS_NF4_BLOCK; k++) {
+                    float v = ps_bf16_to_f32(ps_f32_to_bf16(ps_nf4_code[ps_nf4_code_at(w->packed, r * w->in + k)]));
+                    part += (double)v * ps_bf16_to_f32(ps_f32_to_bf16(x[t * w->in + k]));
+                }
+                acc += part * nf4_block_scale(w, (r * w->in) / PS_NF4_BLOCK + b);
+            }
+            y[t * w->out + r] = (float)acc;
+        }
+}
+
 /* Runs the CUDA linear on device weight `gw` for one path and checks it
- * against the oracle `want` and, for the GEMM path, the 16-bit emulation. */
-static void run_case(const char *tag, const ps_weight *gw, const float *x, int64_t T, int64_t out,
-                     int64_t in, bool misalign_x, int path, const float *want, const float *emul,
-                     double tol_gemm) {
+ * against the oracle `want` and, for the GEMM path, the 16-bit emulation
+ * `emul`; a GEMV configuration in bf16 (bf16_gemv) against `emul` too. */
+static void run_case_bf16(const char *tag, const ps_weight *gw, const float *x, int64_t T, int64_t out,
+                          int64_t in, bool misalign_x, int path, const float *want, const float *emul,
+                          double tol_gemm, bool bf16_gemv) {
     gu_set_paths(path, PS_CUDA_ATTN_AUTO);
     size_t off = misalign_x ? 4 : 0; /* 4 bytes: x rows no longer 16-byte aligned */
     gu_buf dx = gu_poisoned(sizeof(float) * T * in + off);
@@ -79,14 +106,20 @@ static void run_case(const char *tag, const ps_weight *gw, const float *x, int64
     char what[192];
     snprintf(what, sizeof what, "%s T=%lld out=%lld in=%lld %s%s", tag, (long long)T, (long long)out,
              (long long)in, path_name(path), misalign_x ? " x+4B" : "");
-    gu_check(what, got, want, T * out, gemm ? tol_gemm : TOL_GEMV);
-    if (gemm && emul) {
+    gu_check(what, got, want, T * out, gemm ? tol_gemm : bf16_gemv ? TOL_GEMV_BF16 : TOL_GEMV);
+    if ((gemm || bf16_gemv) && emul) {
         snprintf(what, sizeof what, "%s T=%lld out=%lld in=%lld %s vs 16-bit emulation", tag,
                  (long long)T, (long long)out, (long long)in, path_name(path));
         gu_check(what, got, emul, T * out, TOL_EMUL);
     }
     gu_free(&dx), gu_free(&dy);
     free(got);
+}
+
+static void run_case(const char *tag, const ps_weight *gw, const float *x, int64_t T, int64_t out,
+                     int64_t in, bool misalign_x, int path, const float *want, const float *emul,
+                     double tol_gemm) {
+    run_case_bf16(tag, gw, x, T, out, in, misalign_x, path, want, emul, tol_gemm, false);
 }
 
 /* NF4 arrays carved from one device block; `odd` puts each at an offset
@@ -120,16 +153,19 @@ static void set_gemv(int k) {
     GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning gemv_kernel");
 }
 
-/* The GEMV path in every configuration (one when no fast kernel applies). */
+/* The GEMV path in every configuration (one when no fast kernel applies);
+ * emul_bf16: gemv_bf16_emul's result, for the bf16 configurations. */
 static void run_nf4_gemv_all(const char *tag, const ps_weight *gw, const float *x, int64_t T,
-                             int64_t out, int64_t in, const float *want) {
+                             int64_t out, int64_t in, const float *want, const float *emul_bf16) {
     bool fast = in % PS_NF4_BLOCK == 0 && ((uintptr_t)gw->nf4.packed & 15) == 0;
     int n = fast ? ps_cuda_gemv_count() : 1;
     for (int k = 0; k < n; k++) {
         char t[96];
         snprintf(t, sizeof t, "%s %s", tag, ps_cuda_gemv_name(k));
         set_gemv(k);
-        run_case(t, gw, x, T, out, in, false, PS_CUDA_LINEAR_GEMV, want, NULL, TOL_GEMM_BF16);
+        bool bf16 = fast && ps_cuda_gemv_bf16(k);
+        run_case_bf16(t, gw, x, T, out, in, false, PS_CUDA_LINEAR_GEMV, want, bf16 ? emul_bf16 : NULL,
+                      TOL_GEMM_BF16, bf16);
     }
     set_gemv(PS_CUDA_GEMV_DEFAULT);
 }
@@ -142,8 +178,10 @@ static void test_nf4(int64_t T, int64_t out, int64_t in, bool dq, bool odd_layou
     ps_weight cw = {PS_WEIGHT_NF4};
     cw.nf4 = nf4_host_view(&q);
     float *want = malloc(sizeof(float) * (size_t)(T * out)), *emul = malloc(sizeof(float) * (size_t)(T * out));
+    float *emul_v = malloc(sizeof(float) * (size_t)(T * out));
     ps_tensor cx = ps_tensor_2d(PS_DT_F32, T, in, x, PS_DEV_CPU), cy = ps_tensor_2d(PS_DT_F32, T, out, want, PS_DEV_CPU);
     GU_OK(cpu_linear_ref(gu_cpu, &cy, &cx, &cw, &gu_err), "cpu_linear_ref");
+    if (in % PS_NF4_BLOCK == 0) gemv_bf16_emul(emul_v, &cw.nf4, x, T);
     /* the GEMM path's exact function: bf16(W') . bf16(x) */
     float *wd = malloc(sizeof(float) * (size_t)(out * in)), *xb = malloc(sizeof(float) * (size_t)(T * in));
     nf4_dequantize(&cw.nf4, wd);
@@ -158,11 +196,11 @@ static void test_nf4(int64_t T, int64_t out, int64_t in, bool dq, bool odd_layou
     snprintf(tag, sizeof tag, "nf4%s%s", dq ? "+dq" : "", odd_layout ? " odd-layout" : "");
     run_case(tag, &gw, x, T, out, in, false, PS_CUDA_LINEAR_AUTO, want, emul, TOL_GEMM_BF16);
     run_case(tag, &gw, x, T, out, in, false, PS_CUDA_LINEAR_GEMM, want, emul, TOL_GEMM_BF16);
-    run_nf4_gemv_all(tag, &gw, x, T, out, in, want);
+    run_nf4_gemv_all(tag, &gw, x, T, out, in, want, emul_v);
     run_case(tag, &gw, x, T, out, in, true, PS_CUDA_LINEAR_GEMV, want, emul, TOL_GEMM_BF16);
     gu_free(&block);
     nf4_host_free(&q);
-    free(wf), free(x), free(want), free(emul), free(wd), free(xb);
+    free(wf), free(x), free(want), free(emul), free(emul_v), free(wd), free(xb);
 }
 
 /* y (T, out) of the GEMV path with the current configuration on device x. */
@@ -178,8 +216,8 @@ static void gemv_into(float *got, const ps_weight *gw, const gu_buf *dx, int64_t
 
 /* Repeated launches, per configuration: weight A (T = 11: chunks of 8 and
  * 3), weight B (other shape, more row groups), A again. A's two results
- * must be bit-identical and both near the oracle. For v4 also: row t of x
- * alone (T = 1) gives the bits of row t in the batch (S does not depend on
+ * must be bit-identical and both near the oracle. For v4 and v6 also: row t
+ * of x alone (T = 1) gives the bits of row t in the batch (S does not depend on
  * T; the summation order does not depend on which block finishes last). */
 static void test_nf4_repeat(void) {
     const int64_t TA = 11, outA = 45, inA = 3136, TB = 5, outB = 203, inB = 2112, t1 = 9;
@@ -210,12 +248,13 @@ static void test_nf4_repeat(void) {
         gemv_into(yb, &gb, &dxb, TB, outB, inB);
         gemv_into(y2, &ga, &dxa, TA, outA, inA);
         snprintf(what, sizeof what, "repeat %s A T=%lld out=%lld in=%lld", name, (long long)TA, (long long)outA, (long long)inA);
-        gu_check(what, y1, wantA, TA * outA, TOL_GEMV);
+        double tol = ps_cuda_gemv_bf16(k) ? TOL_GEMV_BF16 : TOL_GEMV;
+        gu_check(what, y1, wantA, TA * outA, tol);
         snprintf(what, sizeof what, "repeat %s B T=%lld out=%lld in=%lld", name, (long long)TB, (long long)outB, (long long)inB);
-        gu_check(what, yb, wantB, TB * outB, TOL_GEMV);
+        gu_check(what, yb, wantB, TB * outB, tol);
         snprintf(what, sizeof what, "repeat %s A again: same bits", name);
         gu_check(what, y2, y1, TA * outA, 0);
-        if (strncmp(name, "v4", 2) == 0) {
+        if (strncmp(name, "v4", 2) == 0 || strncmp(name, "v6", 2) == 0) {
             gemv_into(yt, &ga, &dxt, 1, outA, inA);
             snprintf(what, sizeof what, "repeat %s A row %lld alone: same bits", name, (long long)t1);
             gu_check(what, yt, y1 + t1 * outA, outA, 0);
@@ -276,7 +315,8 @@ static void test_nf4_linear_n(bool odd_layout, int64_t T) {
                 gu_free(&dy[i]);
                 snprintf(what, sizeof what, "linear_n%s %s T=%lld n=%d weight %d (out=%lld) vs oracle",
                          odd_layout ? " odd-layout" : "", name, (long long)T, n, i, (long long)outs[i]);
-                gu_check(what, all[i], want[i], T * outs[i], TOL_GEMV);
+                gu_check(what, all[i], want[i], T * outs[i],
+                         !odd_layout && ps_cuda_gemv_bf16(k) ? TOL_GEMV_BF16 : TOL_GEMV);
                 snprintf(what, sizeof what, "linear_n%s %s T=%lld n=%d weight %d = op_linear, same bits",
                          odd_layout ? " odd-layout" : "", name, (long long)T, n, i);
                 gu_check(what, all[i], one[i], T * outs[i], 0);

@@ -1,0 +1,299 @@
+/* NF4 GEMV v6 (decode, 1..8 rows of x): tensor cores, bf16 operands.
+ *
+ * Why: ncu on the H100 found the f32 GEMVs (v1-v5) bound by instruction
+ * issue, not memory, and the SASS of the default one (tests/gpu/sass.sh)
+ * has ~5.3 instructions and ~1.5 shared-memory wavefronts per weight element
+ * (a byte permute, a table load and an FMA per element, plus x from shared
+ * memory). Here the multiply-add goes to mma.sync m16n8k16 (one instruction
+ * per 16 x 16 weights and up to 8 tokens), and the decode is one byte
+ * permute and one conflict-free shared load per TWO elements: the table maps
+ * a code byte (two codes) to the bf16 pair of their NF4 values, with one copy
+ * per lane so that 32 lanes looking up 32 different bytes hit 32 different
+ * banks. About 2 instructions and 0.6 wavefronts per element; the 8 token
+ * columns cost the same as one.
+ *
+ * Numerics (not the f32 path's): y[n][r] = sum over 64-blocks b of
+ * scale(r, b) * sum_{k in b} bf16(code value) * bf16(x[n][k]), the inner sum
+ * accumulated in f32 by the tensor cores, the outer in f32 FMAs - the
+ * compute-dtype semantics of bitsandbytes' 4-bit inference with bf16
+ * (expected rel. error vs f32 ~2e-3). test_cuda_linear checks it against the
+ * f32 oracle and, tightly, against a host emulation of exactly this rounding.
+ * Opt-in (PS_CUDA_GEMV=v6...) until timed on a GPU.
+ *
+ * Layout. Block = W warps on one tile of 16 * RT rows; warp w takes the
+ * 64-blocks [w nb / W, (w + 1) nb / W) of the nb = in / 64 per row and U of
+ * them in flight. Lane (g = lane / 4, t = lane % 4) loads 8 code bytes of
+ * rows g and g + 8 of each row tile per 64-block: bytes 8t .. 8t + 7, i.e.
+ * elements 16t .. 16t + 15 of the block. The mma's k index is a permutation
+ * of the block's elements (any permutation applied to A and B alike gives
+ * the same dot product): in k-step s (0..3), A's k = 2t, 2t+1 are elements
+ * 16t + 4s + {0, 1} (code byte 2s) and k = 2t + 8, 2t + 9 are elements
+ * 16t + 4s + {2, 3} (byte 2s + 1), so B's lane (n = g, t) supplies x[n][16t +
+ * 4s .. + 4): one float4, two bf16 pairs. All of a k-step lies in one
+ * 64-block, so the 4 steps accumulate the block's partial dot in f32 and one
+ * FMA per output applies the block scale. The W warps' partial sums meet in
+ * shared memory (the table's, after a barrier) and are added in warp order:
+ * the bits do not depend on T (each output column is its own dot product).
+ *
+ * With PDL (cuda_common.cuh) the table fill, the first U steps of codes and
+ * their scales happen before the dependency wait: none of them reads what an
+ * earlier kernel writes. Needs in % 64 == 0, 8-byte aligned codes and 16-byte
+ * aligned x (the dispatcher checks). nf4_gemv.cu owns the configurations. */
+#include "cuda_common.cuh"
+#include "nf4_gemv_common.cuh"
+#include "nf4_tables.cuh"
+
+#define GEMV6_NB_MAX 8 /* token columns of one mma */
+/* The pair table: entry e (a code byte) of lane l at byte e * 256 + 4 l, so
+ * one byte permute of the code word and the lane offset makes the address.
+ * 64 KB, half of each 256-byte row unused (the other half would need a shift
+ * per lookup); the cross-warp sums reuse it after the main loop. */
+#define GEMV6_LUT_BYTES (256 * 256)
+
+/* Two floats as a bf16 pair, lo in the low half (round to nearest even, the
+ * shared rounding of kernels/math/half.h on the host). */
+__device__ static inline uint32_t gemv6_bf16x2(float lo, float hi) {
+#ifdef __CUDA_ARCH__
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return (uint32_t)ps_f32_to_bf16(lo) | (uint32_t)ps_f32_to_bf16(hi) << 16;
+#endif
+}
+
+/* d (16 x 8, f32) = A (16 x 16, bf16, row-major fragments) B (16 x 8, bf16,
+ * column-major) + c, the fragment layout of PTX mma.m16n8k16 (lane = 4 g + t:
+ * a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9],
+ * a[3] = A[g+8][2t+8, 2t+9]; b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g];
+ * c/d[0, 1] = D[g][2t, 2t+1], c/d[2, 3] = D[g+8][2t, 2t+1]). Off the device
+ * (the CPU emulator of tests/gpu/emu) the same sum through warp shuffles. */
+__device__ static inline void gemv6_mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                        const float (&c)[4]) {
+#ifdef __CUDA_ARCH__
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%10, %11, %12, %13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+                   "f"(c[2]), "f"(c[3]));
+#else
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    float s[4] = {c[0], c[1], c[2], c[3]};
+    for (int j = 0; j < 4; j++) { /* k pairs 2j, 2j+1 and 2j+8, 2j+9 come from lane 4 g' + j */
+        uint32_t ag[4], bn[2][2];
+        for (int i = 0; i < 4; i++) ag[i] = __shfl_sync(0xffffffffu, a[i], 4 * g + j);
+        for (int q = 0; q < 2; q++)
+            for (int i = 0; i < 2; i++) bn[q][i] = __shfl_sync(0xffffffffu, b[i], 4 * (2 * t + q) + j);
+        for (int i = 0; i < 4; i++) { /* output i: row g (+8 for i >= 2), column 2t + (i & 1) */
+            const uint32_t *bc = bn[i & 1];
+            for (int h = 0; h < 2; h++)      /* k in the low (0..7) or high (8..15) half */
+                for (int e = 0; e < 2; e++) { /* the pair's element */
+                    uint32_t av = ag[(i >> 1) + 2 * h], bv = bc[h];
+                    s[i] += ps_bf16_to_f32((uint16_t)(av >> (16 * e))) * ps_bf16_to_f32((uint16_t)(bv >> (16 * e)));
+                }
+        }
+    }
+    for (int i = 0; i < 4; i++) d[i] = s[i];
+#endif
+}
+
+/* The table's entry for code byte e: the values of its high nibble (the
+ * earlier element, low half) and low nibble as bf16. */
+__device__ static inline uint32_t gemv6_entry(int e) {
+    return gemv6_bf16x2(cuda_nf4_code[e >> 4], cuda_nf4_code[e & 15]);
+}
+
+/* Fills the pair table (32 identical copies of each entry, 16-byte stores)
+ * and s_dq; the caller's barrier publishes them. Shared memory only. */
+template <int W>
+__device__ static inline void gemv6_fill(uint32_t *lut, float *s_dq, bool dq) {
+    for (int i = threadIdx.x; i < 256 * 8; i += W * 32) { /* entry i / 8, copies 4 (i % 8) .. + 3 */
+        uint32_t v = gemv6_entry(i / 8);
+        ((uint4 *)lut)[(i / 8) * 16 + i % 8] = make_uint4(v, v, v, v);
+    }
+    if (dq)
+        for (int i = threadIdx.x; i < 256; i += W * 32) s_dq[i] = cuda_dq_code[i];
+}
+
+/* The code bytes and scale parts of U 64-blocks from kb (those below kend)
+ * for rows g and g + 8 of each row tile: crow points at this lane's 8 bytes
+ * of a row's first block, srow is the row's first block index. */
+template <int RT, int U>
+__device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (&sr)[U][RT][2],
+                                         const cuda_nf4_args &w, const uint2 *const (&crow)[RT][2],
+                                         const int64_t (&srow)[RT][2], int kb, int kend) {
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (kb + u < kend)
+#pragma unroll
+            for (int r = 0; r < RT; r++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    cw[u][r][h] = __ldg(crow[r][h] + 4 * (kb + u)); /* 32 bytes a block */
+                    sr[u][r][h] = gemv_scale_load(w, srow[r][h] + kb + u);
+                }
+}
+
+/* The pair-table word at byte offset off (the table at lut; on the device a
+ * 32-bit shared-window address, so that the table base stays in a uniform
+ * register and the load takes one register operand). */
+__device__ static inline uint32_t gemv6_lut_at(const uint32_t *lut, uint32_t lut_s, uint32_t off) {
+#ifdef __CUDA_ARCH__
+    (void)lut;
+    uint32_t v;
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(lut_s + off));
+    return v;
+#else
+    (void)lut_s;
+    return *(const uint32_t *)((const char *)lut + off);
+#endif
+}
+
+/* acc += one 64-block of every row tile against its B fragments. */
+template <int RT>
+__device__ static inline void gemv6_block(float (&acc)[RT][4], const uint2 (&cw)[RT][2], const float (&sc)[RT][2],
+                                          const uint32_t (&bf)[4][2], const uint32_t *lut, uint32_t lut_s,
+                                          uint32_t lane4) {
+    const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        float part[4];
+#pragma unroll
+        for (int s = 0; s < 4; s++) { /* bytes 2s, 2s + 1 of each row's 8 */
+            uint32_t a[4];
+#pragma unroll
+            for (int h = 0; h < 2; h++) { /* row g, row g + 8 */
+                uint32_t word = s < 2 ? cw[r][h].x : cw[r][h].y, j = 2 * (s & 1);
+                a[h] = gemv6_lut_at(lut, lut_s, __byte_perm(word, lane4, 0x5504u | (j << 4)));
+                a[h + 2] = gemv6_lut_at(lut, lut_s, __byte_perm(word, lane4, 0x5504u | ((j + 1) << 4)));
+            }
+            if (s == 0) gemv6_mma(part, a, bf[s], zero);
+            else gemv6_mma(part, a, bf[s], part);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[r][i] += part[i] * sc[r][i >> 1];
+    }
+}
+
+template <int W, int RT, int U>
+__global__ void __launch_bounds__(W * 32)
+nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
+    cudaTriggerProgrammaticLaunchCompletion();
+    extern __shared__ float smem[]; /* the pair table, GEMV6_LUT_BYTES */
+    uint32_t *lut = (uint32_t *)smem;
+    __shared__ float s_dq[256];
+    const int m = gemv_set_which(set, (int)blockIdx.x);
+    const cuda_nf4_args w = set.w[m];
+    float *__restrict__ y = set.y[m];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t row0 = (int64_t)((int)blockIdx.x - set.first[m]) * 16 * RT;
+    const int nb = (int)(w.in / 64), kb0 = warp * nb / W, kb1 = (warp + 1) * nb / W;
+    /* rows g and g + 8 of each tile, past `out` clamped (computed, not stored) */
+    const uint2 *crow[RT][2];
+    int64_t srow[RT][2];
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int64_t rr = row0 + 16 * r + g + 8 * h;
+            rr = rr < w.out ? rr : w.out - 1;
+            crow[r][h] = (const uint2 *)(w.packed + rr * (w.in / 2)) + t;
+            srow[r][h] = rr * nb;
+        }
+
+    gemv6_fill<W>(lut, s_dq, w.q8 != NULL);
+    uint2 cw[U][RT][2];
+    gemv_scale_raw sr[U][RT][2];
+    gemv6_load<RT, U>(cw, sr, w, crow, srow, kb0, kb1); /* frozen weights: in flight before the wait */
+    cudaGridDependencySynchronize();                /* x is the previous kernel's output (PDL) */
+    __syncthreads();                                /* the table and s_dq */
+
+    const uint32_t lane4 = 4u * (uint32_t)lane;
+#ifdef __CUDA_ARCH__
+    const uint32_t lut_s = (uint32_t)__cvta_generic_to_shared(lut);
+#else
+    const uint32_t lut_s = 0;
+#endif
+    const float *xr = x + (int64_t)g * w.in + 16 * t; /* B lane (n = g, t): x[n][64 kb + 16 t + 4 s ..] */
+    float acc[RT][4];
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[r][i] = 0.0f;
+    for (int kb = kb0; kb < kb1; kb += U) {
+        uint2 cn[U][RT][2];
+        gemv_scale_raw sn[U][RT][2];
+        if (kb + U < kb1) gemv6_load<RT, U>(cn, sn, w, crow, srow, kb + U, kb1); /* the next U, in flight */
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (kb + u >= kb1) break;
+            uint32_t bf[4][2] = {{0u, 0u}, {0u, 0u}, {0u, 0u}, {0u, 0u}};
+            if (g < T)
+#pragma unroll
+                for (int s = 0; s < 4; s++) {
+                    float4 v = __ldg((const float4 *)(xr + (int64_t)(kb + u) * 64) + s);
+                    bf[s][0] = gemv6_bf16x2(v.x, v.y), bf[s][1] = gemv6_bf16x2(v.z, v.w);
+                }
+            float sc[RT][2];
+#pragma unroll
+            for (int r = 0; r < RT; r++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) sc[r][h] = gemv_scale_finish(w, s_dq, sr[u][r][h]);
+            gemv6_block<RT>(acc, cw[u], sc, bf, lut, lut_s, lane4);
+        }
+        if (kb + U < kb1)
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < RT; r++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) cw[u][r][h] = cn[u][r][h], sr[u][r][h] = sn[u][r][h];
+    }
+
+    /* the W warps' partials, added in warp order through the table's memory */
+    __syncthreads(); /* every warp is done with the table */
+    float *red = smem;
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) red[((warp * RT + r) * 32 + lane) * 4 + i] = acc[r][i];
+    __syncthreads();
+    for (int o = threadIdx.x; o < RT * 128; o += W * 32) { /* o = (r * 32 + lane') * 4 + i */
+        int r = o / 128, l = (o / 4) % 32, i = o % 4, n = 2 * (l % 4) + (i & 1);
+        int64_t rr = row0 + 16 * r + l / 4 + 8 * (i >> 1);
+        if (n >= T || rr >= w.out) continue;
+        float sum = 0.0f;
+        for (int v = 0; v < W; v++) sum += red[v * RT * 128 + o];
+        y[(int64_t)n * w.out + rr] = sum;
+    }
+}
+
+/* The table plus the static s_dq must fit; raised once per instantiation. */
+template <int W, int RT, int U>
+static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, int T) {
+    static bool raised;
+    if (!raised) {
+        (void)cudaFuncSetAttribute(nf4_gemv_v6_kernel<W, RT, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   GEMV6_LUT_BYTES);
+        raised = true;
+    }
+    gemv_set set = s;
+    int64_t blocks = gemv_set_blocks(&set, 16 * RT);
+    cuda_launch(p, nf4_gemv_v6_kernel<W, RT, U>, (unsigned)blocks, W * 32, (size_t)GEMV6_LUT_BYTES, set, x, T);
+}
+
+static const struct {
+    int W, RT, U;
+    cuda_gemv6_launch_fn fn;
+} k_gemv6_kernels[] = {
+    {8, 1, 2, nf4_gemv_v6_launch<8, 1, 2>}, {8, 1, 4, nf4_gemv_v6_launch<8, 1, 4>},
+    {8, 2, 2, nf4_gemv_v6_launch<8, 2, 2>}, {4, 1, 4, nf4_gemv_v6_launch<4, 1, 4>},
+    {4, 2, 4, nf4_gemv_v6_launch<4, 2, 4>},
+};
+
+cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U) {
+    for (size_t i = 0; i < sizeof k_gemv6_kernels / sizeof k_gemv6_kernels[0]; i++)
+        if (k_gemv6_kernels[i].W == W && k_gemv6_kernels[i].RT == RT && k_gemv6_kernels[i].U == U)
+            return k_gemv6_kernels[i].fn;
+    return NULL;
+}
