@@ -10,7 +10,8 @@
 #      query-tile attention kernel forced and step graphs off (PS_CUDA_GRAPHS=0),
 #      and the default automatic paths
 #      (bf16 cuBLAS above 16 tokens: a failure against an f32 tolerance there
-#      is reported with its measured error);
+#      is reported with its measured error), then the same with the bf16
+#      tensor-core GEMV v6 and PDL (informational likewise);
 #   4. tests/bench/bench_cuda (bandwidth, GEMV, 7B-shaped model);
 #   then prints a summary table. Logs go to $OUT (or build-gpu/logs).
 # Dependencies the device image may lack (jansson, civetweb, libjpeg, libpng)
@@ -143,6 +144,14 @@ PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill PS_CUDA_GRAPHS=0 run_ctest "unit on cud
 if ! run_ctest "unit on cuda, auto (bf16 > 16 tok)" unit_auto.log -L unit -j4; then
   note "  (info)" "auto mode uses bf16 cuBLAS for steps over 16 tokens; worst measured errors:"
   grep -hoE "[a-z0-9+ ().]*logits[^:]*: rel_l2 [0-9.e+-]+ >" "$out/unit_auto.log" | sort -t' ' -k1,1 -u | head -8 |
+    while read -r l; do note "" "$l"; done
+fi
+# informational too: the bf16 tensor-core GEMV (v6) for every step of up to
+# 16 tokens, with PDL: how far its bf16 rounding moves the fixtures' logits
+if ! PS_CUDA_GEMV=v6w8r1u4 PS_CUDA_PDL=1 run_ctest "unit on cuda, v6 GEMV + PDL (bf16)" unit_auto.log -L unit -j4; then
+  note "  (info)" "v6 (bf16 GEMV) against the f32 tolerances; worst measured errors:"
+  sed -n '/==== unit on cuda, v6 GEMV/,$p' "$out/unit_auto.log" |
+    grep -hoE "[a-z0-9+ ().]*logits[^:]*: rel_l2 [0-9.e+-]+ >" | sort -t' ' -k1,1 -u | head -8 |
     while read -r l; do note "" "$l"; done
 fi
 unset PS_TEST_DEVICE

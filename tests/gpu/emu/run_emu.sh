@@ -8,7 +8,9 @@
 # paths, tile attention, split attention, step graphs), test_cuda_linear and
 # test_cuda_attention again with blocks in a shuffled order (the last-block
 # reductions of the split-K GEMV and of split attention must not depend on
-# it) and a smoke run of bench_cuda; test_cuda_profile with EMU_LAUNCH=sync
+# it), the op, linear and attention tests and llama parity / batch (with step
+# graphs) again with programmatic dependent launch (PS_CUDA_PDL=1; runs named
+# *-pdl) and a smoke run of bench_cuda; test_cuda_profile with EMU_LAUNCH=sync
 # (each launch completes before its call returns, see emu_runtime.cpp).
 # Catches indexing, barrier, shuffle, alignment and host-logic mistakes, and
 # kernels launched with programmatic dependent launch that touch their
@@ -81,5 +83,13 @@ run test_llama_parity-cuda-tile env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_C
 run test_llama_parity-cuda-split env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=split "$B/bin/test_llama_parity"
 run test_llama_parity-cuda-v5 env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v5w4r2u4p1 "$B/bin/test_llama_parity"
 run test_llama_batch-cuda-graphs env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GRAPHS=1 "$B/bin/test_llama_batch"
+# programmatic dependent launch: the first block of every kernel runs up to its
+# grid sync before its predecessor (emu_runtime.cpp), so a read too early fails
+run test_cuda_ops-pdl env PS_CUDA_PDL=1 "$B/bin/test_cuda_ops"
+run test_cuda_linear-pdl env PS_CUDA_PDL=1 "$B/bin/test_cuda_linear"
+run test_cuda_attention-pdl env PS_CUDA_PDL=1 "$B/bin/test_cuda_attention"
+run test_llama_parity-cuda-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 "$B/bin/test_llama_parity"
+run test_llama_batch-cuda-graphs-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GRAPHS=1 PS_CUDA_PDL=1 \
+  "$B/bin/test_llama_batch"
 run bench_cuda-smoke env PS_BENCH_SMOKE=1 PS_BENCH_LAYERS=2 "$B/bin/bench_cuda"
 exit $status
