@@ -15,7 +15,7 @@
 # Catches indexing, barrier, shuffle, alignment and host-logic mistakes, and
 # kernels launched with programmatic dependent launch that touch their
 # predecessor's data before cudaGridDependencySynchronize(), before a GPU
-# run; says nothing about speed or fast-math precision. About 10 minutes on
+# run; says nothing about speed or fast-math precision. About 23 minutes on
 # 2 cores. Output: build-emu/.
 # Arguments (optional): run only the runs whose names start with one of them,
 # e.g. `run_emu.sh test_cuda_linear` (both its plain and shuffled runs).
