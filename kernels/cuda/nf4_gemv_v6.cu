@@ -97,19 +97,23 @@ __device__ static inline void gemv6_mma(float (&d)[4], const uint32_t (&a)[4], c
 #endif
 }
 
-/* The table's entry for code byte e: the values of its high nibble (the
- * earlier element, low half) and low nibble as bf16. */
-__device__ static inline uint32_t gemv6_entry(int e) {
-    return gemv6_bf16x2(cuda_nf4_code[e >> 4], cuda_nf4_code[e & 15]);
-}
-
-/* Fills the pair table (32 identical copies of each entry, 16-byte stores)
- * and s_dq; the caller's barrier publishes them. Shared memory only. */
+/* Fills the pair table and s_dq; the caller's barrier publishes them. Entry
+ * e holds the bf16 values of its high nibble (the earlier element, low half)
+ * and low nibble; its 32 identical copies take 8 16-byte stores. Thread i
+ * stores copies 4 (i % 8) .. + 3 of entries e = i / 8 + 4 W k: the low
+ * nibble of e, (i / 8) % 16, is the same for all its k and the high one,
+ * (i / 8) / 16 + k W / 4, is the same across a warp, so each store costs a
+ * uniform constant load, a convert and the store. Shared memory only. */
 template <int W>
 __device__ static inline void gemv6_fill(uint32_t *lut, float *s_dq, bool dq) {
-    for (int i = threadIdx.x; i < 256 * 8; i += W * 32) { /* entry i / 8, copies 4 (i % 8) .. + 3 */
-        uint32_t v = gemv6_entry(i / 8);
-        ((uint4 *)lut)[(i / 8) * 16 + i % 8] = make_uint4(v, v, v, v);
+    static_assert(W % 4 == 0, "entries e = i / 8 + 4 W k keep their low nibble only when 4 W % 16 == 0");
+    const int f = threadIdx.x / 8;
+    const float second = cuda_nf4_code[f % 16];
+    uint4 *dst = (uint4 *)lut + f * 16 + threadIdx.x % 8;
+#pragma unroll
+    for (int k = 0; k < 256 / (4 * W); k++) {
+        uint32_t v = gemv6_bf16x2(cuda_nf4_code[f / 16 + k * W / 4], second);
+        dst[k * 4 * W * 16] = make_uint4(v, v, v, v);
     }
     if (dq)
         for (int i = threadIdx.x; i < 256; i += W * 32) s_dq[i] = cuda_dq_code[i];
@@ -134,26 +138,17 @@ __device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (
                 }
 }
 
-/* The pair-table word at byte offset off (the table at lut; on the device a
- * 32-bit shared-window address, so that the table base stays in a uniform
- * register and the load takes one register operand). */
-__device__ static inline uint32_t gemv6_lut_at(const uint32_t *lut, uint32_t lut_s, uint32_t off) {
-#ifdef __CUDA_ARCH__
-    (void)lut;
-    uint32_t v;
-    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(lut_s + off));
-    return v;
-#else
-    (void)lut_s;
+/* The pair-table word at byte offset off. (ptxas adds the table base to
+ * every such address, one integer add per lookup; a 64 KB-aligned table
+ * would let the byte permute make the whole address, at one block per SM.) */
+__device__ static inline uint32_t gemv6_lut_at(const uint32_t *lut, uint32_t off) {
     return *(const uint32_t *)((const char *)lut + off);
-#endif
 }
 
 /* acc += one 64-block of every row tile against its B fragments. */
 template <int RT>
 __device__ static inline void gemv6_block(float (&acc)[RT][4], const uint2 (&cw)[RT][2], const float (&sc)[RT][2],
-                                          const uint32_t (&bf)[4][2], const uint32_t *lut, uint32_t lut_s,
-                                          uint32_t lane4) {
+                                          const uint32_t (&bf)[4][2], const uint32_t *lut, uint32_t lane4) {
     const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int r = 0; r < RT; r++) {
@@ -164,8 +159,8 @@ __device__ static inline void gemv6_block(float (&acc)[RT][4], const uint2 (&cw)
 #pragma unroll
             for (int h = 0; h < 2; h++) { /* row g, row g + 8 */
                 uint32_t word = s < 2 ? cw[r][h].x : cw[r][h].y, j = 2 * (s & 1);
-                a[h] = gemv6_lut_at(lut, lut_s, __byte_perm(word, lane4, 0x5504u | (j << 4)));
-                a[h + 2] = gemv6_lut_at(lut, lut_s, __byte_perm(word, lane4, 0x5504u | ((j + 1) << 4)));
+                a[h] = gemv6_lut_at(lut, __byte_perm(word, lane4, 0x5504u | (j << 4)));
+                a[h + 2] = gemv6_lut_at(lut, __byte_perm(word, lane4, 0x5504u | ((j + 1) << 4)));
             }
             if (s == 0) gemv6_mma(part, a, bf[s], zero);
             else gemv6_mma(part, a, bf[s], part);
@@ -209,11 +204,6 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
     __syncthreads();                                /* the table and s_dq */
 
     const uint32_t lane4 = 4u * (uint32_t)lane;
-#ifdef __CUDA_ARCH__
-    const uint32_t lut_s = (uint32_t)__cvta_generic_to_shared(lut);
-#else
-    const uint32_t lut_s = 0;
-#endif
     const float *xr = x + (int64_t)g * w.in + 16 * t; /* B lane (n = g, t): x[n][64 kb + 16 t + 4 s ..] */
     float acc[RT][4];
 #pragma unroll
@@ -239,7 +229,7 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
             for (int r = 0; r < RT; r++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) sc[r][h] = gemv_scale_finish(w, s_dq, sr[u][r][h]);
-            gemv6_block<RT>(acc, cw[u], sc, bf, lut, lut_s, lane4);
+            gemv6_block<RT>(acc, cw[u], sc, bf, lut, lane4);
         }
         if (kb + U < kb1)
 #pragma unroll
