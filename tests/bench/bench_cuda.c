@@ -52,7 +52,7 @@ static double g_bw; /* measured read bandwidth, GB/s */
 static int g_div = 1, g_iters = 1;
 
 /* the summary table printed last */
-#define MAX_ROWS 80
+#define MAX_ROWS 160
 static char rows[MAX_ROWS][1024];
 static int n_rows;
 #define ROW(...) snprintf(rows[n_rows < MAX_ROWS ? n_rows++ : MAX_ROWS - 1], sizeof rows[0], __VA_ARGS__)
@@ -132,6 +132,7 @@ static ps_status weight_set_init(weight_set *s, bool nf4, int64_t out, int64_t i
 }
 
 static int g_gemv_kernel = PS_CUDA_GEMV_DEFAULT; /* the NF4 GEMV configuration time_linear uses */
+static bool g_pdl;                                 /* and whether its launches use PDL */
 
 static ps_status set_path(int path) {
     ps_cuda_tuning t;
@@ -139,6 +140,7 @@ static ps_status set_path(int path) {
     if (st) return st;
     t.linear_path = path;
     t.gemv_kernel = g_gemv_kernel;
+    t.pdl = g_pdl;
     t.sync_each_op = false;
     return ps_cuda_set_tuning(be, &t, &err);
 }
@@ -181,15 +183,24 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
         return;
     }
     printf("%s: %d copies of %.1f MB rotated\n", name, s.copies, s.bytes_per_copy / 1e6);
-    /* NF4: the simplest GEMV (v1) and the default at decode batch sizes; F16: its one kernel */
+    /* NF4: the simplest GEMV (v1), the default, the default with PDL (back-to-back
+     * launches overlap: the fixed cost per launch) and the tensor-core v6 with PDL,
+     * at decode batch sizes; F16: its one kernel */
     static const int64_t gemv_T[] = {1, 2, 4, 8, 32};
-    int v1 = ps_cuda_gemv_find("v1"), dflt = PS_CUDA_GEMV_DEFAULT;
-    for (int v = nf4 ? 1 : 2; v <= 2; v++) {
-        g_gemv_kernel = v == 1 ? v1 : dflt;
+    const struct {
+        int k;
+        bool pdl;
+    } variants[] = {{ps_cuda_gemv_find("v1"), false},
+                    {PS_CUDA_GEMV_DEFAULT, false},
+                    {PS_CUDA_GEMV_DEFAULT, true},
+                    {ps_cuda_gemv_find("v6w8r1u4"), true}};
+    for (int v = nf4 ? 0 : 1; v < (nf4 ? 4 : 2); v++) {
+        g_gemv_kernel = variants[v].k, g_pdl = variants[v].pdl;
         for (int i = 0; i < 5; i++) {
             int64_t T = gemv_T[i];
             double us;
-            const char *k = nf4 ? ps_cuda_gemv_name(g_gemv_kernel) : "";
+            char k[48] = "";
+            if (nf4) snprintf(k, sizeof k, "%s%s", ps_cuda_gemv_name(g_gemv_kernel), g_pdl ? "+pdl" : "");
             if (time_linear(&s, T, PS_CUDA_LINEAR_GEMV, 200 / g_iters, &us) != PS_OK) {
                 ROW("%-22s gemv%s T=%-3lld failed: %s", name, k, (long long)T, err.msg);
                 continue;
@@ -203,7 +214,7 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
                 100 * gbs / g_bw);
         }
     }
-    g_gemv_kernel = PS_CUDA_GEMV_DEFAULT;
+    g_gemv_kernel = PS_CUDA_GEMV_DEFAULT, g_pdl = false;
     static const int64_t gemm_T[] = {32, 512};
     for (int i = 0; i < 2; i++) {
         int64_t T = gemm_T[i];

@@ -188,10 +188,13 @@ fi
 if [ "${PS_RUN_PROFILE:-0}" = 1 ] && command -v ncu >/dev/null && [ -x "$bench" ]; then
   PS_BENCH_GEMV_ONLY=1 timeout 200 ncu --kernel-name "regex:${PS_PROFILE_KERNEL:-nf4_gemv_v4_kernel}" \
     --launch-skip 3 --launch-count 1 --set full "$bench" >"$out/ncu.txt" 2>&1
-  note "ncu (default GEMV, T=1)" "exit $? ($(elapsed)); report in ncu.txt"
-  o=$(find build-gpu -name nf4_gemv_v4.cu.o | head -1)
+  note "ncu (${PS_PROFILE_KERNEL:-default GEMV}, T=1)" "exit $? ($(elapsed)); report in ncu.txt"
+  # the SASS of the profiled family's default instantiation (v4s1r2u4; v6w8r1u4 for v6)
+  fam=${PS_PROFILE_KERNEL:-nf4_gemv_v4_kernel}
+  case $fam in *v6*) inst=nf4_gemv_v6_kernelILi8ELi1ELi4E ;; *) inst=nf4_gemv_v4_kernelILi1ELi4ELi2ELi4E ;; esac
+  o=$(find build-gpu -name "${inst%%_kernel*}.cu.o" | head -1)
   [ -n "$o" ] && cuobjdump -sass "$o" 2>/dev/null |
-    awk '/Function :/ {on = index($0, "nf4_gemv_v4_kernelILi1ELi4ELi2ELi4E") > 0} on' >>"$out/ncu.txt"
+    awk -v k="$inst" '/Function :/ {on = index($0, k) > 0} on' >>"$out/ncu.txt"
 fi
 note "total time" "$(elapsed)"
 
