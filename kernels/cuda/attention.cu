@@ -616,7 +616,8 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
 #undef ATT_LAUNCH_SPLIT
     } else {
         dim3 grid((unsigned)a.T, (unsigned)a.H);
-#define ATT_LAUNCH_DECODE(NC, VEC) cuda_launch(p, attn_decode_paged_kernel<NC, VEC>, grid, DEC_THREADS, 0, a, P)
+#define ATT_LAUNCH_DECODE(NC, VEC) \
+    cuda_launch(p, attn_decode_paged_kernel<NC, VEC>, grid, DEC_THREADS, 0, a, P)
         ATT_DISPATCH(nc, vec, ATT_LAUNCH_DECODE);
 #undef ATT_LAUNCH_DECODE
     }
@@ -657,9 +658,9 @@ ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *
     float *o = (float *)out->data;
     const float *qd = (const float *)q->data, *kd = (const float *)k->data, *vd = (const float *)v->data;
     bool vec = D % 4 == 0 && att_aligned(qd) && att_aligned(kd) && att_aligned(vd);
-#define ATT_LAUNCH_DENSE(NC, VEC)                                                                  \
-    cuda_launch(p, attn_dense_kernel<NC, VEC>, grid, DEC_THREADS, 0, o, qd, kd, vd, (int)T, (int)H, \
-                                                                    (int)D, causal, scale)
+#define ATT_LAUNCH_DENSE(NC, VEC)                                                                   \
+    cuda_launch(p, attn_dense_kernel<NC, VEC>, grid, DEC_THREADS, 0, o, qd, kd, vd, (int)T, (int)H, (int)D, \
+                causal, scale)
     ATT_DISPATCH(att_nc((int)D, vec), vec, ATT_LAUNCH_DENSE);
 #undef ATT_LAUNCH_DENSE
     return cuda_op_done(p, "attention_dense", err);

@@ -114,8 +114,8 @@ dense_gemv_generic_kernel(float *__restrict__ y, const float *__restrict__ x, co
 template <int DT, int B>
 static void dg_fast(cuda_impl *p, float *y, const float *x, const void *W, int64_t out, int64_t in) {
     int64_t rpb = (int64_t)DG_WARPS * DG_R;
-    cuda_launch(p, dense_gemv_fast_kernel<DT, B>, (unsigned)((out + rpb - 1) / rpb), DG_THREADS, 0, 
-        y, x, W, out, in);
+    cuda_launch(p, dense_gemv_fast_kernel<DT, B>, (unsigned)((out + rpb - 1) / rpb), DG_THREADS, 0, y, x, W,
+                out, in);
 }
 
 template <int DT>

@@ -59,11 +59,11 @@ template <int DT>
 static void embed_launch(cuda_impl *p, float *o, const void *table, const int32_t *id, int64_t T, int64_t C,
                          int64_t V) {
     if (C % 4 == 0 && cuda_aligned(o, 16) && cuda_ld4_ok(table, (ps_dtype)DT))
-        cuda_launch(p, embed4_kernel<DT>, ew_row_grid(p, C / 4, T), CUDA_EW_THREADS, 0, 
-            (float4 *)o, table, id, T, C / 4, V, p->d_flag);
+        cuda_launch(p, embed4_kernel<DT>, ew_row_grid(p, C / 4, T), CUDA_EW_THREADS, 0, (float4 *)o, table, id,
+                    T, C / 4, V, p->d_flag);
     else
         cuda_launch(p, embed_kernel<DT>, cuda_ew_blocks(p, T * C), CUDA_EW_THREADS, 0, o, table, id, T, C, V,
-                                                                                    p->d_flag);
+                    p->d_flag);
 }
 
 ps_status cuda_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,
@@ -137,11 +137,11 @@ ps_status cuda_silu_mul(ps_backend *be, ps_tensor *out, const ps_tensor *gate, c
     int64_t n = ps_tensor_numel(out);
     if (n == 0) return PS_OK;
     if (ew_vec_ok(n, out->data, gate->data, up->data))
-        cuda_launch(p, silu_mul4_kernel, cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, 
-            (float4 *)out->data, (const float4 *)gate->data, (const float4 *)up->data, n / 4);
+        cuda_launch(p, silu_mul4_kernel, cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, (float4 *)out->data,
+                    (const float4 *)gate->data, (const float4 *)up->data, n / 4);
     else
-        cuda_launch(p, silu_mul_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, 
-            (float *)out->data, (const float *)gate->data, (const float *)up->data, n);
+        cuda_launch(p, silu_mul_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, (float *)out->data,
+                    (const float *)gate->data, (const float *)up->data, n);
     return cuda_op_done(p, "silu_mul", err);
 }
 
@@ -191,11 +191,11 @@ ps_status cuda_add(ps_backend *be, ps_tensor *x, const ps_tensor *y, ps_err *err
     int64_t n = ps_tensor_numel(x);
     if (n == 0) return PS_OK;
     if (ew_vec_ok(n, x->data, y->data, x->data))
-        cuda_launch(p, add4_kernel, cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, 
-            (float4 *)x->data, (const float4 *)y->data, n / 4);
+        cuda_launch(p, add4_kernel, cuda_ew_blocks(p, n / 4), CUDA_EW_THREADS, 0, (float4 *)x->data,
+                    (const float4 *)y->data, n / 4);
     else
         cuda_launch(p, add_kernel, cuda_ew_blocks(p, n), CUDA_EW_THREADS, 0, (float *)x->data,
-                                                                            (const float *)y->data, n);
+                    (const float *)y->data, n);
     return cuda_op_done(p, "add", err);
 }
 
@@ -224,8 +224,8 @@ ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
     PS_TRY(cuda_enter(p, err));
     int64_t C = cuda_last_dim(x), T = cuda_rows(x), R = ps_tensor_numel(rows);
     if (R * C == 0) return PS_OK;
-    cuda_launch(p, gather_rows_kernel, cuda_ew_blocks(p, R * C), CUDA_EW_THREADS, 0, 
-        (float *)out->data, (const float *)x->data, (const int32_t *)rows->data, R, C, T, p->d_flag);
+    cuda_launch(p, gather_rows_kernel, cuda_ew_blocks(p, R * C), CUDA_EW_THREADS, 0, (float *)out->data,
+                (const float *)x->data, (const int32_t *)rows->data, R, C, T, p->d_flag);
     return cuda_op_done(p, "gather_rows", err);
 }
 
@@ -280,13 +280,13 @@ ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, con
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
     if (T * row == 0) return PS_OK;
     if (ew_vec_ok(row, kv->k.data, kv->v.data, k->data) && cuda_aligned(v->data, 16))
-        cuda_launch(p, kv_store4_kernel, ew_row_grid(p, row / 4, T), CUDA_EW_THREADS, 0, 
-            (float4 *)kv->k.data, (float4 *)kv->v.data, (const float4 *)k->data, (const float4 *)v->data,
-            (const int32_t *)slots->data, T, row / 4, n_slots, p->d_flag);
+        cuda_launch(p, kv_store4_kernel, ew_row_grid(p, row / 4, T), CUDA_EW_THREADS, 0, (float4 *)kv->k.data,
+                    (float4 *)kv->v.data, (const float4 *)k->data, (const float4 *)v->data,
+                    (const int32_t *)slots->data, T, row / 4, n_slots, p->d_flag);
     else
-        cuda_launch(p, kv_store_kernel, cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, 
-            (float *)kv->k.data, (float *)kv->v.data, (const float *)k->data, (const float *)v->data,
-            (const int32_t *)slots->data, T, row, n_slots, p->d_flag);
+        cuda_launch(p, kv_store_kernel, cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, (float *)kv->k.data,
+                    (float *)kv->v.data, (const float *)k->data, (const float *)v->data,
+                    (const int32_t *)slots->data, T, row, n_slots, p->d_flag);
     return cuda_op_done(p, "kv_store", err);
 }
 

@@ -102,12 +102,11 @@ ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
         }
         if (rmax == 0) continue;
         dim3 gs((unsigned)T, (unsigned)((rmax + LORA_SHRINK_WARPS - 1) / LORA_SHRINK_WARPS));
-        cuda_launch(p, lora_shrink_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, w, tok_slot,
-                                                                       (const float *)x->data, v, in);
+        cuda_launch(p, lora_shrink_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, w, tok_slot, (const float *)x->data,
+                    v, in);
         CU_LAUNCH_CHECK(p);
         dim3 ge((unsigned)T, (unsigned)((out + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS));
-        cuda_launch(p, lora_expand_kernel, ge, LORA_EXPAND_THREADS, 0, w, tok_slot, v,
-                                                                     (float *)y->data, out);
+        cuda_launch(p, lora_expand_kernel, ge, LORA_EXPAND_THREADS, 0, w, tok_slot, v, (float *)y->data, out);
         CU_LAUNCH_CHECK(p);
     }
     return cuda_op_done(p, "lora_bgmv", err);

@@ -146,9 +146,12 @@ static ps_status rmsnorm_launch(ps_backend *be, ps_tensor *out, const ps_tensor 
         return cuda_op_done(p, op, err);
     }
     switch (w->dtype) {
-    case PS_DT_F32: cuda_launch(p, rmsnorm_kernel<PS_DT_F32>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C, eps); break;
-    case PS_DT_F16: cuda_launch(p, rmsnorm_kernel<PS_DT_F16>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C, eps); break;
-    default: cuda_launch(p, rmsnorm_kernel<PS_DT_BF16>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C, eps); break;
+    case PS_DT_F32: cuda_launch(p, rmsnorm_kernel<PS_DT_F32>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data,
+                                C, eps); break;
+    case PS_DT_F16: cuda_launch(p, rmsnorm_kernel<PS_DT_F16>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data,
+                                C, eps); break;
+    default: cuda_launch(p, rmsnorm_kernel<PS_DT_BF16>, (unsigned)R, NORM_THREADS, 0, o, xi, yi, w->data, C,
+                         eps); break;
     }
     return cuda_op_done(p, op, err);
 }
@@ -186,9 +189,12 @@ template <int DW>
 static void layernorm_launch(cuda_impl *p, unsigned R, float *o, const float *x, const ps_tensor *w,
                              const ps_tensor *b, int64_t C, float eps) {
     switch (b->dtype) {
-    case PS_DT_F32: cuda_launch(p, layernorm_kernel<DW, PS_DT_F32>, R, NORM_THREADS, 0, o, x, w->data, b->data, C, eps); break;
-    case PS_DT_F16: cuda_launch(p, layernorm_kernel<DW, PS_DT_F16>, R, NORM_THREADS, 0, o, x, w->data, b->data, C, eps); break;
-    default: cuda_launch(p, layernorm_kernel<DW, PS_DT_BF16>, R, NORM_THREADS, 0, o, x, w->data, b->data, C, eps); break;
+    case PS_DT_F32: cuda_launch(p, layernorm_kernel<DW, PS_DT_F32>, R, NORM_THREADS, 0, o, x, w->data, b->data,
+                                C, eps); break;
+    case PS_DT_F16: cuda_launch(p, layernorm_kernel<DW, PS_DT_F16>, R, NORM_THREADS, 0, o, x, w->data, b->data,
+                                C, eps); break;
+    default: cuda_launch(p, layernorm_kernel<DW, PS_DT_BF16>, R, NORM_THREADS, 0, o, x, w->data, b->data, C,
+                         eps); break;
     }
 }
 

@@ -84,8 +84,8 @@ ps_status cuda_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float th
     PS_TRY(rope_table(p, theta, D, err));
     if (H * D > INT32_MAX)
         return ps_errf(err, PS_ENOTSUP, "rope: %lld heads of %lld over the cuda limit", (long long)H, (long long)D);
-    cuda_launch(p, rope_kernel, rope_grid(H * (D / 2), T), ROPE_THREADS, 0, 
-        (float *)x->data, (const int32_t *)pos->data, p->rope_tab, T, (int)H, (int)(D / 2));
+    cuda_launch(p, rope_kernel, rope_grid(H * (D / 2), T), ROPE_THREADS, 0, (float *)x->data,
+                (const int32_t *)pos->data, p->rope_tab, T, (int)H, (int)(D / 2));
     return cuda_op_done(p, "rope", err);
 }
 
@@ -147,9 +147,9 @@ ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_t
         return ps_errf(err, PS_ENOTSUP, "rope_store: %lld heads of %lld over the cuda limit",
                        (long long)(H + KV), (long long)D);
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
-    cuda_launch(p, rope_store_kernel, rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, 
-        (float *)q->data, (float *)k->data, (const float *)v->data, (float *)kv->k.data,
-        (float *)kv->v.data, (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T,
-        (int)H, (int)KV, (int)(D / 2), n_slots, p->d_flag);
+    cuda_launch(p, rope_store_kernel, rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, (float *)q->data,
+                (float *)k->data, (const float *)v->data, (float *)kv->k.data, (float *)kv->v.data,
+                (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T, (int)H, (int)KV,
+                (int)(D / 2), n_slots, p->d_flag);
     return cuda_op_done(p, "rope_store", err);
 }
