@@ -186,6 +186,9 @@ extern "C" int ps_cuda_gemv_find(const char *name) {
 /* Rows of a weight one block of configuration c (v4, v5, v6) covers. */
 static int64_t gemv_block_rows(const gemv_cfg *c) { return c->kind == 6 ? 16 * c->R : (int64_t)c->warps * c->R; }
 
+/* Rows of x one launch of configuration c takes (NULL: the generic kernel). */
+static int64_t gemv_chunk_rows(const gemv_cfg *c) { return c && c->kind == 6 ? GEMV6_NB_MAX : GEMV_NB_MAX; }
+
 /* One launch of a gemv_set family (v4 with S splits, v5, v6) for nb rows of x. */
 static void gemv_set_launch(cuda_impl *p, const gemv_cfg *c, const gemv_set &set, const float *x, int nb, int S) {
     if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, set, x, S);
@@ -193,7 +196,7 @@ static void gemv_set_launch(cuda_impl *p, const gemv_cfg *c, const gemv_set &set
     else cuda_gemv_v6_fn(c->warps, c->R, c->U)(p, set, x, nb);
 }
 
-/* One chunk of nb (1..8) rows of x with configuration c (NULL: the generic
+/* One chunk of nb (1..8; v6: 1..16) rows of x with configuration c (NULL: the generic
  * kernel); S: the splits of a v4 configuration, its workspace ready. */
 static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const cuda_nf4_args &a,
                            const gemv_cfg *c, int S) {
@@ -248,15 +251,16 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
         else /* x slice too large even at 64 splits: in > ~390k (s1) or 131072 (s0) */
             c = gemv_cfg_named("v2");
     }
-    for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
-        int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
+    const int64_t chunk = gemv_chunk_rows(c);
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        int nb = (int)(T - t0 < chunk ? T - t0 : chunk);
         nf4_gemv_chunk(p, y + t0 * a.out, x + t0 * a.in, nb, a, c, S);
         CU_LAUNCH_CHECK(p);
     }
     return PS_OK;
 }
 
-/* n weights of the same x in one launch per 8 rows of x when the configured
+/* n weights of the same x in one launch per 8 (v6: 16) rows of x when the configured
  * kernel is v5, v6, or v4 without a split, and each weight takes the fast path;
  * otherwise (or for a grid too large for one launch) one cuda_nf4_gemv each.
  * Same bits either way. */
@@ -278,8 +282,9 @@ ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x,
         for (int i = 0; i < n; i++) PS_TRY(cuda_nf4_gemv(p, ys[i], x, T, ws[i], err));
         return PS_OK;
     }
-    for (int64_t t0 = 0; t0 < T; t0 += GEMV_NB_MAX) {
-        int nb = (int)(T - t0 < GEMV_NB_MAX ? T - t0 : GEMV_NB_MAX);
+    const int64_t chunk = gemv_chunk_rows(c);
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        int nb = (int)(T - t0 < chunk ? T - t0 : chunk);
         gemv_set at = set;
         for (int i = 0; i < n; i++) at.y[i] = ys[i] + t0 * set.w[i].out;
         gemv_set_launch(p, c, at, x + t0 * set.w[0].in, nb, 1);

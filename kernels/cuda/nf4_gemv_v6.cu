@@ -1,4 +1,4 @@
-/* NF4 GEMV v6 (decode, 1..8 rows of x): tensor cores, bf16 operands.
+/* NF4 GEMV v6 (decode, 1..16 rows of x): tensor cores, bf16 operands.
  *
  * Why: ncu on the H100 found the f32 GEMVs (v1-v5) bound by instruction
  * issue, not memory, and the SASS of the default one (tests/gpu/sass.sh)
@@ -9,8 +9,9 @@
  * permute and one conflict-free shared load per TWO elements: the table maps
  * a code byte (two codes) to the bf16 pair of their NF4 values, with one copy
  * per lane so that 32 lanes looking up 32 different bytes hit 32 different
- * banks. About 2 instructions and 0.6 wavefronts per element; the 8 token
- * columns cost the same as one.
+ * banks. About 2.8 instructions and 0.6 wavefronts per element (SASS); the 8
+ * token columns of an mma cost the same as one, and 9..16 rows of x take a
+ * second mma per decoded fragment (NH = 2 halves of 8 columns).
  *
  * Numerics (not the f32 path's): y[n][r] = sum over 64-blocks b of
  * scale(r, b) * sum_{k in b} bf16(code value) * bf16(x[n][k]), the inner sum
@@ -43,7 +44,6 @@
 #include "nf4_gemv_common.cuh"
 #include "nf4_tables.cuh"
 
-#define GEMV6_NB_MAX 8 /* token columns of one mma */
 /* The pair table: entry e (a code byte) of lane l at byte e * 256 + 4 l, so
  * one byte permute of the code word and the lane offset makes the address.
  * 64 KB, half of each 256-byte row unused (the other half would need a shift
@@ -145,14 +145,16 @@ __device__ static inline uint32_t gemv6_lut_at(const uint32_t *lut, uint32_t off
     return *(const uint32_t *)((const char *)lut + off);
 }
 
-/* acc += one 64-block of every row tile against its B fragments. */
-template <int RT>
-__device__ static inline void gemv6_block(float (&acc)[RT][4], const uint2 (&cw)[RT][2], const float (&sc)[RT][2],
-                                          const uint32_t (&bf)[4][2], const uint32_t *lut, uint32_t lane4) {
+/* acc += one 64-block of every row tile against the B fragments of each
+ * half of 8 token columns (the A fragment decoded once for both). */
+template <int RT, int NH>
+__device__ static inline void gemv6_block(float (&acc)[RT][NH][4], const uint2 (&cw)[RT][2],
+                                          const float (&sc)[RT][2], const uint32_t (&bf)[NH][4][2],
+                                          const uint32_t *lut, uint32_t lane4) {
     const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int r = 0; r < RT; r++) {
-        float part[4];
+        float part[NH][4];
 #pragma unroll
         for (int s = 0; s < 4; s++) { /* bytes 2s, 2s + 1 of each row's 8 */
             uint32_t a[4];
@@ -162,17 +164,22 @@ __device__ static inline void gemv6_block(float (&acc)[RT][4], const uint2 (&cw)
                 a[h] = gemv6_lut_at(lut, __byte_perm(word, lane4, 0x5504u | (j << 4)));
                 a[h + 2] = gemv6_lut_at(lut, __byte_perm(word, lane4, 0x5504u | ((j + 1) << 4)));
             }
-            if (s == 0) gemv6_mma(part, a, bf[s], zero);
-            else gemv6_mma(part, a, bf[s], part);
+#pragma unroll
+            for (int q = 0; q < NH; q++) {
+                if (s == 0) gemv6_mma(part[q], a, bf[q][s], zero);
+                else gemv6_mma(part[q], a, bf[q][s], part[q]);
+            }
         }
 #pragma unroll
-        for (int i = 0; i < 4; i++) acc[r][i] += part[i] * sc[r][i >> 1];
+        for (int q = 0; q < NH; q++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[r][q][i] += part[q][i] * sc[r][i >> 1];
     }
 }
 
-template <int W, int RT, int U>
+template <int W, int RT, int U, int NH>
 __global__ void __launch_bounds__(W * 32)
-nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
+nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) { /* T <= 8 NH */
     cudaTriggerProgrammaticLaunchCompletion();
     extern __shared__ float smem[]; /* the pair table, GEMV6_LUT_BYTES */
     uint32_t *lut = (uint32_t *)smem;
@@ -204,12 +211,15 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
     __syncthreads();                                /* the table and s_dq */
 
     const uint32_t lane4 = 4u * (uint32_t)lane;
-    const float *xr = x + (int64_t)g * w.in + 16 * t; /* B lane (n = g, t): x[n][64 kb + 16 t + 4 s ..] */
-    float acc[RT][4];
+    /* B lane (n = 8 q + g, t) of half q: x[n][64 kb + 16 t + 4 s ..] */
+    const float *xr = x + (int64_t)g * w.in + 16 * t;
+    float acc[RT][NH][4];
 #pragma unroll
     for (int r = 0; r < RT; r++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) acc[r][i] = 0.0f;
+        for (int q = 0; q < NH; q++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[r][q][i] = 0.0f;
     for (int kb = kb0; kb < kb1; kb += U) {
         uint2 cn[U][RT][2];
         gemv_scale_raw sn[U][RT][2];
@@ -217,19 +227,23 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (kb + u >= kb1) break;
-            uint32_t bf[4][2] = {{0u, 0u}, {0u, 0u}, {0u, 0u}, {0u, 0u}};
-            if (g < T)
+            uint32_t bf[NH][4][2];
+#pragma unroll
+            for (int q = 0; q < NH; q++)
 #pragma unroll
                 for (int s = 0; s < 4; s++) {
-                    float4 v = __ldg((const float4 *)(xr + (int64_t)(kb + u) * 64) + s);
-                    bf[s][0] = gemv6_bf16x2(v.x, v.y), bf[s][1] = gemv6_bf16x2(v.z, v.w);
+                    bf[q][s][0] = bf[q][s][1] = 0u;
+                    if (8 * q + g < T) { /* columns past T stay zero */
+                        float4 v = __ldg((const float4 *)(xr + (int64_t)8 * q * w.in + (int64_t)(kb + u) * 64) + s);
+                        bf[q][s][0] = gemv6_bf16x2(v.x, v.y), bf[q][s][1] = gemv6_bf16x2(v.z, v.w);
+                    }
                 }
             float sc[RT][2];
 #pragma unroll
             for (int r = 0; r < RT; r++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) sc[r][h] = gemv_scale_finish(w, s_dq, sr[u][r][h]);
-            gemv6_block<RT>(acc, cw[u], sc, bf, lut, lane4);
+            gemv6_block<RT, NH>(acc, cw[u], sc, bf, lut, lane4);
         }
         if (kb + U < kb1)
 #pragma unroll
@@ -242,34 +256,44 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) {
 
     /* the W warps' partials, added in warp order through the table's memory */
     __syncthreads(); /* every warp is done with the table */
-    float *red = smem;
+    float *red = smem; /* W * RT * NH * 128 floats (32 KB at most) */
 #pragma unroll
     for (int r = 0; r < RT; r++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) red[((warp * RT + r) * 32 + lane) * 4 + i] = acc[r][i];
+        for (int q = 0; q < NH; q++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) red[(((warp * RT + r) * NH + q) * 32 + lane) * 4 + i] = acc[r][q][i];
     __syncthreads();
-    for (int o = threadIdx.x; o < RT * 128; o += W * 32) { /* o = (r * 32 + lane') * 4 + i */
-        int r = o / 128, l = (o / 4) % 32, i = o % 4, n = 2 * (l % 4) + (i & 1);
+    for (int o = threadIdx.x; o < RT * NH * 128; o += W * 32) { /* o = ((r NH + q) 32 + lane') 4 + i */
+        int r = o / (NH * 128), q = (o / 128) % NH, l = (o / 4) % 32, i = o % 4;
+        int n = 8 * q + 2 * (l % 4) + (i & 1);
         int64_t rr = row0 + 16 * r + l / 4 + 8 * (i >> 1);
         if (n >= T || rr >= w.out) continue;
         float sum = 0.0f;
-        for (int v = 0; v < W; v++) sum += red[v * RT * 128 + o];
+        for (int v = 0; v < W; v++) sum += red[v * RT * NH * 128 + o];
         y[(int64_t)n * w.out + rr] = sum;
     }
 }
 
 /* The table plus the static s_dq must fit; raised once per instantiation. */
-template <int W, int RT, int U>
-static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, int T) {
+template <int W, int RT, int U, int NH>
+static void nf4_gemv_v6_launch_nh(cuda_impl *p, const gemv_set &s, const float *x, int T) {
     static bool raised;
     if (!raised) {
-        (void)cudaFuncSetAttribute(nf4_gemv_v6_kernel<W, RT, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        (void)cudaFuncSetAttribute(nf4_gemv_v6_kernel<W, RT, U, NH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    GEMV6_LUT_BYTES);
         raised = true;
     }
     gemv_set set = s;
     int64_t blocks = gemv_set_blocks(&set, 16 * RT);
-    cuda_launch(p, nf4_gemv_v6_kernel<W, RT, U>, (unsigned)blocks, W * 32, (size_t)GEMV6_LUT_BYTES, set, x, T);
+    cuda_launch(p, nf4_gemv_v6_kernel<W, RT, U, NH>, (unsigned)blocks, W * 32, (size_t)GEMV6_LUT_BYTES, set, x, T);
+}
+
+/* T (1 .. GEMV6_NB_MAX) rows of x: one mma per fragment up to 8, two above */
+template <int W, int RT, int U>
+static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, int T) {
+    if (T <= 8) nf4_gemv_v6_launch_nh<W, RT, U, 1>(p, s, x, T);
+    else nf4_gemv_v6_launch_nh<W, RT, U, 2>(p, s, x, T);
 }
 
 static const struct {
