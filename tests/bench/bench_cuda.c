@@ -6,7 +6,7 @@
  *     cache, achieved GB/s against the measured bandwidth. Needs no model.
  *  3. (when engine/models/llama.h is in the tree) a random LLaMA-7B-shaped NF4
  *     model built on the device by llama_init_random: prefill tok/s at 512
- *     tokens, decode tok/s at batch 1, 8, 32 (prompt 128 tokens, 32 timed
+ *     tokens, decode tok/s at batch 1, 8, 16, 32 (prompt 128 tokens, 32 timed
  *     steps), and the bandwidth floor of batch 1 (bytes read per token over the
  *     measured bandwidth, weights + KV at the mean context).
  *  4. (with the model) where a batch-1 decode step goes: a few more steps under
@@ -670,8 +670,8 @@ static void bench_model(void) {
     printf("  prefill %d: %.1f ms, %.0f tok/s\n", PF, pf[1] * 1e3, PF / pf[1]);
     ROW("prefill 512 tokens         %8.0f tok/s (%.1f ms)", PF / pf[1], pf[1] * 1e3);
 
-    static const int batches[] = {1, 8, 32};
-    for (int bi = 0; bi < 3; bi++) {
+    static const int batches[] = {1, 8, 16, 32};
+    for (int bi = 0; bi < 4; bi++) {
         int B = batches[bi];
         BENCH_TRY(step(m, &kv, B, P, 0, ctx_pages, pages, logits, 10 + B)); /* prompts */
         for (int g = 0; g < WARM; g++) BENCH_TRY(step(m, &kv, B, 1, P + g, ctx_pages, pages, logits, 20 + g));
