@@ -138,9 +138,8 @@ __device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (
                 }
 }
 
-/* The pair-table word at byte offset off. (ptxas adds the table base to
- * every such address, one integer add per lookup; a 64 KB-aligned table
- * would let the byte permute make the whole address, at one block per SM.) */
+/* The pair-table word at byte offset off (in the SASS of sm_90 one LDS
+ * [R+UR]: the table base stays in a uniform register). */
 __device__ static inline uint32_t gemv6_lut_at(const uint32_t *lut, uint32_t off) {
     return *(const uint32_t *)((const char *)lut + off);
 }

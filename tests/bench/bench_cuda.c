@@ -609,12 +609,8 @@ static ps_status bench_decode_configs(llama_model *m, kv_cache *kv, int p0, int 
         t = saved;
         t.gemv_kernel = k;
         t.graphs = true;
-        if ((st = ps_cuda_set_tuning(be, &t, &err))) break;
-        for (int g = 0; g < 3 && !st; g++) st = step(m, kv, 1, 1, p0 + g, ctx_pages, pages, logits, 60 + g);
-        double a = now_s();
-        for (int g = 0; g < G && !st; g++) st = step(m, kv, 1, 1, p0 + g, ctx_pages, pages, logits, 70 + g);
-        double tps = G / (now_s() - a);
-        if (st) break;
+        double tps;
+        if ((st = bench_decode_tuned(m, kv, &t, 1, p0, G, ctx_pages, pages, logits, &tps))) break;
         printf("    %-10s %7.1f tok/s  %5.1f%% of the floor\n", ps_cuda_gemv_name(k), tps, 100 * tps / floor_tps);
         if (tps > best_tps) best_tps = tps, best = k;
         if (k == PS_CUDA_GEMV_DEFAULT) default_tps = tps;

@@ -141,19 +141,23 @@ PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 run_ctest "unit on cuda, f32 linear, PDL" unit
 # on by default, so the f32 run above replays decode steps from CUDA graphs)
 PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill PS_CUDA_GRAPHS=0 run_ctest "unit on cuda, f32, tile attn, no graphs" \
   unit_tile.log -L unit -j4 || status=1
-if ! run_ctest "unit on cuda, auto (bf16 > 16 tok)" unit_auto.log -L unit -j4; then
-  note "  (info)" "auto mode uses bf16 cuBLAS for steps over 16 tokens; worst measured errors:"
-  grep -hoE "[a-z0-9+ ().]*logits[^:]*: rel_l2 [0-9.e+-]+ >" "$out/unit_auto.log" | sort -t' ' -k1,1 -u | head -8 |
-    while read -r l; do note "" "$l"; done
-fi
-# informational too: the bf16 tensor-core GEMV (v6) for every step of up to
-# 16 tokens, with PDL: how far its bf16 rounding moves the fixtures' logits
-if ! PS_CUDA_GEMV=v6w8r1u4 PS_CUDA_PDL=1 run_ctest "unit on cuda, v6 GEMV + PDL (bf16)" unit_auto.log -L unit -j4; then
-  note "  (info)" "v6 (bf16 GEMV) against the f32 tolerances; worst measured errors:"
-  sed -n '/==== unit on cuda, v6 GEMV/,$p' "$out/unit_auto.log" |
-    grep -hoE "[a-z0-9+ ().]*logits[^:]*: rel_l2 [0-9.e+-]+ >" | sort -t' ' -k1,1 -u | head -8 |
-    while read -r l; do note "" "$l"; done
-fi
+# bf16 paths against the f32 tolerances: a failure is information, not a
+# verdict. run_info: on failure, why, and that run's worst measured logit
+# errors (its section of the log), go into the summary.
+run_info() { # name, log, why, ctest args...
+  local name=$1 log=$2 why=$3 l; shift 3
+  run_ctest "$name" "$log" "$@" && return 0
+  note "  (info)" "$why; worst measured errors:"
+  while read -r l; do note "" "$l"; done < <(
+    awk -v h="==== $name" '$0 == h {on = 1; next} /^==== / {on = 0} on' "$out/$log" |
+      grep -hoE "[a-z0-9+ ().]*logits[^:]*: rel_l2 [0-9.e+-]+ >" | sed 's/^ *//' | sort -u | head -8)
+}
+run_info "unit on cuda, auto (bf16 > 16 tok)" unit_auto.log \
+  "auto mode uses bf16 cuBLAS for steps over 16 tokens" -L unit -j4
+# the bf16 tensor-core GEMV (v6) for every step of up to 16 tokens, with PDL:
+# how far its bf16 rounding moves the fixtures' logits
+PS_CUDA_GEMV=v6w8r1u4 PS_CUDA_PDL=1 run_info "unit on cuda, v6 GEMV + PDL (bf16)" unit_auto.log \
+  "v6 (bf16 GEMV) against the f32 tolerances" -L unit -j4
 unset PS_TEST_DEVICE
 
 # ---- benchmark ----
