@@ -212,6 +212,17 @@ static inline void cuda_launch(cuda_impl *p, void (*kernel)(KArgs...), dim3 grid
     if (e != cudaSuccess && p->launch_err == cudaSuccess) p->launch_err = e;
 }
 
+/* Lets `kernel` launch with `bytes` of dynamic shared memory: raises its
+ * limit when bytes passes *allowed (the largest allowed so far, 0 at first;
+ * a static per kernel instantiation), so the host call (~1 us) happens once
+ * per kernel and size, not per launch. A failure shows in the launch check
+ * that follows (cudaGetLastError). */
+template <typename K> static inline void cuda_allow_smem(K kernel, int bytes, int *allowed) {
+    if (bytes <= *allowed) return;
+    (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    *allowed = bytes;
+}
+
 /* ---- launch geometry ---- */
 
 #define CUDA_EW_THREADS 256

@@ -96,13 +96,8 @@ static void nf4_gemv_v2_launch(cuda_impl *p, float *y, const float *x, const cud
     int64_t rows_per_block = (int64_t)W * R;
     unsigned grid = (unsigned)((a.out + rows_per_block - 1) / rows_per_block);
     int smem = (int)(2 * B * GEMV2_KT * sizeof(float)); /* 64 KB at B = 8: above the 48 KB default */
-    /* once per kernel, not per launch (a host call of ~1 us each time); a
-     * failure shows in the launch check that follows (cudaGetLastError) */
-    static bool raised;
-    if (!raised) {
-        (void)cudaFuncSetAttribute(nf4_gemv_v2_kernel<B, W, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        raised = true;
-    }
+    static int allowed;
+    cuda_allow_smem(nf4_gemv_v2_kernel<B, W, R>, smem, &allowed);
     cuda_launch(p, nf4_gemv_v2_kernel<B, W, R>, grid, W * 32, smem, y, x, a);
 }
 

@@ -271,13 +271,9 @@ static void nf4_gemv_v4_launch(cuda_impl *p, const gemv_set &s, const float *x, 
     int smem = (int)gemv4_smem(B, set.w[0].in, S);
     /* The 48 KB default limit counts the static tables too (~1.1 KB): raise
      * it whenever the total may pass 48 KB (an x slice of exactly 48 KB
-     * failed the launch on the H100), once per kernel and size (a failure
-     * shows in the launch check that follows). */
-    static int raised; /* the largest dynamic size allowed so far */
-    if (smem + GEMV4_STATIC_SMEM > (48 << 10) && smem > raised) {
-        (void)cudaFuncSetAttribute(nf4_gemv_v4_kernel<B, W, R, U>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        raised = smem;
-    }
+     * failed the launch on the H100). */
+    static int allowed;
+    if (smem + GEMV4_STATIC_SMEM > (48 << 10)) cuda_allow_smem(nf4_gemv_v4_kernel<B, W, R, U>, smem, &allowed);
     cuda_launch(p, nf4_gemv_v4_kernel<B, W, R, U>, grid, W * 32, smem, set, x, sp);
 }
 

@@ -274,15 +274,10 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) { /* T <= 8
     }
 }
 
-/* The table plus the static s_dq must fit; raised once per instantiation. */
 template <int W, int RT, int U, int NH>
 static void nf4_gemv_v6_launch_nh(cuda_impl *p, const gemv_set &s, const float *x, int T) {
-    static bool raised;
-    if (!raised) {
-        (void)cudaFuncSetAttribute(nf4_gemv_v6_kernel<W, RT, U, NH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   GEMV6_LUT_BYTES);
-        raised = true;
-    }
+    static int allowed; /* the 64 KB table is above the 48 KB default */
+    cuda_allow_smem(nf4_gemv_v6_kernel<W, RT, U, NH>, GEMV6_LUT_BYTES, &allowed);
     gemv_set set = s;
     int64_t blocks = gemv_set_blocks(&set, 16 * RT);
     cuda_launch(p, nf4_gemv_v6_kernel<W, RT, U, NH>, (unsigned)blocks, W * 32, (size_t)GEMV6_LUT_BYTES, set, x, T);
