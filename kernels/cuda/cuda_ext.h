@@ -48,8 +48,9 @@ typedef struct {
  * v4s<S>[w<W>]r<R>u<U> (R rows per warp, W warps per block, U chunks per
  * lane in flight; v4 splits K over S blocks, s0: S chosen from the SM count
  * and the shape), v5w<W>r<R>u<U>p<P> (P: next step's loads ahead),
- * v6w<W>r<RT>u<U> (tensor cores, bf16 operands: RT tiles of 16 rows per block
- * of W warps splitting K, U 64-blocks in flight). v4 without a split, v5 and
+ * v6w<W>r<RT>u<U>[p1] (tensor cores, bf16 operands: RT tiles of 16 rows per
+ * block of W warps splitting K, U 64-blocks in flight; p1: a persistent grid
+ * of as many blocks as fit the chip, looping over the tiles). v4 without a split, v5 and
  * v6 run op_linear_n (q/k/v, gate/up) as one launch. Host-only, need no
  * backend. ps_cuda_gemv_name: NULL out of range; ps_cuda_gemv_find: -1 when
  * unknown. */

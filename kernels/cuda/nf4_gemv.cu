@@ -146,7 +146,7 @@ typedef struct {
     int R;     /* rows per warp; v6: tiles of 16 rows per block */
     int U;     /* v4, v5: 16-byte chunks per row per lane in flight; v6: 64-blocks */
     int S;     /* v4: K splits (0: automatic) */
-    int P;     /* v5: the next step's loads issued before this step's math */
+    int P;     /* v5: the next step's loads issued before this step's math; v6: a persistent grid */
 } gemv_cfg;
 
 static const gemv_cfg k_gemv_cfgs[] = {
@@ -166,6 +166,7 @@ static const gemv_cfg k_gemv_cfgs[] = {
     /* tensor cores, bf16 operands (ps_cuda_gemv_bf16) */
     {"v6w8r1u4", 6, 8, 1, 4, 0, 0}, {"v6w8r1u2", 6, 8, 1, 2, 0, 0}, {"v6w8r2u2", 6, 8, 2, 2, 0, 0},
     {"v6w4r1u4", 6, 4, 1, 4, 0, 0}, {"v6w4r2u4", 6, 4, 2, 4, 0, 0},
+    {"v6w8r1u4p1", 6, 8, 1, 4, 0, 1}, {"v6w8r1u2p1", 6, 8, 1, 2, 0, 1}, {"v6w8r2u2p1", 6, 8, 2, 2, 0, 1},
 };
 #define GEMV_N_CFGS ((int)(sizeof k_gemv_cfgs / sizeof k_gemv_cfgs[0]))
 
@@ -193,7 +194,7 @@ static int64_t gemv_chunk_rows(const gemv_cfg *c) { return c && c->kind == 6 ? G
 static void gemv_set_launch(cuda_impl *p, const gemv_cfg *c, const gemv_set &set, const float *x, int nb, int S) {
     if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, set, x, S);
     else if (c->kind == 5) cuda_gemv_v5_fn(c->warps, c->R, c->U, c->P, nb)(p, set, x);
-    else cuda_gemv_v6_fn(c->warps, c->R, c->U)(p, set, x, nb);
+    else cuda_gemv_v6_fn(c->warps, c->R, c->U, c->P)(p, set, x, nb);
 }
 
 /* One chunk of nb (1..8; v6: 1..16) rows of x with configuration c (NULL: the generic

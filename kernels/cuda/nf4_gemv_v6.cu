@@ -122,10 +122,38 @@ __device__ static inline void gemv6_fill(uint32_t *lut, float *s_dq, bool dq) {
 /* The code bytes and scale parts of U 64-blocks from kb (those below kend)
  * for rows g and g + 8 of each row tile: crow points at this lane's 8 bytes
  * of a row's first block, srow is the row's first block index. */
+/* The rows of one tile (a gemv_set block index: 16 RT rows of weight m from
+ * row0) that this lane (g, t) loads: rows g and g + 8 of each 16-row part,
+ * past `out` clamped (computed, not stored). crow points at the lane's 8
+ * bytes of a row's first 64-block, srow is the row's first block index. */
+template <int RT> struct gemv6_tile {
+    int m;
+    int64_t row0;
+    const uint2 *crow[RT][2];
+    int64_t srow[RT][2];
+};
+
+template <int RT>
+__device__ static inline void gemv6_tile_at(gemv6_tile<RT> &tl, const gemv_set &set, int tile, int g, int t) {
+    tl.m = gemv_set_which(set, tile);
+    const cuda_nf4_args &w = set.w[tl.m];
+    tl.row0 = (int64_t)(tile - set.first[tl.m]) * 16 * RT;
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int64_t rr = tl.row0 + 16 * r + g + 8 * h;
+            rr = rr < w.out ? rr : w.out - 1;
+            tl.crow[r][h] = (const uint2 *)(w.packed + rr * (w.in / 2)) + t;
+            tl.srow[r][h] = rr * (w.in / 64);
+        }
+}
+
+/* The code bytes and scale parts of U 64-blocks from kb (those below kend)
+ * of a tile's rows. */
 template <int RT, int U>
 __device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (&sr)[U][RT][2],
-                                         const cuda_nf4_args &w, const uint2 *const (&crow)[RT][2],
-                                         const int64_t (&srow)[RT][2], int kb, int kend) {
+                                         const cuda_nf4_args &w, const gemv6_tile<RT> &tl, int kb, int kend) {
 #pragma unroll
     for (int u = 0; u < U; u++)
         if (kb + u < kend)
@@ -133,8 +161,8 @@ __device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (
             for (int r = 0; r < RT; r++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    cw[u][r][h] = __ldg(crow[r][h] + 4 * (kb + u)); /* 32 bytes a block */
-                    sr[u][r][h] = gemv_scale_load(w, srow[r][h] + kb + u);
+                    cw[u][r][h] = __ldg(tl.crow[r][h] + 4 * (kb + u)); /* 32 bytes a block */
+                    sr[u][r][h] = gemv_scale_load(w, tl.srow[r][h] + kb + u);
                 }
 }
 
@@ -176,132 +204,171 @@ __device__ static inline void gemv6_block(float (&acc)[RT][NH][4], const uint2 (
     }
 }
 
+/* Floats of one reduction buffer: the W warps' partial fragments of a tile. */
+#define GEMV6_RED_FLOATS(W, RT, NH) ((W) * (RT) * (NH) * 128)
+
+/* Whether any weight of the set is double-quantised (s_dq is then needed). */
+__device__ static inline bool gemv6_any_dq(const gemv_set &set) {
+    bool dq = false;
+    for (int i = 0; i < set.n; i++) dq |= set.w[i].q8 != NULL;
+    return dq;
+}
+
+/* Tiles tile, tile + gridDim.x, ... of the ntiles: one each when the grid is
+ * ntiles blocks, several for a persistent grid (as many blocks as fit the
+ * chip at once), which fills the table once per block and issues the next
+ * tile's first loads before this tile's reduction, so the codes keep
+ * streaming across tiles. A tile's arithmetic does not depend on the grid:
+ * same bits either way. */
 template <int W, int RT, int U, int NH>
 __global__ void __launch_bounds__(W * 32)
-nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T) { /* T <= 8 NH */
+nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles) { /* T <= 8 NH */
     cudaTriggerProgrammaticLaunchCompletion();
-    extern __shared__ float smem[]; /* the pair table, GEMV6_LUT_BYTES */
+    /* the pair table (GEMV6_LUT_BYTES), then two reduction buffers: tile i
+     * uses buffer i % 2, so a tile needs one barrier (the readers of buffer
+     * i % 2 at tile i - 2 passed tile i - 1's barrier before anyone writes it) */
+    extern __shared__ float smem[];
     uint32_t *lut = (uint32_t *)smem;
+    float *red_all = smem + GEMV6_LUT_BYTES / 4;
     __shared__ float s_dq[256];
-    const int m = gemv_set_which(set, (int)blockIdx.x);
-    const cuda_nf4_args w = set.w[m];
-    float *__restrict__ y = set.y[m];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int64_t row0 = (int64_t)((int)blockIdx.x - set.first[m]) * 16 * RT;
-    const int nb = (int)(w.in / 64), kb0 = warp * nb / W, kb1 = (warp + 1) * nb / W;
-    /* rows g and g + 8 of each tile, past `out` clamped (computed, not stored) */
-    const uint2 *crow[RT][2];
-    int64_t srow[RT][2];
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int64_t rr = row0 + 16 * r + g + 8 * h;
-            rr = rr < w.out ? rr : w.out - 1;
-            crow[r][h] = (const uint2 *)(w.packed + rr * (w.in / 2)) + t;
-            srow[r][h] = rr * nb;
-        }
+    const int64_t in = set.w[0].in; /* the same for every weight of a set */
+    const int nb = (int)(in / 64), kb0 = warp * nb / W, kb1 = (warp + 1) * nb / W;
 
-    gemv6_fill<W>(lut, s_dq, w.q8 != NULL);
+    int tile = (int)blockIdx.x;
+    gemv6_tile<RT> tl;
+    gemv6_tile_at<RT>(tl, set, tile, g, t);
     uint2 cw[U][RT][2];
     gemv_scale_raw sr[U][RT][2];
-    gemv6_load<RT, U>(cw, sr, w, crow, srow, kb0, kb1); /* frozen weights: in flight before the wait */
-    cudaGridDependencySynchronize();                /* x is the previous kernel's output (PDL) */
-    __syncthreads();                                /* the table and s_dq */
+    const cuda_nf4_args w0 = set.w[tl.m];
+    gemv6_load<RT, U>(cw, sr, w0, tl, kb0, kb1);         /* frozen weights: in flight first */
+    gemv6_fill<W>(lut, s_dq, gemv6_any_dq(set));       /* overlaps their latency */
+    cudaGridDependencySynchronize();                    /* x is the previous kernel's output (PDL) */
+    __syncthreads();                                    /* the table and s_dq */
 
     const uint32_t lane4 = 4u * (uint32_t)lane;
     /* B lane (n = 8 q + g, t) of half q: x[n][64 kb + 16 t + 4 s ..] */
-    const float *xr = x + (int64_t)g * w.in + 16 * t;
-    float acc[RT][NH][4];
+    const float *xr = x + (int64_t)g * in + 16 * t;
+    for (int buf = 0; tile < ntiles; tile += (int)gridDim.x, buf ^= 1) {
+        const cuda_nf4_args w = set.w[tl.m];
+        float acc[RT][NH][4];
 #pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int q = 0; q < NH; q++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[r][q][i] = 0.0f;
-    for (int kb = kb0; kb < kb1; kb += U) {
-        uint2 cn[U][RT][2];
-        gemv_scale_raw sn[U][RT][2];
-        if (kb + U < kb1) gemv6_load<RT, U>(cn, sn, w, crow, srow, kb + U, kb1); /* the next U, in flight */
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (kb + u >= kb1) break;
-            uint32_t bf[NH][4][2];
+        for (int r = 0; r < RT; r++)
 #pragma unroll
             for (int q = 0; q < NH; q++)
 #pragma unroll
-                for (int s = 0; s < 4; s++) {
-                    bf[q][s][0] = bf[q][s][1] = 0u;
-                    if (8 * q + g < T) { /* columns past T stay zero */
-                        float4 v = __ldg((const float4 *)(xr + (int64_t)8 * q * w.in + (int64_t)(kb + u) * 64) + s);
-                        bf[q][s][0] = gemv6_bf16x2(v.x, v.y), bf[q][s][1] = gemv6_bf16x2(v.z, v.w);
+                for (int i = 0; i < 4; i++) acc[r][q][i] = 0.0f;
+        for (int kb = kb0; kb < kb1; kb += U) {
+            uint2 cn[U][RT][2];
+            gemv_scale_raw sn[U][RT][2];
+            if (kb + U < kb1) gemv6_load<RT, U>(cn, sn, w, tl, kb + U, kb1); /* the next U, in flight */
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                if (kb + u >= kb1) break;
+                uint32_t bf[NH][4][2];
+#pragma unroll
+                for (int q = 0; q < NH; q++)
+#pragma unroll
+                    for (int s = 0; s < 4; s++) {
+                        bf[q][s][0] = bf[q][s][1] = 0u;
+                        if (8 * q + g < T) { /* columns past T stay zero */
+                            float4 v = __ldg((const float4 *)(xr + (int64_t)8 * q * in + (int64_t)(kb + u) * 64) + s);
+                            bf[q][s][0] = gemv6_bf16x2(v.x, v.y), bf[q][s][1] = gemv6_bf16x2(v.z, v.w);
+                        }
                     }
-                }
-            float sc[RT][2];
-#pragma unroll
-            for (int r = 0; r < RT; r++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) sc[r][h] = gemv_scale_finish(w, s_dq, sr[u][r][h]);
-            gemv6_block<RT, NH>(acc, cw[u], sc, bf, lut, lane4);
-        }
-        if (kb + U < kb1)
-#pragma unroll
-            for (int u = 0; u < U; u++)
+                float sc[RT][2];
 #pragma unroll
                 for (int r = 0; r < RT; r++)
 #pragma unroll
-                    for (int h = 0; h < 2; h++) cw[u][r][h] = cn[u][r][h], sr[u][r][h] = sn[u][r][h];
-    }
+                    for (int h = 0; h < 2; h++) sc[r][h] = gemv_scale_finish(w, s_dq, sr[u][r][h]);
+                gemv6_block<RT, NH>(acc, cw[u], sc, bf, lut, lane4);
+            }
+            if (kb + U < kb1)
+#pragma unroll
+                for (int u = 0; u < U; u++)
+#pragma unroll
+                    for (int r = 0; r < RT; r++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++) cw[u][r][h] = cn[u][r][h], sr[u][r][h] = sn[u][r][h];
+        }
+        float *__restrict__ y = set.y[tl.m];
+        const int64_t row0 = tl.row0;
+        if (tile + (int)gridDim.x < ntiles) { /* the next tile's first loads, before this one's reduction */
+            gemv6_tile_at<RT>(tl, set, tile + (int)gridDim.x, g, t);
+            const cuda_nf4_args wn = set.w[tl.m];
+            gemv6_load<RT, U>(cw, sr, wn, tl, kb0, kb1);
+        }
 
-    /* the W warps' partials, added in warp order through the table's memory */
-    __syncthreads(); /* every warp is done with the table */
-    float *red = smem; /* W * RT * NH * 128 floats (32 KB at most) */
+        /* the W warps' partials, added in warp order */
+        float *red = red_all + buf * GEMV6_RED_FLOATS(W, RT, NH);
 #pragma unroll
-    for (int r = 0; r < RT; r++)
+        for (int r = 0; r < RT; r++)
 #pragma unroll
-        for (int q = 0; q < NH; q++)
+            for (int q = 0; q < NH; q++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) red[(((warp * RT + r) * NH + q) * 32 + lane) * 4 + i] = acc[r][q][i];
-    __syncthreads();
-    for (int o = threadIdx.x; o < RT * NH * 128; o += W * 32) { /* o = ((r NH + q) 32 + lane') 4 + i */
-        int r = o / (NH * 128), q = (o / 128) % NH, l = (o / 4) % 32, i = o % 4;
-        int n = 8 * q + 2 * (l % 4) + (i & 1);
-        int64_t rr = row0 + 16 * r + l / 4 + 8 * (i >> 1);
-        if (n >= T || rr >= w.out) continue;
-        float sum = 0.0f;
-        for (int v = 0; v < W; v++) sum += red[v * RT * NH * 128 + o];
-        y[(int64_t)n * w.out + rr] = sum;
+                for (int i = 0; i < 4; i++) red[(((warp * RT + r) * NH + q) * 32 + lane) * 4 + i] = acc[r][q][i];
+        __syncthreads();
+        for (int o = threadIdx.x; o < RT * NH * 128; o += W * 32) { /* o = ((r NH + q) 32 + lane') 4 + i */
+            int r = o / (NH * 128), q = (o / 128) % NH, l = (o / 4) % 32, i = o % 4;
+            int n = 8 * q + 2 * (l % 4) + (i & 1);
+            int64_t rr = row0 + 16 * r + l / 4 + 8 * (i >> 1);
+            if (n >= T || rr >= w.out) continue;
+            float sum = 0.0f;
+            for (int v = 0; v < W; v++) sum += red[v * RT * NH * 128 + o];
+            y[(int64_t)n * w.out + rr] = sum;
+        }
     }
 }
 
-template <int W, int RT, int U, int NH>
+/* Blocks of this kernel that fit on the chip at once (0: unknown). */
+template <typename K> static int gemv6_resident(const cuda_impl *p, K kernel, int threads, size_t smem, int *cached) {
+    if (*cached < 0) {
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess) {
+            (void)cudaGetLastError(); /* not sticky: the launch check must not see it */
+            per_sm = 0;
+        }
+        *cached = per_sm;
+    }
+    return *cached * p->sm_count;
+}
+
+template <int W, int RT, int U, int NH, bool PERSIST>
 static void nf4_gemv_v6_launch_nh(cuda_impl *p, const gemv_set &s, const float *x, int T) {
-    static int allowed; /* the 64 KB table is above the 48 KB default */
-    cuda_allow_smem(nf4_gemv_v6_kernel<W, RT, U, NH>, GEMV6_LUT_BYTES, &allowed);
+    auto kernel = nf4_gemv_v6_kernel<W, RT, U, NH>;
+    const size_t smem = GEMV6_LUT_BYTES + 2 * GEMV6_RED_FLOATS(W, RT, NH) * sizeof(float);
+    static int allowed, resident = -1; /* the table is above the 48 KB default */
+    cuda_allow_smem(kernel, (int)smem, &allowed);
     gemv_set set = s;
-    int64_t blocks = gemv_set_blocks(&set, 16 * RT);
-    cuda_launch(p, nf4_gemv_v6_kernel<W, RT, U, NH>, (unsigned)blocks, W * 32, (size_t)GEMV6_LUT_BYTES, set, x, T);
+    int64_t tiles = gemv_set_blocks(&set, 16 * RT), blocks = tiles;
+    if (PERSIST) {
+        int fit = gemv6_resident(p, kernel, W * 32, smem, &resident);
+        if (fit > 0 && fit < blocks) blocks = fit;
+    }
+    cuda_launch(p, kernel, (unsigned)blocks, W * 32, smem, set, x, T, (int)tiles);
 }
 
 /* T (1 .. GEMV6_NB_MAX) rows of x: one mma per fragment up to 8, two above */
-template <int W, int RT, int U>
+template <int W, int RT, int U, bool PERSIST>
 static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, int T) {
-    if (T <= 8) nf4_gemv_v6_launch_nh<W, RT, U, 1>(p, s, x, T);
-    else nf4_gemv_v6_launch_nh<W, RT, U, 2>(p, s, x, T);
+    if (T <= 8) nf4_gemv_v6_launch_nh<W, RT, U, 1, PERSIST>(p, s, x, T);
+    else nf4_gemv_v6_launch_nh<W, RT, U, 2, PERSIST>(p, s, x, T);
 }
 
 static const struct {
-    int W, RT, U;
+    int W, RT, U, P;
     cuda_gemv6_launch_fn fn;
 } k_gemv6_kernels[] = {
-    {8, 1, 2, nf4_gemv_v6_launch<8, 1, 2>}, {8, 1, 4, nf4_gemv_v6_launch<8, 1, 4>},
-    {8, 2, 2, nf4_gemv_v6_launch<8, 2, 2>}, {4, 1, 4, nf4_gemv_v6_launch<4, 1, 4>},
-    {4, 2, 4, nf4_gemv_v6_launch<4, 2, 4>},
+    {8, 1, 2, 0, nf4_gemv_v6_launch<8, 1, 2, false>}, {8, 1, 4, 0, nf4_gemv_v6_launch<8, 1, 4, false>},
+    {8, 2, 2, 0, nf4_gemv_v6_launch<8, 2, 2, false>}, {4, 1, 4, 0, nf4_gemv_v6_launch<4, 1, 4, false>},
+    {4, 2, 4, 0, nf4_gemv_v6_launch<4, 2, 4, false>}, {8, 1, 2, 1, nf4_gemv_v6_launch<8, 1, 2, true>},
+    {8, 1, 4, 1, nf4_gemv_v6_launch<8, 1, 4, true>},  {8, 2, 2, 1, nf4_gemv_v6_launch<8, 2, 2, true>},
 };
 
-cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U) {
+cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U, int P) {
     for (size_t i = 0; i < sizeof k_gemv6_kernels / sizeof k_gemv6_kernels[0]; i++)
-        if (k_gemv6_kernels[i].W == W && k_gemv6_kernels[i].RT == RT && k_gemv6_kernels[i].U == U)
+        if (k_gemv6_kernels[i].W == W && k_gemv6_kernels[i].RT == RT && k_gemv6_kernels[i].U == U &&
+            k_gemv6_kernels[i].P == P)
             return k_gemv6_kernels[i].fn;
     return NULL;
 }

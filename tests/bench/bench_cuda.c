@@ -185,7 +185,8 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     printf("%s: %d copies of %.1f MB rotated\n", name, s.copies, s.bytes_per_copy / 1e6);
     /* NF4: the simplest GEMV (v1), the default, the default with PDL (back-to-back
      * launches overlap: the fixed cost per launch) and the tensor-core v6 with PDL,
-     * at decode batch sizes; F16: its one kernel */
+     * one block per tile and on a persistent grid, at decode batch sizes; F16:
+     * its one kernel */
     static const int64_t gemv_T[] = {1, 2, 4, 8, 32};
     const struct {
         int k;
@@ -193,8 +194,9 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
     } variants[] = {{ps_cuda_gemv_find("v1"), false},
                     {PS_CUDA_GEMV_DEFAULT, false},
                     {PS_CUDA_GEMV_DEFAULT, true},
-                    {ps_cuda_gemv_find("v6w8r1u4"), true}};
-    for (int v = nf4 ? 0 : 1; v < (nf4 ? 4 : 2); v++) {
+                    {ps_cuda_gemv_find("v6w8r1u4"), true},
+                    {ps_cuda_gemv_find("v6w8r1u4p1"), true}};
+    for (int v = nf4 ? 0 : 1; v < (nf4 ? 5 : 2); v++) {
         g_gemv_kernel = variants[v].k, g_pdl = variants[v].pdl;
         for (int i = 0; i < 5; i++) {
             int64_t T = gemv_T[i];
@@ -412,7 +414,8 @@ static ps_status bench_decode_tuned(llama_model *m, kv_cache *kv, const ps_cuda_
 
 /* Decode with step graphs (PS_CUDA_GRAPHS), then with split attention too,
  * with programmatic dependent launch (PS_CUDA_PDL) too, and with PDL and the
- * tensor-core GEMV v6 (bf16 operands; ps_cuda_gemv_bf16). */
+ * tensor-core GEMV v6 (bf16 operands; ps_cuda_gemv_bf16), one block per tile
+ * and on a persistent grid. */
 static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0, int G, int ctx_pages,
                                      const int32_t *pages, float *logits, double direct_tps) {
     ps_cuda_tuning t, saved;
@@ -432,22 +435,24 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     tp.pdl = true;
     if (!st) st = bench_decode_tuned(m, kv, &tp, B, p0, G, ctx_pages, pages, logits, &tps_pdl);
     /* and the tensor-core GEMV (bf16 operands) on top: its gain should grow with the batch */
-    double tps_v6 = 0;
+    double tps_v6 = 0, tps_v6p = 0;
     ps_cuda_tuning t6 = tp;
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4");
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6);
+    t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4p1");
+    if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6p);
     ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
            "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s; PDL and the "
-           "v6w8r1u4 GEMV: %.1f tok/s\n",
-           B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6);
+           "v6w8r1u4 GEMV: %.1f tok/s; PDL and v6w8r1u4p1 (persistent): %.1f tok/s\n",
+           B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6, tps_v6p);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
     ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx); "
-        "PDL + v6 GEMV (bf16) %.1f tok/s (%.2fx)",
+        "PDL + v6 GEMV (bf16) %.1f tok/s (%.2fx); persistent v6 %.1f tok/s (%.2fx)",
         what, tps, tps / direct_tps, tps_split, tps_split / direct_tps, tps_pdl, tps_pdl / direct_tps, tps_v6,
-        tps_v6 / direct_tps);
+        tps_v6 / direct_tps, tps_v6p, tps_v6p / direct_tps);
     return st2;
 }
 

@@ -334,6 +334,71 @@ static void test_nf4_linear_n(bool odd_layout, int64_t T) {
     free(x);
 }
 
+/* A persistent-grid configuration (v6...p1: as many blocks as fit the chip,
+ * each looping over tiles; 8 blocks in the emulator) gives the bits of its
+ * one-tile-per-block twin: one weight alone, and op_linear_n over three
+ * weights (one without double quantisation) whose tiles then share blocks,
+ * at T = 11 (two mma column halves) and T = 3. */
+static void test_nf4_persistent(void) {
+    const int64_t in = 2112, outs[3] = {203, 7, 45}, Ts[2] = {11, 3};
+    nf4_host q[3] = {{0}};
+    gu_buf blk[3];
+    ps_weight gw[3];
+    const ps_weight *ws[3] = {&gw[0], &gw[1], &gw[2]};
+    for (int i = 0; i < 3; i++) {
+        float *wf = gu_rand(outs[i] * in, 8201 + i, 0.05f);
+        GU_OK(nf4_quantize(wf, outs[i], in, i != 1, &q[i], &gu_err), "nf4_quantize");
+        gw[i] = nf4_upload(&q[i], false, &blk[i]);
+        free(wf);
+    }
+    gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
+    for (int k = 0; k < ps_cuda_gemv_count(); k++) {
+        const char *name = ps_cuda_gemv_name(k);
+        size_t len = strlen(name);
+        if (strncmp(name, "v6", 2) != 0 || strcmp(name + len - 2, "p1") != 0) continue;
+        char twin[32];
+        snprintf(twin, sizeof twin, "%.*s", (int)(len - 2), name);
+        int kt = ps_cuda_gemv_find(twin);
+        TU_CHECK(kt >= 0, "persistent %s: its twin %s is a configuration", name, twin);
+        if (kt < 0) continue;
+        for (int ti = 0; ti < 2; ti++) {
+            int64_t T = Ts[ti], total = T * outs[0]; /* [w0 alone | w0 | w1 | w2 of linear_n] */
+            for (int i = 0; i < 3; i++) total += T * outs[i];
+            float *x = gu_rand(T * in, 8210 + T, 1.0f);
+            gu_buf dx = gu_upload(x, sizeof(float) * T * in);
+            ps_tensor gx = ps_tensor_2d(PS_DT_F32, T, in, dx.d, PS_DEV_CUDA);
+            float *got[2] = {malloc(sizeof(float) * (size_t)total), malloc(sizeof(float) * (size_t)total)};
+            for (int v = 0; v < 2; v++) { /* v = 0: the twin, 1: persistent */
+                set_gemv(v ? k : kt);
+                gemv_into(got[v], &gw[0], &dx, T, outs[0], in);
+                gu_buf dy[3];
+                ps_tensor ty[3];
+                ps_tensor *ys[3] = {&ty[0], &ty[1], &ty[2]};
+                for (int i = 0; i < 3; i++) {
+                    dy[i] = gu_poisoned(sizeof(float) * T * outs[i]);
+                    ty[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], dy[i].d, PS_DEV_CUDA);
+                }
+                GU_OK(op_linear_n(gu_gpu, 3, ys, &gx, ws, &gu_err), "cuda linear_n");
+                float *at = got[v] + T * outs[0];
+                for (int i = 0; i < 3; i++) {
+                    gu_download(&dy[i], at);
+                    gu_guard_check(&dy[i], "persistent linear_n y");
+                    gu_free(&dy[i]);
+                    at += T * outs[i];
+                }
+            }
+            char what[128];
+            snprintf(what, sizeof what, "persistent %s = %s, T=%lld, alone and linear_n: same bits", name, twin,
+                     (long long)T);
+            gu_check(what, got[1], got[0], total, 0);
+            gu_free(&dx);
+            free(x), free(got[0]), free(got[1]);
+        }
+    }
+    set_gemv(PS_CUDA_GEMV_DEFAULT);
+    for (int i = 0; i < 3; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
+}
+
 static void test_dense(int64_t T, int64_t out, int64_t in, ps_dtype dt, uint64_t seed) {
     float *wf = gu_rand(out * in, seed, 0.1f), *x = gu_rand(T * in, seed + 1, 1.0f);
     void *wh = gu_to_dtype(wf, out * in, dt);
@@ -398,5 +463,6 @@ int main(void) {
     test_nf4_linear_n(false, 11);
     test_nf4_linear_n(false, 1);
     test_nf4_linear_n(true, 11);
+    test_nf4_persistent();
     return gu_finish("cuda linear");
 }
