@@ -650,7 +650,7 @@ static void bench_model(void) {
            wbytes / 1e9, tok_bytes / 1e9);
     ROW("model init (host+upload)   %.1f s, %.2f GB weights", init_s, wbytes / 1e9);
     int n_pages = BMAX * ctx_pages + pf_pages + 4;
-    BENCH_TRY(kv_cache_init(&kv, be, &cfg, 16, n_pages, &err));
+    BENCH_TRY(kv_cache_init(&kv, be, &cfg, 16, n_pages, PS_DT_F32, &err));
     pages = malloc(sizeof(int32_t) * (size_t)n_pages);
     logits = malloc(sizeof(float) * (size_t)BMAX * cfg.vocab);
     if (!pages || !logits) {

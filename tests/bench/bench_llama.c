@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
     int max_len = 0;
     for (int i = 0; i < n_prefill; i++) max_len = prefill[i] > max_len ? prefill[i] : max_len;
     max_len = (max_len > 128 ? max_len : 128) + steps + 16;
-    if (max_len > 4096 || kv_cache_init(&s.kv, be, &cfg, 16, max_len / 16 + 2, &err)) {
+    if (max_len > 4096 || kv_cache_init(&s.kv, be, &cfg, 16, max_len / 16 + 2, PS_DT_F32, &err)) {
         if (max_len > 4096) ps_errf(&err, PS_EINVAL, "at most 4096 tokens");
         goto fail;
     }
