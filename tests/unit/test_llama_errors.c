@@ -358,6 +358,8 @@ static void test_kv_cache(void) {
     kv_cache kv = {0};
     TU_CHECK(kv_cache_init(&kv, be, &tiny, 0, 4, PS_DT_F32, &err) == PS_EINVAL, "page_size 0: %s", err.msg);
     TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 0, PS_DT_F32, &err) == PS_EINVAL, "0 pages: %s", err.msg);
+    TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 3, PS_DT_I32, &err) == PS_EINVAL && strstr(err.msg, "I32"),
+             "an I32 cache: %s", err.msg);
     TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 3, PS_DT_F32, &err) == PS_OK, "kv: %s", err.msg);
     int32_t a = kv_cache_alloc_page(&kv), b = kv_cache_alloc_page(&kv), c = kv_cache_alloc_page(&kv);
     TU_CHECK(a == 0 && b == 1 && c == 2 && kv_cache_alloc_page(&kv) == -1, "pages %d %d %d", a, b, c);
