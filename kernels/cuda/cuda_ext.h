@@ -61,6 +61,9 @@ int ps_cuda_gemv_find(const char *name);
 /* Whether configuration k multiplies in bf16 (v6: x and the code values
  * rounded to bf16, f32 accumulation) rather than f32. */
 bool ps_cuda_gemv_bf16(int k);
+/* Rows of x one launch of configuration k takes (8; v6: 32): more rows are
+ * chunks, each reading the weight again. 0 for k out of range. */
+int ps_cuda_gemv_rows_per_launch(int k);
 
 /* Defaults come from the environment at create time: PS_CUDA_LINEAR=auto|gemv|gemm,
  * PS_CUDA_GEMV_MAX_T=<n>, PS_CUDA_ATTN=auto|decode|prefill|split, PS_CUDA_SYNC=1,

@@ -190,6 +190,10 @@ static int64_t gemv_block_rows(const gemv_cfg *c) { return c->kind == 6 ? 16 * c
 /* Rows of x one launch of configuration c takes (NULL: the generic kernel). */
 static int64_t gemv_chunk_rows(const gemv_cfg *c) { return c && c->kind == 6 ? GEMV6_NB_MAX : GEMV_NB_MAX; }
 
+extern "C" int ps_cuda_gemv_rows_per_launch(int k) {
+    return k >= 0 && k < GEMV_N_CFGS ? (int)gemv_chunk_rows(&k_gemv_cfgs[k]) : 0;
+}
+
 /* One launch of a gemv_set family (v4 with S splits, v5, v6) for nb rows of x. */
 static void gemv_set_launch(cuda_impl *p, const gemv_cfg *c, const gemv_set &set, const float *x, int nb, int S) {
     if (c->kind == 4) cuda_gemv_v4_fn(c->warps, c->R, c->U, nb)(p, set, x, S);

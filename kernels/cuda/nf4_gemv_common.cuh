@@ -204,7 +204,7 @@ typedef void (*cuda_gemv5_launch_fn)(cuda_impl *p, const gemv_set &s, const floa
  * flight, P (prefetch) for nb (1..8) rows of x; NULL: not instantiated */
 cuda_gemv5_launch_fn cuda_gemv_v5_fn(int W, int R, int U, int P, int nb);
 typedef void (*cuda_gemv6_launch_fn)(cuda_impl *p, const gemv_set &s, const float *x, int T);
-#define GEMV6_NB_MAX 16 /* rows of x one v6 launch takes (two mma column halves) */
+#define GEMV6_NB_MAX 32 /* rows of x one v6 launch takes (four mma column quarters) */
 /* the launcher of v6 (nf4_gemv_v6.cu: tensor cores, bf16) with W warps, RT
  * tiles of 16 rows, U 64-blocks in flight, P = 1 for a persistent grid, for
  * 1..GEMV6_NB_MAX rows of x; NULL: not instantiated */

@@ -10,8 +10,11 @@
  * a code byte (two codes) to the bf16 pair of their NF4 values, with one copy
  * per lane so that 32 lanes looking up 32 different bytes hit 32 different
  * banks. About 2.8 instructions and 0.6 wavefronts per element (SASS); the 8
- * token columns of an mma cost the same as one, and 9..16 rows of x take a
- * second mma per decoded fragment (NH = 2 halves of 8 columns).
+ * token columns of an mma cost the same as one; 9..16 rows of x take a
+ * second mma per decoded fragment and 17..32 four (NH = 2 or 4 groups of 8
+ * columns), so up to 32 tokens read the weights once: a decode batch of 32
+ * needs no dequantised copy for cuBLAS (which writes and reads ~4x the NF4
+ * bytes in bf16 every step).
  *
  * Numerics (not the f32 path's): y[n][r] = sum over 64-blocks b of
  * scale(r, b) * sum_{k in b} bf16(code value) * bf16(x[n][k]), the inner sum
@@ -149,6 +152,20 @@ __device__ static inline void gemv6_tile_at(gemv6_tile<RT> &tl, const gemv_set &
         }
 }
 
+/* 8 code bytes streamed past L1 (read once: they must not evict x, which
+ * every block rereads through L1, T x 16 bytes per weight row of 16; at
+ * T = 8 that is 4x the code bytes), with a 256-byte L2 prefetch (the next
+ * 64-blocks of the row are the next loads). The emulator: a plain load. */
+__device__ static inline uint2 gemv6_ld_codes(const uint2 *p) {
+#ifdef __CUDA_ARCH__
+    uint2 v;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+#else
+    return __ldg(p);
+#endif
+}
+
 /* The code bytes and scale parts of U 64-blocks from kb (those below kend)
  * of a tile's rows. */
 template <int RT, int U>
@@ -161,7 +178,7 @@ __device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (
             for (int r = 0; r < RT; r++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    cw[u][r][h] = __ldg(tl.crow[r][h] + 4 * (kb + u)); /* 32 bytes a block */
+                    cw[u][r][h] = gemv6_ld_codes(tl.crow[r][h] + 4 * (kb + u)); /* 32 bytes a block */
                     sr[u][r][h] = gemv_scale_load(w, tl.srow[r][h] + kb + u);
                 }
 }
@@ -348,11 +365,13 @@ static void nf4_gemv_v6_launch_nh(cuda_impl *p, const gemv_set &s, const float *
     cuda_launch(p, kernel, (unsigned)blocks, W * 32, smem, set, x, T, (int)tiles);
 }
 
-/* T (1 .. GEMV6_NB_MAX) rows of x: one mma per fragment up to 8, two above */
+/* T (1 .. GEMV6_NB_MAX) rows of x: one mma per decoded fragment up to 8,
+ * two up to 16, four up to 32 */
 template <int W, int RT, int U, bool PERSIST>
 static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, int T) {
     if (T <= 8) nf4_gemv_v6_launch_nh<W, RT, U, 1, PERSIST>(p, s, x, T);
-    else nf4_gemv_v6_launch_nh<W, RT, U, 2, PERSIST>(p, s, x, T);
+    else if (T <= 16) nf4_gemv_v6_launch_nh<W, RT, U, 2, PERSIST>(p, s, x, T);
+    else nf4_gemv_v6_launch_nh<W, RT, U, 4, PERSIST>(p, s, x, T);
 }
 
 static const struct {

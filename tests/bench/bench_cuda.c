@@ -207,7 +207,8 @@ static void bench_layer(const char *name, bool nf4, int64_t out, int64_t in) {
                 ROW("%-22s gemv%s T=%-3lld failed: %s", name, k, (long long)T, err.msg);
                 continue;
             }
-            int64_t passes = (T + 7) / 8; /* each chunk of 8 rows rereads W */
+            int64_t per = ps_cuda_gemv_rows_per_launch(g_gemv_kernel); /* each chunk rereads W */
+            int64_t passes = (T + per - 1) / per;
             double bytes = (double)s.bytes_per_copy * passes + 4.0 * T * (in + out);
             double gbs = bytes / (us * 1e-6) / 1e9;
             printf("  gemv%s T=%-3lld %8.2f us  %7.1f GB/s  %5.1f%% of %.0f GB/s\n", k, (long long)T, us, gbs,
@@ -438,6 +439,8 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     double tps_v6 = 0, tps_v6p = 0;
     ps_cuda_tuning t6 = tp;
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4");
+    /* v6 takes up to 32 rows in one launch: batches up to 32 stay on it (no dequantised copy) */
+    if (t6.gemv_max_t < ps_cuda_gemv_rows_per_launch(t6.gemv_kernel)) t6.gemv_max_t = ps_cuda_gemv_rows_per_launch(t6.gemv_kernel);
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6);
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4p1");
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6p);
@@ -445,7 +448,7 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
            "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s; PDL and the "
-           "v6w8r1u4 GEMV: %.1f tok/s; PDL and v6w8r1u4p1 (persistent): %.1f tok/s\n",
+           "v6w8r1u4 GEMV (up to 32 tokens, no dequantised copy): %.1f tok/s; PDL and v6w8r1u4p1 (persistent): %.1f tok/s\n",
            B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6, tps_v6p);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
