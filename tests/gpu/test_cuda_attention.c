@@ -14,7 +14,9 @@
  * CPU op over an F32 cache of the widened values (the 16-bit contract:
  * widen exactly, then the f32 math), and on every path the 16-bit cache must
  * give the same bits as the device's F32 cache of those values (bit
- * equality, no tolerance), alone and in a batch.
+ * equality, no tolerance), alone and in a batch. Two cases plant widening
+ * corners (subnormals, signed zeros, 65504): on the device F16 is widened
+ * by the conversion instruction, not by half.h's code.
  *
  * Tolerance 1e-5 rel L2 (measured per case in the log): the CUDA kernels
  * keep a running max and sum (online softmax) and add in another order than
@@ -37,7 +39,21 @@ typedef struct {
     int n_seqs;
     const seq_spec *seqs;
     bool interleave; /* tokens round-robin over sequences (decode batches) */
+    bool corners;    /* every 5th K and V entry a widening corner (plant_corners) */
 } att_case;
+
+/* Entries whose widening is a corner: F16 subnormals and smallest normal,
+ * signed zeros, BF16 subnormals (f32 denormals; F16: 0), and in V the
+ * largest F16 magnitude (K stays within 1 so that no score is large enough
+ * for the CPU's and the device's summation orders to move a softmax weight
+ * visibly). Planted before the rounding to the cache dtype. */
+static void plant_corners(float *x, int64_t n, bool big) {
+    static const float small[] = {0x1p-24f, 3 * 0x1p-24f, 0x3ffp-24f, -0x1p-20f, 0x1p-14f, 0.0f, -0.0f,
+                                  1e-39f, -3e-40f, -1.0f};
+    int ns = (int)(sizeof small / sizeof small[0]);
+    for (int64_t i = 0, k = 0; i < n; i += 5, k++)
+        x[i] = big && k % (ns + 2) >= ns ? (k % 2 ? 65504.0f : -65504.0f) : small[k % (ns + 2) % ns];
+}
 
 /* Tokens of a batch run alone (T = 1, automatic path: the split or decode
  * kernel) give the bits of their row of the batch's decode-kernel output
@@ -110,6 +126,7 @@ static void run_paged(const att_case *c, ps_dtype dt, uint64_t seed) {
     int n_pages = S * max_pages + 3; /* spare pages: garbage the kernels must not read */
     int64_t row = (int64_t)c->n_kv * c->D, nc = (int64_t)n_pages * c->page_size * row;
     float *K = gu_rand(nc, seed, 1.0f), *V = gu_rand(nc, seed + 1, 1.0f);
+    if (c->corners) plant_corners(K, nc, false), plant_corners(V, nc, true);
     gu_round_dtype(K, nc, dt);
     gu_round_dtype(V, nc, dt);
     int32_t *bt = malloc(sizeof(int32_t) * (size_t)(S * max_pages));
@@ -273,12 +290,19 @@ int main(void) {
         {"split-long", 1, 1, 64, 16, 1, long1, false},
         {"split-short", 2, 1, 64, 5, 1, short1, true},
         {"split-gqa-uneven", 4, 2, 128, 16, 2, two, true},
+        {"corners-D64", 4, 2, 64, 16, 5, ctx, true, true},
+        {"corners-D33", 3, 1, 33, 5, 3, c, true, true},
     };
     /* every case over an F32 cache, and over a 16-bit one: F16 and BF16 in
      * turn (both share every line of the kernels but the widening) */
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
         run_paged(&cases[i], PS_DT_F32, 500 + i);
-        run_paged(&cases[i], i % 2 ? PS_DT_BF16 : PS_DT_F16, 700 + i);
+        if (cases[i].corners) {
+            run_paged(&cases[i], PS_DT_F16, 700 + i);
+            run_paged(&cases[i], PS_DT_BF16, 700 + i);
+        } else {
+            run_paged(&cases[i], i % 2 ? PS_DT_BF16 : PS_DT_F16, 700 + i);
+        }
     }
     run_dense(2, 17, 3, 64, true, 600);
     run_dense(2, 17, 3, 64, false, 601);
