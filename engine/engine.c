@@ -27,7 +27,24 @@ double engine_now(void) {
 
 /* ---- engine_init steps ---- */
 
+static const char *engine_kv_dtype_name(ps_dtype dt) {
+    return dt == PS_DT_F16 ? "f16" : dt == PS_DT_BF16 ? "bf16" : "f32";
+}
+
+/* The KV cache dtype a --kv-dtype name asks for (NULL: the default). */
+static ps_status engine_kv_dtype(const char *name, ps_dtype *dt, ps_err *err) {
+    if (!name) name = ENGINE_KV_DTYPE_DEFAULT;
+    if (strcmp(name, "f32") == 0) *dt = PS_DT_F32;
+    else if (strcmp(name, "f16") == 0) *dt = PS_DT_F16;
+    else if (strcmp(name, "bf16") == 0) *dt = PS_DT_BF16;
+    else return ps_errf(err, PS_EINVAL, "kv_dtype '%s' is not one of f32, f16, bf16", name);
+    return PS_OK;
+}
+
 static ps_status engine_check_opts(const engine_opts *o, llama_quant *q, ps_err *err) {
+    ps_dtype kv_dt;
+    ps_status st = engine_kv_dtype(o->kv_dtype, &kv_dt, err);
+    if (st) return st;
     if (!o->quant || strcmp(o->quant, "nf4") == 0)
         *q = LLAMA_QUANT_NF4;
     else if (strcmp(o->quant, "none") == 0)
@@ -133,14 +150,14 @@ static ps_status engine_pick_template(engine *e, const engine_opts *o, ps_err *e
 
 /* Automatic KV size: every sequence at full context, but capped at
  * ENGINE_KV_AUTO_BYTES (a 7B model at 4096 tokens x 16 sequences would want
- * 64 GiB of F32 KV). Past the cap requests wait in the queue for pages
+ * 64 GiB of F32 KV, 32 GiB of F16). Past the cap requests wait in the queue for pages
  * (admission reserves them) instead of the server failing to start;
  * --kv-pages sets the size explicitly. */
 #define ENGINE_KV_AUTO_BYTES ((int64_t)4 << 30)
 static int64_t engine_auto_kv_pages(const engine *e, const engine_opts *o) {
     const llama_config *c = e->cfg;
     int64_t page_bytes = (int64_t)c->n_layers * 2 * ENGINE_PAGE_SIZE * c->n_kv_heads *
-                         c->head_dim * (int64_t)sizeof(float);
+                         c->head_dim * (int64_t)ps_dtype_size(e->kv_dtype);
     int64_t want = (int64_t)o->max_seqs * e->max_pages;
     int64_t cap = ENGINE_KV_AUTO_BYTES / page_bytes;
     if (cap < e->max_pages) cap = e->max_pages;
@@ -166,7 +183,7 @@ static ps_status engine_size_cache(engine *e, const engine_opts *o, ps_err *err)
                        "tokens",
                        (long long)pages, e->ctx_len, e->max_pages, ENGINE_PAGE_SIZE);
     if (pages > INT32_MAX) return ps_errf(err, PS_EINVAL, "kv_pages %lld too large", (long long)pages);
-    ps_status st = kv_cache_init(&e->kv, e->be, e->cfg, ENGINE_PAGE_SIZE, (int)pages, err);
+    ps_status st = kv_cache_init(&e->kv, e->be, e->cfg, ENGINE_PAGE_SIZE, (int)pages, e->kv_dtype, err);
     if (st) return ps_err_wrap(err, "kv cache of %lld pages", (long long)pages);
     return PS_OK;
 }
@@ -227,11 +244,12 @@ ps_status engine_init(engine **out, const engine_opts *opts, ps_err *err) {
     if ((st = engine_open_model(e, &o, q, err))) goto fail;
     if ((st = engine_open_adapters(e, &o, err))) goto fail;
     if ((st = engine_pick_template(e, &o, err))) goto fail;
+    (void)engine_kv_dtype(o.kv_dtype, &e->kv_dtype, err); /* checked above */
     if ((st = engine_size_cache(e, &o, err))) goto fail;
     if ((st = engine_alloc_step(e, &o, err))) goto fail;
     if ((st = engine_start(e, err))) goto fail;
-    PS_LOG_INFO("engine", "ready ctx_len=%d max_seqs=%d max_batch_tokens=%d kv_pages=%d chat=%s",
-                e->ctx_len, e->max_seqs, e->max_batch_tokens, e->kv.n_pages,
+    PS_LOG_INFO("engine", "ready ctx_len=%d max_seqs=%d max_batch_tokens=%d kv_pages=%d kv_dtype=%s chat=%s",
+                e->ctx_len, e->max_seqs, e->max_batch_tokens, e->kv.n_pages, engine_kv_dtype_name(e->kv_dtype),
                 chat_template_name(e->chat));
     *out = e;
     return PS_OK;
@@ -297,6 +315,7 @@ void engine_get_info(engine *e, engine_info *out) {
     out->hidden = e->cfg->hidden;
     out->weight_bytes = llama_weight_bytes(e->model);
     out->kv_page_size = ENGINE_PAGE_SIZE;
+    out->kv_dtype = engine_kv_dtype_name(e->kv_dtype);
     out->kv_pages_total = e->kv.n_pages;
     adapter_info *list = NULL;
     int n = adapter_registry_list(e->adapters, &list);

@@ -21,6 +21,8 @@
 #include "tokenizer.h"
 
 #define ENGINE_PAGE_SIZE 16
+/* KV cache dtype when engine_opts.kv_dtype is NULL (--kv-dtype). */
+#define ENGINE_KV_DTYPE_DEFAULT "f32"
 
 /* A validated request waiting for a slot. */
 typedef struct {
@@ -67,6 +69,7 @@ struct engine {
     adapter_registry *adapters; /* thread-safe by itself */
     char model_id[256];
     const char *quant_name, *device_name;
+    ps_dtype kv_dtype; /* of the KV cache (--kv-dtype) */
     int V, ctx_len, max_seqs, max_batch_tokens, max_queue, max_pages;
     int32_t eos_id;
 

@@ -1,5 +1,6 @@
 /* The paged KV cache: per layer one K and one V pool of n_pages pages of
- * page_size token slots, (n_pages, page_size, n_kv, D) F32 on the backend,
+ * page_size token slots, (n_pages, page_size, n_kv, D) in F32, F16 or BF16
+ * (kernels/ops.h: stores round to it, attention widens back) on the backend,
  * plus a free list of page ids shared by all layers (a page id names the same
  * page in every layer). Sequences own pages through their block tables; the
  * cache does not know which sequence holds which page.
@@ -13,11 +14,13 @@
 #include "models/llama.h"
 
 ps_status kv_cache_init(kv_cache *kv, ps_backend *be, const llama_config *cfg, int page_size,
-                        int n_pages, ps_err *err) {
+                        int n_pages, ps_dtype dtype, ps_err *err) {
     memset(kv, 0, sizeof *kv);
     if (page_size < 1 || n_pages < 1 || page_size > (1 << 16))
         return ps_errf(err, PS_EINVAL, "kv cache: page_size %d and n_pages %d must be positive "
                                        "(page_size at most 65536)", page_size, n_pages);
+    if (dtype != PS_DT_F32 && dtype != PS_DT_F16 && dtype != PS_DT_BF16)
+        return ps_errf(err, PS_EINVAL, "kv cache: dtype %s (F32, F16 or BF16)", ps_dtype_name(dtype));
     int64_t row = (int64_t)cfg->n_kv_heads * cfg->head_dim;
     if ((int64_t)n_pages * page_size > INT32_MAX / 2 || row < 1)
         return ps_errf(err, PS_EINVAL, "kv cache: %d pages of %d slots exceed the int32 slot range",
@@ -35,7 +38,7 @@ ps_status kv_cache_init(kv_cache *kv, ps_backend *be, const llama_config *cfg, i
         goto fail;
     }
     kv->n_layers = cfg->n_layers;
-    size_t bytes = sizeof(float) * (size_t)n_pages * (size_t)page_size * (size_t)row;
+    size_t bytes = ps_dtype_size(dtype) * (size_t)n_pages * (size_t)page_size * (size_t)row;
     for (int l = 0; l < cfg->n_layers; l++) {
         ps_kv_layer *L = &kv->layers[l];
         L->page_size = page_size;
@@ -44,7 +47,7 @@ ps_status kv_cache_init(kv_cache *kv, ps_backend *be, const llama_config *cfg, i
             ps_err_wrap(err, "kv cache layer %d (%zu bytes per pool)", l, bytes);
             goto fail;
         }
-        ps_tensor t = {PS_DT_F32, 4, {n_pages, page_size, cfg->n_kv_heads, cfg->head_dim}, NULL,
+        ps_tensor t = {dtype, 4, {n_pages, page_size, cfg->n_kv_heads, cfg->head_dim}, NULL,
                        be->dev};
         t.data = L->k.data;
         L->k = t;

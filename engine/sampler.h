@@ -44,6 +44,8 @@ typedef struct {
     int V;
     float *prob;   /* (V) candidate weights, indexed by token id */
     int32_t *idx;  /* (V) candidate token ids */
+    int32_t *tmp;  /* (V) and key (2V): the radix sort's buffers */
+    uint32_t *key;
 } sampler_scratch;
 
 ps_status sampler_scratch_init(sampler_scratch *s, int V, ps_err *err);

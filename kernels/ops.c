@@ -308,6 +308,8 @@ static ps_status check_kv(ps_backend *be, const ps_kv_layer *kv, const char *op,
         kv->k.dtype != kv->v.dtype || check_same(&kv->k, &kv->v, op, err))
         return ps_errf(err, PS_EINVAL, "%s: kv cache must be two equal (pages, %d, n_kv, D) tensors",
                        op, kv->page_size);
+    if (kv->k.dtype != PS_DT_F32 && kv->k.dtype != PS_DT_F16 && kv->k.dtype != PS_DT_BF16)
+        return ps_errf(err, PS_EINVAL, "%s: kv cache dtype %s (F32, F16 or BF16)", op, ps_dtype_name(kv->k.dtype));
     return PS_OK;
 }
 

@@ -87,7 +87,10 @@ int64_t ps_weight_out(const ps_weight *w);
 int64_t ps_weight_in(const ps_weight *w);
 
 /* One layer's paged KV cache: pages of `page_size` token slots. Slot s of the
- * cache is page s / page_size, row s % page_size. */
+ * cache is page s / page_size, row s % page_size. Entries are F32, F16 or
+ * BF16 (both tensors alike): kv_store / rope_store round the f32 k and v to
+ * the cache dtype (to nearest, ties to even: ps_f32_to_f16 / ps_f32_to_bf16
+ * of math/half.h), attention widens them back exactly and computes in f32. */
 typedef struct {
     int page_size;
     ps_tensor k; /* (n_pages, page_size, n_kv, D) */

@@ -35,6 +35,7 @@ static const flag flags[] = {
     {"--max-seqs", "N", F_INT, E(max_seqs), 1, 4096, NULL, "sequences decoded together"},
     {"--max-batch-tokens", "N", F_INT, E(max_batch_tokens), 1, 1 << 20, NULL, "tokens per forward step"},
     {"--kv-pages", "N", F_INT, E(kv_pages), 0, 1 << 24, NULL, "KV cache pages of 16 tokens (0 = max-seqs x ctx-len, capped at 4 GiB)"},
+    {"--kv-dtype", "f32|f16|bf16", F_CHOICE, E(kv_dtype), 0, 0, "f32|f16|bf16", "KV cache entries (default f32; 16-bit halves its memory and the bytes attention reads)"},
     {"--max-queue", "N", F_INT, E(max_queue), 1, 1 << 20, NULL, "waiting requests before 503"},
     {"--host", "ADDR", F_STR, S(host), 0, 0, NULL, "listen address (127.0.0.1; 0.0.0.0 to expose)"},
     {"--port", "N", F_INT, S(port), 0, 65535, NULL, "listen port (0 = any free port)"},

@@ -31,6 +31,7 @@ int routes_health(http_req *rq) {
     json_object_set_new(o, "kv_page_size", json_integer(in.kv_page_size));
     json_object_set_new(o, "kv_pages_total", json_integer(in.kv_pages_total));
     json_object_set_new(o, "kv_pages_free", json_integer(in.kv_pages_free));
+    json_object_set_new(o, "kv_dtype", json_string(in.kv_dtype ? in.kv_dtype : ""));
     json_object_set_new(o, "adapters", json_integer(in.adapters_total));
     json_object_set_new(o, "clip", clip_routes_health(srv));
     json_object_set_new(o, "adapters_dir",

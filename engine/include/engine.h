@@ -39,6 +39,7 @@ typedef struct {
     int max_batch_tokens;      /* tokens per forward step (prefill chunking) */
     int ctx_len;               /* max tokens per sequence (prompt + output); 0 = model max */
     int kv_pages;              /* 0 = enough for max_seqs * ctx_len */
+    const char *kv_dtype;      /* KV cache entries: "f32" | "f16" | "bf16"; NULL = engine default */
     int max_queue;             /* waiting requests before EBUSY */
     const char *adapters_dir;  /* uploaded adapters persist here, reloaded at start; NULL = memory only */
     int adapter_budget_mb;     /* resident adapter memory (MB) before LRU eviction; 0 = unlimited */
@@ -63,6 +64,7 @@ typedef struct {
     int running, waiting;
     uint64_t requests_total, tokens_generated_total, prompt_tokens_total;
     int kv_page_size, kv_pages_total, kv_pages_free; /* KV cache pages (tokens per page) */
+    const char *kv_dtype;                            /* "f32" | "f16" | "bf16" */
     int adapters_total, adapters_resident;           /* registered, and loaded in memory */
     int64_t adapter_bytes_resident;
 } engine_info;

@@ -11,7 +11,7 @@
  * Usage:
  *   llama_model *m; kv_cache kv = {0};
  *   llama_load(dir, LLAMA_QUANT_NF4, be, &m, &err);
- *   kv_cache_init(&kv, be, llama_get_config(m), 16, n_pages, &err);
+ *   kv_cache_init(&kv, be, llama_get_config(m), 16, n_pages, PS_DT_F32, &err);
  *   ... fill a llama_batch (pages from kv_cache_alloc_page) ...
  *   llama_forward(m, &kv, &batch, logits, &err);
  *   kv_cache_free(&kv); llama_free(m);
@@ -70,8 +70,9 @@ int64_t llama_decode_bytes_per_token(const llama_model *m);
 ps_backend *llama_backend(const llama_model *m);
 
 /* The paged KV cache: per layer one K and one V pool of n_pages pages of
- * page_size token slots, F32, on the model's backend. Pages are shared by all
- * sequences through their block tables. */
+ * page_size token slots, F32, F16 or BF16 (stores round to it, attention
+ * reads it back exactly and computes in f32), on the model's backend. Pages
+ * are shared by all sequences through their block tables. */
 typedef struct {
     ps_backend *be;
     uint64_t uid; /* unique per cache in this process (keys step graphs; addresses are reused) */
@@ -83,7 +84,7 @@ typedef struct {
 
 /* kv must be zeroed (or freed) before; on error it is left freed. */
 ps_status kv_cache_init(kv_cache *kv, ps_backend *be, const llama_config *cfg, int page_size,
-                        int n_pages, ps_err *err);
+                        int n_pages, ps_dtype dtype, ps_err *err);
 void kv_cache_free(kv_cache *kv);            /* accepts a zeroed or half-built cache */
 int32_t kv_cache_alloc_page(kv_cache *kv);   /* -1 when none left */
 void kv_cache_release_page(kv_cache *kv, int32_t page);

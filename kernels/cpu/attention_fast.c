@@ -18,6 +18,7 @@
 #endif
 
 #include "cpu_backend.h"
+#include "kv_rows.h"
 
 #define MAX_GROUP 64 /* query heads per KV head handled in one pass */
 
@@ -61,7 +62,9 @@ static void axpy(float *o, float p, const float *v, int64_t D) {
 
 typedef struct {
     float *out;
-    const float *q, *K, *V;
+    const float *q;
+    const void *K, *V; /* the cache, in kv_dt */
+    ps_dtype kv_dt;
     const int32_t *tok_seq, *tok_kv_pos, *block_tables;
     int max_pages, page_size, max_len;
     int64_t n_tokens, H, n_kv, D, group;
@@ -71,8 +74,10 @@ typedef struct {
 static void fast_rows(void *ctx, int64_t r0, int64_t r1) {
     fast_job *j = ctx;
     int64_t G = j->group, row = j->n_kv * j->D;
-    float *scores = malloc(sizeof(float) * (size_t)(G * (j->max_len > 0 ? j->max_len : 1)));
+    /* the group's scores, then one widened row (16-bit caches) */
+    float *scores = malloc(sizeof(float) * (size_t)(G * (j->max_len > 0 ? j->max_len : 1) + j->D));
     if (!scores) return; /* cannot happen in practice; output stays as is */
+    float *buf = scores + G * (j->max_len > 0 ? j->max_len : 1);
     for (int64_t r = r0; r < r1; r++) {
         /* r walks (token, kv head) pairs with tokens in zigzag order (0, T-1,
          * 1, T-2, ...): a causal prefill's work grows with the token index,
@@ -87,7 +92,7 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1) {
         for (int64_t g = 0; g < G; g++) m[g] = -INFINITY, sum[g] = 0.0f;
         for (int i = 0; i < len; i++) {
             int64_t slot = (int64_t)bt[i / j->page_size] * j->page_size + i % j->page_size;
-            const float *k = j->K + slot * row + kvh * j->D;
+            const float *k = cpu_kv_row(j->K, j->kv_dt, slot * row + kvh * j->D, j->D, buf);
             for (int64_t g = 0; g < G; g++) {
                 float s = dot(q0 + g * j->D, k, j->D) * j->scale;
                 scores[g * len + i] = s;
@@ -102,7 +107,7 @@ static void fast_rows(void *ctx, int64_t r0, int64_t r1) {
         }
         for (int i = 0; i < len; i++) {
             int64_t slot = (int64_t)bt[i / j->page_size] * j->page_size + i % j->page_size;
-            const float *v = j->V + slot * row + kvh * j->D;
+            const float *v = cpu_kv_row(j->V, j->kv_dt, slot * row + kvh * j->D, j->D, buf);
             for (int64_t g = 0; g < G; g++)
                 axpy(j->out + (t * j->H + kvh * G + g) * j->D, scores[g * len + i] / sum[g], v, j->D);
         }
@@ -117,7 +122,7 @@ ps_status cpu_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, cons
     int max_len = 0;
     ps_status st = cpu_attention_check(kv, meta, &max_len, err);
     if (st) return st;
-    fast_job j = {out->data, q->data, kv->k.data, kv->v.data, meta->tok_seq.data,
+    fast_job j = {out->data, q->data, kv->k.data, kv->v.data, kv->k.dtype, meta->tok_seq.data,
                   meta->tok_kv_pos.data, meta->block_tables.data, meta->max_pages, kv->page_size,
                   max_len, meta->n_tokens, H, n_kv, kv->k.shape[3], H / n_kv, scale};
     cpu_parallel_for(be, (int64_t)meta->n_tokens * n_kv, fast_rows, &j);

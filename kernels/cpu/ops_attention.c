@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "kv_rows.h"
 
 ps_status cpu_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
                        const ps_tensor *slots, ps_err *err) {
@@ -18,8 +19,8 @@ ps_status cpu_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, cons
         if (s[t] < 0 || s[t] >= n_slots)
             return ps_errf(err, PS_EINVAL, "kv_store: slot %d out of range [0, %lld)", s[t],
                            (long long)n_slots);
-        memcpy((float *)kv->k.data + s[t] * row, (const float *)k->data + t * row, row * 4);
-        memcpy((float *)kv->v.data + s[t] * row, (const float *)v->data + t * row, row * 4);
+        cpu_kv_put(kv->k.data, kv->k.dtype, s[t] * row, (const float *)k->data + t * row, row);
+        cpu_kv_put(kv->v.data, kv->v.dtype, s[t] * row, (const float *)v->data + t * row, row);
     }
     return PS_OK;
 }
@@ -37,9 +38,12 @@ typedef struct {
 
 static void paged_rows(void *ctx, int64_t r0, int64_t r1) {
     paged_job *j = ctx;
-    float *scores = malloc(sizeof(float) * (size_t)(j->max_len > 0 ? j->max_len : 1));
+    /* scores, then one widened row (16-bit caches) */
+    float *scores = malloc(sizeof(float) * (size_t)((j->max_len > 0 ? j->max_len : 1) + j->D));
     if (!scores) return; /* cannot happen in practice; output stays as is */
-    const float *K = j->kv->k.data, *V = j->kv->v.data;
+    float *buf = scores + (j->max_len > 0 ? j->max_len : 1);
+    const void *K = j->kv->k.data, *V = j->kv->v.data;
+    ps_dtype dt = j->kv->k.dtype;
     int64_t group = j->H / j->n_kv, row = j->n_kv * j->D;
     for (int64_t r = r0; r < r1; r++) {
         int64_t t = r / j->H, h = r % j->H, kvh = h / group;
@@ -49,7 +53,7 @@ static void paged_rows(void *ctx, int64_t r0, int64_t r1) {
         float m = -INFINITY;
         for (int i = 0; i < len; i++) {
             int64_t slot = (int64_t)bt[i / j->page_size] * j->page_size + i % j->page_size;
-            const float *k = K + slot * row + kvh * j->D;
+            const float *k = cpu_kv_row(K, dt, slot * row + kvh * j->D, j->D, buf);
             float s = 0.0f;
             for (int64_t d = 0; d < j->D; d++) s += q[d] * k[d];
             scores[i] = s * j->scale;
@@ -64,7 +68,7 @@ static void paged_rows(void *ctx, int64_t r0, int64_t r1) {
         memset(o, 0, sizeof(float) * j->D);
         for (int i = 0; i < len; i++) {
             int64_t slot = (int64_t)bt[i / j->page_size] * j->page_size + i % j->page_size;
-            const float *v = V + slot * row + kvh * j->D;
+            const float *v = cpu_kv_row(V, dt, slot * row + kvh * j->D, j->D, buf);
             float p = scores[i] / sum;
             for (int64_t d = 0; d < j->D; d++) o[d] += p * v[d];
         }

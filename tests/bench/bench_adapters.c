@@ -356,7 +356,7 @@ int main(int argc, char **argv) {
         goto fail;
     free(pf.cfg), free(pf.st), free(pp.cfg), free(pp.st);
     printf("adapters generated and loaded in %.1f s\n", now() - t0);
-    if (kv_cache_init(&kv, be, &cfg, 16, B * 8 + 8, &err)) goto fail;
+    if (kv_cache_init(&kv, be, &cfg, 16, B * 8 + 8, PS_DT_F32, &err)) goto fail;
     logits = malloc(sizeof(float) * (size_t)B * (size_t)cfg.vocab);
 
     const adapter *none[MAX_B] = {0}, *same[MAX_B], *distinct[MAX_B], *mix[MAX_B];

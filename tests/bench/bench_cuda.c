@@ -627,6 +627,48 @@ static ps_status bench_decode_configs(llama_model *m, kv_cache *kv, int p0, int 
     return st2;
 }
 
+/* Decode at a long context (2048 tokens, where a 7B model's F32 KV cache
+ * weighs 2.1 GB per sequence and token, more than half its NF4 weights) with
+ * an F32 and an F16 cache (--kv-dtype), batch 1 and 8, step graphs on: what
+ * the 16-bit cache saves where the attention reads dominate. */
+static void bench_long_context(llama_model *m, const llama_config *cfg) {
+    enum { BL = 8 };
+    const int ctx = 2048 / g_div, G = 32 / g_div < 2 ? 2 : 32 / g_div, chunk = 64 / g_div < 1 ? 1 : 64 / g_div;
+    const int ctx_pages = (ctx + G + 3 + 15) / 16;
+    static const ps_dtype dts[2] = {PS_DT_F32, PS_DT_F16};
+    double tps[2][2] = {{0}};
+    ps_cuda_tuning saved, t;
+    if (ps_cuda_get_tuning(be, &saved, &err) != PS_OK) return;
+    t = saved;
+    t.graphs = true;
+    ps_status st = PS_OK;
+    for (int di = 0; di < 2 && !st; di++) {
+        kv_cache kv = {0};
+        int32_t *pages = malloc(sizeof(int32_t) * (size_t)BL * ctx_pages);
+        float *logits = malloc(sizeof(float) * (size_t)BL * cfg->vocab);
+        st = pages && logits ? kv_cache_init(&kv, be, cfg, 16, BL * ctx_pages, dts[di], &err)
+                             : ps_errf(&err, PS_ENOMEM, "bench: host alloc");
+        for (int i = 0; !st && i < BL * ctx_pages; i++) pages[i] = kv_cache_alloc_page(&kv);
+        for (int p0 = 0; !st && p0 < ctx; p0 += chunk) /* the prompts, 8 x chunk tokens a step */
+            st = step(m, &kv, BL, ctx - p0 < chunk ? ctx - p0 : chunk, p0, ctx_pages, pages, logits, 70 + p0);
+        if (!st) st = bench_decode_tuned(m, &kv, &t, 1, ctx, G, ctx_pages, pages, logits, &tps[di][0]);
+        if (!st) st = bench_decode_tuned(m, &kv, &t, BL, ctx, G, ctx_pages, pages, logits, &tps[di][1]);
+        kv_cache_free(&kv);
+        free(pages), free(logits);
+    }
+    ps_cuda_set_tuning(be, &saved, &err);
+    if (st) {
+        ROW("decode at context %d: failed: %s", ctx, err.msg);
+        return;
+    }
+    double kv_tok = 2.0 * cfg->n_layers * cfg->n_kv_heads * cfg->head_dim * 4.0 * ctx; /* F32 bytes a token reads */
+    printf("  decode at context %d (graphs): F32 KV b1 %.1f tok/s, b%d %.1f tok/s; F16 KV b1 %.1f tok/s (%.2fx), "
+           "b%d %.1f tok/s (%.2fx); KV read per token %.2f GB (F32)\n", ctx, tps[0][0], BL, tps[0][1], tps[1][0],
+           tps[1][0] / tps[0][0], BL, tps[1][1], tps[1][1] / tps[0][1], kv_tok / 1e9);
+    ROW("decode ctx %d, graphs    F32 KV b1 %.1f b%d %.1f tok/s | F16 KV b1 %.1f (%.2fx) b%d %.1f tok/s (%.2fx)", ctx,
+        tps[0][0], BL, tps[0][1], tps[1][0], tps[1][0] / tps[0][0], BL, tps[1][1], tps[1][1] / tps[0][1]);
+}
+
 static void bench_model(void) {
     const char *env = getenv("PS_BENCH_LAYERS");
     int L = env && atoi(env) > 0 ? atoi(env) : 32;
@@ -650,7 +692,7 @@ static void bench_model(void) {
            wbytes / 1e9, tok_bytes / 1e9);
     ROW("model init (host+upload)   %.1f s, %.2f GB weights", init_s, wbytes / 1e9);
     int n_pages = BMAX * ctx_pages + pf_pages + 4;
-    BENCH_TRY(kv_cache_init(&kv, be, &cfg, 16, n_pages, &err));
+    BENCH_TRY(kv_cache_init(&kv, be, &cfg, 16, n_pages, PS_DT_F32, &err));
     pages = malloc(sizeof(int32_t) * (size_t)n_pages);
     logits = malloc(sizeof(float) * (size_t)BMAX * cfg.vocab);
     if (!pages || !logits) {
@@ -702,6 +744,8 @@ static void bench_model(void) {
         BENCH_TRY(bench_decode_configs(m, &kv, P + WARM, G, ctx_pages, pages, logits,
                                        g_bw * 1e9 / ((double)tok_bytes + kv_bytes)));
     }
+    kv_cache_free(&kv); /* its memory back before the long-context caches */
+    bench_long_context(m, &cfg);
     done = true;
 fail:
     if (!done) ROW("model benchmark failed: %s", err.msg);

@@ -7,12 +7,14 @@
  * HF folder given with --model (e.g. one written by gen_random_llama).
  * Measures: prefill tok/s at 128 and 512 tokens (one forward each, logits of
  * the last token only), decode tok/s (batch 1, --steps greedy steps after a
- * 128-token prompt), bytes of weights read per decoded token, the read
+ * --context-token prompt, 128 by default; --kv-dtype f32|f16|bf16 picks the
+ * KV cache), bytes of weights read per decoded token, the read
  * bandwidth of a 1 GB buffer with the same thread count, and decode as a
  * percentage of the bandwidth floor.
  *
  *   bench_llama [--threads 2] [--model DIR] [--quant nf4|none] [--layers N]
- *               [--steps 32] [--prefill 128,512] [--bw-mb 1024]
+ *               [--steps 32] [--prefill 128,512] [--bw-mb 1024] [--context 128]
+ *               [--kv-dtype f32|f16|bf16]
  * Not a ctest: it takes about a minute and measures, it does not judge. */
 #include <pthread.h>
 #include <stdio.h>
@@ -130,7 +132,8 @@ static void prompt_ids(int32_t *ids, int n, int vocab) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 2, layers = 22, steps = 32, bw_mb = 1024, prefill[8] = {128, 512}, n_prefill = 2;
+    int threads = 2, layers = 22, steps = 32, bw_mb = 1024, prefill[8] = {128, 512}, n_prefill = 2, context = 128;
+    ps_dtype kv_dt = PS_DT_F32;
     const char *model_dir = NULL;
     llama_quant quant = LLAMA_QUANT_NF4;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -140,6 +143,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--bw-mb")) bw_mb = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--context")) context = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--kv-dtype"))
+            kv_dt = !strcmp(argv[i + 1], "f16") ? PS_DT_F16 : !strcmp(argv[i + 1], "bf16") ? PS_DT_BF16 : PS_DT_F32;
         else if (!strcmp(argv[i], "--prefill")) {
             n_prefill = 0;
             for (char *s = argv[i + 1]; *s && n_prefill < 8; s += strcspn(s, ",") + (s[strcspn(s, ",")] != 0))
@@ -149,8 +155,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (threads < 1 || threads > 64 || steps < 1 || layers < 1) {
-        fprintf(stderr, "bad --threads/--steps/--layers\n");
+    if (threads < 1 || threads > 64 || steps < 1 || layers < 1 || context < 1) {
+        fprintf(stderr, "bad --threads/--steps/--layers/--context\n");
         return 2;
     }
     ps_err err = {0};
@@ -168,8 +174,8 @@ int main(int argc, char **argv) {
     cfg = *llama_get_config(s.m);
     int max_len = 0;
     for (int i = 0; i < n_prefill; i++) max_len = prefill[i] > max_len ? prefill[i] : max_len;
-    max_len = (max_len > 128 ? max_len : 128) + steps + 16;
-    if (max_len > 4096 || kv_cache_init(&s.kv, be, &cfg, 16, max_len / 16 + 2, &err)) {
+    max_len = (max_len > context ? max_len : context) + steps + 16;
+    if (max_len > 4096 || kv_cache_init(&s.kv, be, &cfg, 16, max_len / 16 + 2, kv_dt, &err)) {
         if (max_len > 4096) ps_errf(&err, PS_EINVAL, "at most 4096 tokens");
         goto fail;
     }
@@ -177,9 +183,10 @@ int main(int argc, char **argv) {
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_len);
     prompt_ids(ids, max_len, cfg.vocab);
 
-    printf("model: %s, %d layers, hidden %d, ffn %d, heads %d/%d, vocab %d, %s; %d threads\n",
+    printf("model: %s, %d layers, hidden %d, ffn %d, heads %d/%d, vocab %d, %s, %s KV cache; %d threads\n",
            model_dir ? model_dir : "random TinyLlama-1.1B shape", cfg.n_layers, cfg.hidden, cfg.ffn,
-           cfg.n_heads, cfg.n_kv_heads, cfg.vocab, quant == LLAMA_QUANT_NF4 ? "NF4+DQ" : "16-bit", threads);
+           cfg.n_heads, cfg.n_kv_heads, cfg.vocab, quant == LLAMA_QUANT_NF4 ? "NF4+DQ" : "16-bit",
+           ps_dtype_name(kv_dt), threads);
     printf("%s in %.1f s, %.1f MB of weights resident\n", model_dir ? "loaded" : "built", t_load,
            (double)llama_weight_bytes(s.m) / 1e6);
     double pf_tps[8], pf_share[8], c0;
@@ -191,9 +198,9 @@ int main(int argc, char **argv) {
         pf_tps[i] = prefill[i] / (now() - t0);
         pf_share[i] = (cpu_now() - c0) * pf_tps[i] / prefill[i] / threads;
     }
-    /* decode: a 128-token prompt, then batch-1 greedy steps */
+    /* decode: a --context-token prompt, then batch-1 greedy steps */
     seq_reset(&s);
-    if (seq_step(&s, ids, 128, &err)) goto fail;
+    if (seq_step(&s, ids, context, &err)) goto fail;
     t0 = now();
     c0 = cpu_now();
     for (int k = 0; k < steps; k++) {
@@ -209,7 +216,7 @@ int main(int argc, char **argv) {
     printf("\n| measure | value | CPU share |\n| --- | --- | --- |\n");
     for (int i = 0; i < n_prefill; i++)
         printf("| prefill %d tokens | %.1f tok/s | %.0f %% |\n", prefill[i], pf_tps[i], 100 * pf_share[i]);
-    printf("| decode, batch 1, %d steps after 128 | %.2f tok/s (%.1f ms/token) | %.0f %% |\n", steps,
+    printf("| decode, batch 1, %d steps after %d | %.2f tok/s (%.1f ms/token) | %.0f %% |\n", steps, context,
            dec_tps, 1e3 / dec_tps, 100 * dec_share);
     printf("| weights read per decoded token | %.1f MB | |\n", bpt / 1e6);
     printf("| read bandwidth (%d MB buffer, %d threads, best of 5) | %.1f GB/s | |\n", bw_mb, threads, bw);

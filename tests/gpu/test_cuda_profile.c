@@ -213,7 +213,7 @@ int main(void) {
           *pad = malloc(sizeof(float) * cfg.vocab);
     f.logits = malloc(sizeof(float) * cfg.vocab * 16);
     GU_OK(llama_init_random(&cfg, 77, LLAMA_QUANT_NF4, gu_gpu, &f.m, &gu_err), "random model");
-    GU_OK(kv_cache_init(&f.kv, gu_gpu, &cfg, PAGE, MAX_PAGES, &gu_err), "kv cache");
+    GU_OK(kv_cache_init(&f.kv, gu_gpu, &cfg, PAGE, MAX_PAGES, PS_DT_F32, &gu_err), "kv cache");
     for (int p = 0; p < MAX_PAGES; p++) f.pages[p] = kv_cache_alloc_page(&f.kv);
     if (f.m && f.kv.layers) {
         check_prefill_rows(&f);

@@ -40,6 +40,7 @@ test('GET /health reports the demo model and device facts', () => {
   assert.ok(health.vocab_size > 0);
   assert.equal(health.running, 0);
   assert.ok(health.kv_pages_total > 0 && health.kv_pages_free === health.kv_pages_total, 'KV pages all free at rest');
+  assert.equal(health.kv_dtype, 'f32', 'the default KV cache dtype');
 });
 
 test('GET /v1/models lists the served model (official client)', async () => {

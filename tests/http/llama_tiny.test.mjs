@@ -95,3 +95,23 @@ for (const p of cases.prompts) {
     if (textComparable(p.greedy_fp)) assert.equal(text, p.greedy_fp.text);
   });
 }
+
+// --kv-dtype f16: a 16-bit KV cache moves the logits by up to ~3e-3
+// (test_llama_parity measures it), below half the smallest reference top-2
+// margin of prompt 'en' (0.0115), so its 16 greedy tokens must not change.
+test("--kv-dtype f16: health says so and prompt 'en' keeps its 16 greedy tokens", async () => {
+  const s16 = await startServer({ args: ['--model', dir, '--quant', 'none', '--device', 'cpu', '--kv-dtype', 'f16'] });
+  try {
+    const h = await (await fetch(`${s16.url}/health`)).json();
+    assert.equal(h.kv_dtype, 'f16');
+    const p = cases.prompts.find((c) => c.id === 'en');
+    const id = (await (await fetch(`${s16.url}/v1/models`)).json()).data[0].id;
+    const r = await post(`${s16.url}/v1/completions`, {
+      model: id, prompt: p.input_ids, max_tokens: 16, temperature: 0, ignore_eos: true, return_token_ids: true,
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.choices[0].token_ids, p.greedy_fp.ids);
+  } finally {
+    assert.equal(await s16.stop(), 0, s16.log());
+  }
+});

@@ -388,7 +388,7 @@ int main(void) {
             }
         }
         kv_cache kv = {0};
-        TU_CHECK(kv_cache_init(&kv, be, c, PAGE, N_PAGES, &err) == PS_OK, "kv: %s", err.msg);
+        TU_CHECK(kv_cache_init(&kv, be, c, PAGE, N_PAGES, PS_DT_F32, &err) == PS_OK, "kv: %s", err.msg);
         for (int i = 0; i < N_PAGES; i++) kv_cache_alloc_page(&kv); /* scramble the free list */
         for (int i = 0; i < N_PAGES; i += 2) kv_cache_release_page(&kv, i);
         for (int i = N_PAGES - 1; i > 0; i -= 2) kv_cache_release_page(&kv, i);

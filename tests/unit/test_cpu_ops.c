@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu/cpu_backend.h"
+#include "math/half.h"
 #include "ops.h"
 #include "testutil.h"
 
@@ -116,9 +117,33 @@ static void test_rope(int64_t T, int64_t H, int64_t D) {
     free(x), free(pos), free(ref), free(w);
 }
 
+/* x rounded through a KV cache dtype (the values a 16-bit cache holds). */
+static float kv_round(float x, ps_dtype dt) {
+    return dt == PS_DT_F16 ? ps_f16_to_f32(ps_f32_to_f16(x)) : dt == PS_DT_BF16 ? ps_bf16_to_f32(ps_f32_to_bf16(x)) : x;
+}
+
+/* Entry i of a cache of dtype dt, widened. */
+static float kv_get(const void *c, ps_dtype dt, int64_t i) {
+    if (dt == PS_DT_F32) return ((const float *)c)[i];
+    uint16_t h = ((const uint16_t *)c)[i];
+    return dt == PS_DT_F16 ? ps_f16_to_f32(h) : ps_bf16_to_f32(h);
+}
+
+/* n random floats stored as a cache of dtype dt (random prior content). */
+static void *kv_rnd(int64_t n, uint64_t seed, ps_dtype dt) {
+    float *f = rnd(n, seed);
+    if (dt == PS_DT_F32) return f;
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) h[i] = dt == PS_DT_F16 ? ps_f32_to_f16(f[i]) : ps_f32_to_bf16(f[i]);
+    free(f);
+    return h;
+}
+
 /* Paged attention for S sequences of lengths len[s], pages shuffled, vs a
- * double-precision causal attention computed per sequence. */
-static void test_attention(int S, const int *len, int H, int n_kv, int D, int page) {
+ * double-precision causal attention computed per sequence, with a KV cache
+ * of dtype dt: kv_store must leave exactly the rounded k and v in it, and
+ * the reference then uses those rounded values. */
+static void test_attention(int S, const int *len, int H, int n_kv, int D, int page, ps_dtype dt) {
     int T = 0, max_pages = 0, n_pages = 0;
     for (int s = 0; s < S; s++) {
         T += len[s];
@@ -129,7 +154,7 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
     float *q = rnd((int64_t)T * H * D, 9), *k = rnd((int64_t)T * n_kv * D, 10);
     float *v = rnd((int64_t)T * n_kv * D, 11), *o = rnd((int64_t)T * H * D, 12);
     int64_t cache_n = (int64_t)n_pages * page * n_kv * D;
-    float *kc = rnd(cache_n, 13), *vc = rnd(cache_n, 14);
+    void *kc = kv_rnd(cache_n, 13, dt), *vc = kv_rnd(cache_n, 14, dt);
     int32_t *tok_seq = malloc(sizeof(int32_t) * T), *kv_pos = malloc(sizeof(int32_t) * T);
     int32_t *slots = malloc(sizeof(int32_t) * T);
     int32_t *bt = calloc((size_t)(S * max_pages), sizeof(int32_t));
@@ -153,6 +178,9 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
                 tok_order[t] = first[s] + i;
                 t++;
             }
+    /* the reference sees what the cache holds */
+    float *kr = malloc(sizeof(float) * (size_t)T * n_kv * D), *vr = malloc(sizeof(float) * (size_t)T * n_kv * D);
+    for (int64_t e = 0; e < (int64_t)T * n_kv * D; e++) kr[e] = kv_round(k[e], dt), vr[e] = kv_round(v[e], dt);
     /* q/k/v rows are indexed by batch order t; the reference reads them back by (s, i) */
     double *ref = calloc((size_t)T * H * D, sizeof(double));
     int *row_of = malloc(sizeof(int) * T);
@@ -166,7 +194,7 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
                 int r = row_of[first[s] + j];
                 double d = 0;
                 for (int e = 0; e < D; e++)
-                    d += (double)q[((int64_t)t * H + h) * D + e] * k[((int64_t)r * n_kv + kh) * D + e];
+                    d += (double)q[((int64_t)t * H + h) * D + e] * kr[((int64_t)r * n_kv + kh) * D + e];
                 sc[j] = d / sqrt((double)D);
                 if (sc[j] > m) m = sc[j];
             }
@@ -174,17 +202,25 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
             for (int j = 0; j <= i; j++) {
                 int r = row_of[first[s] + j];
                 for (int e = 0; e < D; e++)
-                    ref[((int64_t)t * H + h) * D + e] += sc[j] / sum * v[((int64_t)r * n_kv + kh) * D + e];
+                    ref[((int64_t)t * H + h) * D + e] += sc[j] / sum * vr[((int64_t)r * n_kv + kh) * D + e];
             }
             free(sc);
         }
     }
-    ps_kv_layer kv = {page, {PS_DT_F32, 4, {n_pages, page, n_kv, D}, kc, PS_DEV_CPU},
-                      {PS_DT_F32, 4, {n_pages, page, n_kv, D}, vc, PS_DEV_CPU}};
+    ps_kv_layer kv = {page, {dt, 4, {n_pages, page, n_kv, D}, kc, PS_DEV_CPU},
+                      {dt, 4, {n_pages, page, n_kv, D}, vc, PS_DEV_CPU}};
     ps_tensor tk = ps_tensor_3d(PS_DT_F32, T, n_kv, D, k, PS_DEV_CPU);
     ps_tensor tv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, v, PS_DEV_CPU);
     ps_tensor ts = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
     TU_CHECK(op_kv_store(be, &kv, &tk, &tv, &ts, &err) == PS_OK, "kv_store: %s", err.msg);
+    int bad = 0; /* the stored entries: the rounded values, bit for bit */
+    for (t = 0; t < T; t++)
+        for (int64_t e = 0; e < (int64_t)n_kv * D; e++) {
+            int64_t at = (int64_t)slots[t] * n_kv * D + e, from = (int64_t)t * n_kv * D + e;
+            float gk = kv_get(kc, dt, at), gv = kv_get(vc, dt, at);
+            bad += memcmp(&gk, &kr[from], 4) != 0 || memcmp(&gv, &vr[from], 4) != 0;
+        }
+    TU_CHECK(bad == 0, "kv_store %s: %d entries are not the rounded k/v", ps_dtype_name(dt), bad);
     ps_attn_meta meta = {T, S, max_pages, ps_tensor_1d(PS_DT_I32, T, tok_seq, PS_DEV_CPU),
                          ps_tensor_1d(PS_DT_I32, T, kv_pos, PS_DEV_CPU),
                          ps_tensor_2d(PS_DT_I32, S, max_pages, bt, PS_DEV_CPU), 0};
@@ -192,7 +228,8 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
     ps_tensor to = ps_tensor_3d(PS_DT_F32, T, H, D, o, PS_DEV_CPU);
     TU_CHECK(op_attention(be, &to, &tq, &kv, &meta, 1.0f / sqrtf((float)D), &err) == PS_OK,
              "attention: %s", err.msg);
-    check("paged attention", o, ref, (int64_t)T * H * D);
+    check(dt == PS_DT_F32 ? "paged attention" : dt == PS_DT_F16 ? "paged attention, f16 kv" : "paged attention, bf16 kv",
+          o, ref, (int64_t)T * H * D);
     /* the oracle itself, and the fast default against it */
     float *o_ref = rnd((int64_t)T * H * D, 15);
     ps_tensor tr = ps_tensor_3d(PS_DT_F32, T, H, D, o_ref, PS_DEV_CPU);
@@ -204,7 +241,7 @@ static void test_attention(int S, const int *len, int H, int n_kv, int D, int pa
     TU_CHECK(fc.rel_l2 < 1e-6, "fast vs oracle attention: rel_l2 %.3g", fc.rel_l2);
     free(o_ref);
     free(q), free(k), free(v), free(o), free(kc), free(vc), free(tok_seq), free(kv_pos);
-    free(slots), free(bt), free(done), free(first), free(tok_order), free(ref), free(row_of);
+    free(slots), free(bt), free(done), free(first), free(tok_order), free(ref), free(row_of), free(kr), free(vr);
 }
 
 static void test_bad_inputs(void) {
@@ -236,15 +273,14 @@ int main(void) {
         test_add_rmsnorm(1, 7), test_add_rmsnorm(17, 128), test_add_rmsnorm(3, 4097);
         test_layernorm(3, 65), test_layernorm(17, 4097);
         test_rope(5, 3, 32), test_rope(17, 4, 128);
-        int l1[] = {1};
-        test_attention(1, l1, 4, 2, 32, 16);
-        int l3[] = {17, 3, 40};
-        test_attention(3, l3, 6, 3, 16, 16);
-        int l2[] = {127, 5};
-        test_attention(2, l2, 8, 1, 64, 4);
-        int l4[] = {33, 1, 70, 9};
-        test_attention(4, l4, 4, 4, 17, 8); /* MHA, odd head dim: scalar path */
-        test_attention(2, l2, 32, 4, 128, 16);
+        int l1[] = {1}, l3[] = {17, 3, 40}, l2[] = {127, 5}, l4[] = {33, 1, 70, 9};
+        for (ps_dtype dt = PS_DT_F32; dt <= PS_DT_BF16; dt++) { /* the KV cache dtypes */
+            test_attention(1, l1, 4, 2, 32, 16, dt);
+            test_attention(3, l3, 6, 3, 16, 16, dt);
+            test_attention(2, l2, 8, 1, 64, 4, dt);
+            test_attention(4, l4, 4, 4, 17, 8, dt); /* MHA, odd head dim: scalar path */
+            test_attention(2, l2, 32, 4, 128, 16, dt);
+        }
         test_bad_inputs();
         ps_backend_destroy(be);
     }

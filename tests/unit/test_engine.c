@@ -2,7 +2,7 @@
  *  - 8 requests from 8 threads with different lengths, seeds and sampling;
  *    each ends with the right number of tokens and finish reason
  *  - batch invariance: a greedy and a seeded request give the same tokens
- *    alone and inside the concurrent batch; a long prompt gives the same
+ *    alone and inside the concurrent batch (also with an f16 KV cache); a long prompt gives the same
  *    tokens prefilled in chunks and in one piece
  *  - cancellation mid-stream gives the KV pages back; queue full -> EBUSY;
  *    request validation (ETOOLARGE with both numbers, EINVAL, ENOTFOUND)
@@ -118,8 +118,9 @@ static void *job_main(void *arg) {
     return NULL;
 }
 
-static engine *open_engine(int max_seqs, int max_batch_tokens, int max_queue) {
+static engine *open_engine_kv(int max_seqs, int max_batch_tokens, int max_queue, const char *kv_dtype) {
     engine_opts o = engine_opts_default();
+    o.kv_dtype = kv_dtype;
     o.device = "cpu";
     o.threads = 1;
     o.max_seqs = max_seqs;
@@ -133,6 +134,10 @@ static engine *open_engine(int max_seqs, int max_batch_tokens, int max_queue) {
     return e;
 }
 
+static engine *open_engine(int max_seqs, int max_batch_tokens, int max_queue) {
+    return open_engine_kv(max_seqs, max_batch_tokens, max_queue, NULL);
+}
+
 static void test_info(engine *e) {
     engine_info in;
     engine_get_info(e, &in);
@@ -144,6 +149,7 @@ static void test_info(engine *e) {
              in.vocab_size, in.ctx_len);
     TU_CHECK(in.kv_pages_total == 4 * 16 && in.kv_pages_free == in.kv_pages_total,
              "kv pages %d free %d", in.kv_pages_total, in.kv_pages_free);
+    TU_CHECK(strcmp(in.kv_dtype, "f32") == 0, "default kv dtype %s", in.kv_dtype);
 }
 
 static void test_text(engine *e) {
@@ -521,6 +527,15 @@ int main(void) {
     test_cancel(e);
     test_queue_and_chunks(e, e2);
     engine_free(e2);
+    /* a 16-bit KV cache keeps batch invariance: the rounding is per entry */
+    engine *e16 = open_engine_kv(4, 48, 32, "f16");
+    if (e16) {
+        engine_info in;
+        engine_get_info(e16, &in);
+        TU_CHECK(strcmp(in.kv_dtype, "f16") == 0, "kv dtype %s", in.kv_dtype);
+        test_concurrent(e16);
+        engine_free(e16);
+    }
     test_shutdown(e); /* frees e */
     test_faults();
     return tu_finish("engine");

@@ -53,6 +53,9 @@ static void test_bad_opts(void) {
     o = demo_opts();
     o.kv_pages = 3;
     expect_fail(o, PS_EINVAL, "kv_pages 3", "16 pages", "kv pages");
+    o = demo_opts();
+    o.kv_dtype = "fp8";
+    expect_fail(o, PS_EINVAL, "fp8", "f32, f16, bf16", "kv dtype");
 }
 
 static void test_devices(void) {

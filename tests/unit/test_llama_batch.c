@@ -143,7 +143,7 @@ static void check_invariance(const char *what, llama_quant q) {
     llama_model *m = NULL;
     kv_cache kv = {0};
     if (llama_load(tu_path("llama-tiny"), q, be, &m, &err) ||
-        kv_cache_init(&kv, be, llama_get_config(m), PAGE, 256, &err)) {
+        kv_cache_init(&kv, be, llama_get_config(m), PAGE, 256, PS_DT_F32, &err)) {
         TU_CHECK(0, "%s: %s", what, err.msg);
         llama_free(m);
         return;

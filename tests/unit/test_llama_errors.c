@@ -306,7 +306,7 @@ static void test_batches(void) {
     llama_model *m = NULL;
     kv_cache kv = {0};
     if (llama_init_random(&tiny, 3, LLAMA_QUANT_NF4, be, &m, &err) ||
-        kv_cache_init(&kv, be, &tiny, 4, 4, &err)) {
+        kv_cache_init(&kv, be, &tiny, 4, 4, PS_DT_F32, &err)) {
         TU_CHECK(0, "setup: %s", err.msg);
         llama_free(m);
         return;
@@ -343,7 +343,7 @@ static void test_batches(void) {
     kv_cache other = {0};
     llama_config wide = tiny;
     wide.n_kv_heads = 4;
-    TU_CHECK(kv_cache_init(&other, be, &wide, 4, 2, &err) == PS_OK, "kv: %s", err.msg);
+    TU_CHECK(kv_cache_init(&other, be, &wide, 4, 2, PS_DT_F32, &err) == PS_OK, "kv: %s", err.msg);
     TU_CHECK(llama_forward(m, &other, &good, lg, &err) == PS_EINVAL && strstr(err.msg, "KV cache"),
              "foreign KV cache: %s", err.msg);
     kv_cache_free(&other);
@@ -356,9 +356,11 @@ static void test_batches(void) {
 
 static void test_kv_cache(void) {
     kv_cache kv = {0};
-    TU_CHECK(kv_cache_init(&kv, be, &tiny, 0, 4, &err) == PS_EINVAL, "page_size 0: %s", err.msg);
-    TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 0, &err) == PS_EINVAL, "0 pages: %s", err.msg);
-    TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 3, &err) == PS_OK, "kv: %s", err.msg);
+    TU_CHECK(kv_cache_init(&kv, be, &tiny, 0, 4, PS_DT_F32, &err) == PS_EINVAL, "page_size 0: %s", err.msg);
+    TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 0, PS_DT_F32, &err) == PS_EINVAL, "0 pages: %s", err.msg);
+    TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 3, PS_DT_I32, &err) == PS_EINVAL && strstr(err.msg, "I32"),
+             "an I32 cache: %s", err.msg);
+    TU_CHECK(kv_cache_init(&kv, be, &tiny, 16, 3, PS_DT_F32, &err) == PS_OK, "kv: %s", err.msg);
     int32_t a = kv_cache_alloc_page(&kv), b = kv_cache_alloc_page(&kv), c = kv_cache_alloc_page(&kv);
     TU_CHECK(a == 0 && b == 1 && c == 2 && kv_cache_alloc_page(&kv) == -1, "pages %d %d %d", a, b, c);
     kv_cache_release_page(&kv, b);

@@ -91,7 +91,7 @@ static ps_status step(llama_model *m, kv_cache *kv, seqstate *s, const int *whic
 static void run(llama_model *m, const seqstate *init, float *out) {
     int V = llama_get_config(m)->vocab;
     kv_cache kv;
-    if (kv_cache_init(&kv, be, llama_get_config(m), PAGE, 64, &err) != PS_OK) {
+    if (kv_cache_init(&kv, be, llama_get_config(m), PAGE, 64, PS_DT_F32, &err) != PS_OK) {
         TU_CHECK(0, "kv: %s", err.msg);
         return;
     }

@@ -35,7 +35,7 @@ static float *run(llama_model *m) {
         pos[t] = rows[t] = t;
     }
     float *lg = malloc(sizeof(float) * T * (size_t)c->vocab);
-    if (kv_cache_init(&kv, be, c, 4, 3, &err)) {
+    if (kv_cache_init(&kv, be, c, 4, 3, PS_DT_F32, &err)) {
         TU_CHECK(0, "kv: %s", err.msg);
         return lg;
     }

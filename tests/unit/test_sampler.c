@@ -157,7 +157,8 @@ static int ref_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static void test_nucleus_large(void) {
+/* quantised: logits rounded to a step (many ties, which the order breaks by id) */
+static void test_nucleus_large(float scale, float quantum) {
     const int V = 32000;
     float *lg = malloc((size_t)V * sizeof *lg);
     int32_t *ord = malloc((size_t)V * sizeof *ord);
@@ -165,7 +166,9 @@ static void test_nucleus_large(void) {
     sampler_scratch s = {0};
     sampler_scratch_init(&s, V, NULL);
     tu_rand_fill(lg, V, 2024);
-    for (int v = 0; v < V; v++) lg[v] *= 8.0f;
+    for (int v = 0; v < V; v++) lg[v] *= scale;
+    if (quantum > 0)
+        for (int v = 0; v < V; v++) lg[v] = quantum * roundf(lg[v] / quantum);
     ref_lg = lg;
     for (int v = 0; v < V; v++) ord[v] = v;
     qsort(ord, (size_t)V, sizeof *ord, ref_cmp);
@@ -187,8 +190,8 @@ static void test_nucleus_large(void) {
             while (i < keep - 1 && target >= acc + pr[i]) acc += pr[i++];
             bad += sampler_sample(&sp, &r, lg, &s) != ord[i];
         }
-        TU_CHECK(bad <= 2, "top_p %.3f over V=%d: %d of 300 draws differ from the full-sort "
-                 "reference (nucleus of %d tokens)", tps[c], V, bad, keep);
+        TU_CHECK(bad <= 2, "top_p %.3f over V=%d (logits x%.0f, step %.2f): %d of 300 draws differ from the "
+                 "full-sort reference (nucleus of %d tokens)", tps[c], V, scale, quantum, bad, keep);
     }
     sampler_scratch_free(&s);
     free(lg);
@@ -237,7 +240,9 @@ int main(void) {
     test_greedy_collapse();
     test_seeds();
     test_distributions();
-    test_nucleus_large();
+    test_nucleus_large(8.0f, 0.0f);
+    test_nucleus_large(1.0f, 0.0f);   /* near-flat: the nucleus is most of V (radix sort) */
+    test_nucleus_large(2.0f, 0.25f);  /* ties by the thousand */
     test_logprobs();
     return tu_finish("sampler");
 }
