@@ -10,13 +10,14 @@
  * decode-kernel row of a batch must equal that token run alone (T = 1,
  * automatic path).
  *
- * F16 and BF16 caches: K and V drawn in f32 and rounded; the oracle is the
- * CPU op over an F32 cache of the widened values (the 16-bit contract:
- * widen exactly, then the f32 math), and on every path the 16-bit cache must
- * give the same bits as the device's F32 cache of those values (bit
- * equality, no tolerance), alone and in a batch. Two cases plant widening
- * corners (subnormals, signed zeros, 65504): on the device F16 is widened
- * by the conversion instruction, not by half.h's code.
+ * F16 and BF16 caches (the contract: widen exactly, then the f32 math): K
+ * and V drawn in f32 and rounded to the dtype. Every path over the 16-bit
+ * device cache is checked against the CPU op over the same 16-bit cache
+ * (tolerance below), and must give the same bits as the same path over an
+ * F32 device cache holding the widened values (no tolerance), alone and in
+ * a batch; that F32 run is checked against the CPU op over it. Two cases
+ * plant widening corners (subnormals, signed zeros, 65504): on the device
+ * F16 is widened by the conversion instruction, not by half.h's code.
  *
  * Tolerance 1e-5 rel L2 (measured per case in the log): the CUDA kernels
  * keep a running max and sum (online softmax) and add in another order than
@@ -110,8 +111,10 @@ static void run_paths(const att_case *c, int T, const char *tag, const ps_kv_lay
 }
 
 /* One case over a cache of dtype dt (K and V drawn in f32 and rounded to
- * dt). The oracle is the CPU op over an F32 cache holding the widened
- * values, which is what the 16-bit cache contract defines. A 16-bit cache
+ * dt). The oracles: the CPU op over an F32 cache holding the widened values
+ * (what the 16-bit cache contract defines) for the device's F32 cache of
+ * them, and the CPU op over the same 16-bit cache for the device's 16-bit
+ * cache. A 16-bit cache
  * must give, on every path, the bits of the F32 device cache holding the
  * same widened values (the kernels widen exactly on load, then the same f32
  * math). */
@@ -177,11 +180,21 @@ static void run_paged(const att_case *c, ps_dtype dt, uint64_t seed) {
         check_alone(c, T, &gkv, &gm, &dq, scale, by_path[PS_CUDA_ATTN_DECODE]);
     } else {
         void *K16 = gu_to_dtype(K, nc, dt), *V16 = gu_to_dtype(V, nc, dt); /* exact: K, V are rounded */
+        /* the CPU op over the same 16-bit cache */
+        float *want16 = malloc(sizeof(float) * (size_t)nq);
+        ps_kv_layer c16 = ckv;
+        c16.k.dtype = c16.v.dtype = dt;
+        c16.k.data = K16, c16.v.data = V16;
+        co.data = want16;
+        GU_OK(op_attention(gu_cpu, &co, &cq, &c16, &cm, scale, &gu_err), "cpu attention 16-bit cache");
         gu_buf dK16 = gu_upload(K16, 2 * (size_t)nc), dV16 = gu_upload(V16, 2 * (size_t)nc);
         ps_kv_layer g16 = gkv;
         g16.k.dtype = g16.v.dtype = dt;
         g16.k.data = dK16.d, g16.v.data = dV16.d;
-        run_paths(c, T, ps_dtype_name(dt), &g16, &gm, &gq, scale, want, by_path16);
+        char tag[32];
+        snprintf(tag, sizeof tag, "%s vs cpu-%s", ps_dtype_name(dt), ps_dtype_name(dt));
+        run_paths(c, T, tag, &g16, &gm, &gq, scale, want16, by_path16);
+        free(want16);
         for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++)
             TU_CHECK(!memcmp(by_path16[path], by_path[path], sizeof(float) * (size_t)nq),
                      "attention %s %s %s: differs in bits from the f32 cache of the widened values",
