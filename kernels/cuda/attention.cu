@@ -22,10 +22,10 @@
  * The paged cache is F32, F16 or BF16 (the kernels' DT parameter): 16-bit
  * entries are widened exactly as they are loaded (att_ld / att_ld4: the
  * half.h conversions, or the equal conversion instruction), then the same
- * f32 math; so attention over a 16-bit
- * cache gives the bits of attention over an F32 cache holding the widened
- * values, for half the bytes read. q, the output and the split partials stay
- * f32. */
+ * f32 math; so attention over a 16-bit cache gives the bits of attention
+ * over an F32 cache holding the widened values (both aligned: the same
+ * vector path), for half the bytes read. q, the output and the split
+ * partials stay f32. */
 #include <limits.h>
 
 #include "cuda_common.cuh"
