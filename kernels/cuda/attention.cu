@@ -18,7 +18,14 @@
  * choice is speed only. GQA: query head h reads KV head h / (H / n_kv).
  * Metadata is read on the device; a bad sequence, position or page id is
  * flagged (PS_EINVAL at the next sync), its output row is zero, and no memory
- * outside the cache is read. Head dim up to 256. */
+ * outside the cache is read. Head dim up to 256.
+ * The paged cache is F32, F16 or BF16 (the kernels' DT parameter): 16-bit
+ * entries are widened exactly as they are loaded (att_ld / att_ld4: the
+ * half.h conversions, or the equal conversion instruction), then the same
+ * f32 math; so attention over a 16-bit cache gives the bits of attention
+ * over an F32 cache holding the widened values (both aligned: the same
+ * vector path), for half the bytes read. q, the output and the split
+ * partials stay f32. */
 #include <limits.h>
 
 #include "cuda_common.cuh"
@@ -42,14 +49,45 @@ __device__ static inline float att_warp_max(float v) {
     return v;
 }
 
+/* ---- cache loads: 16-bit entries widened exactly ----
+ * cuda_ld / cuda_ld4, except that F16 goes through the conversion
+ * instruction on the device: half.h's ps_f16_to_f32 compiles to ~25
+ * instructions with branches per element here (SASS of the split kernel:
+ * 3609 instructions against 1970 for F32), which would make the decode
+ * loop issue-bound; cvt.f32.f16 is one. Widening is exact, so both give the
+ * same value for every input but NaN (NaN either way; kv_store only writes
+ * quiet ones). Off the device (tests/gpu/emu) half.h itself. BF16 widening
+ * is a shift already. */
+__device__ static __forceinline__ float att_f16(uint16_t h) {
+#ifdef __CUDA_ARCH__
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#else
+    return ps_f16_to_f32(h);
+#endif
+}
+template <int DT> __device__ static __forceinline__ float att_ld(const void *p, int64_t i) {
+    if constexpr (DT == PS_DT_F16) return att_f16(((const uint16_t *)p)[i]);
+    else return cuda_ld<DT>(p, i);
+}
+template <int DT> __device__ static __forceinline__ float4 att_ld4(const void *p, int64_t i4) {
+    if constexpr (DT == PS_DT_F16) {
+        cuda_u16x4 h = ((const cuda_u16x4 *)p)[i4];
+        return make_float4(att_f16(h.v[0]), att_f16(h.v[1]), att_f16(h.v[2]), att_f16(h.v[3]));
+    } else {
+        return cuda_ld4<DT>(p, i4);
+    }
+}
+
 /* ---- key sources for the decode kernel: off(j) = row offset of key j in K and V ---- */
 
 /* Paged cache: entry j of this token's sequence. */
 struct att_paged {
-    const float *K, *V;
+    const void *K, *V; /* F32, F16 or BF16 (the kernel's DT); offsets in elements */
     const int32_t *bt; /* this sequence's block-table row */
     int page_size;
-    int64_t row, off0; /* floats per slot, offset of this KV head */
+    int64_t row, off0; /* elements per slot, offset of this KV head */
     __device__ int64_t off(int j) const {
         return ((int64_t)bt[j / page_size] * page_size + j % page_size) * row + off0;
     }
@@ -82,7 +120,8 @@ __device__ static int att_token_len(const int32_t *tok_seq, const int32_t *tok_k
 
 typedef struct {
     float *out;
-    const float *q, *K, *V;
+    const float *q;
+    const void *K, *V; /* the cache, F32, F16 or BF16 (the kernel's DT) */
     const int32_t *tok_seq, *tok_kv_pos, *bt;
     int T, H, n_kv, D, n_seqs, max_pages, page_size, n_pages;
     float scale;
@@ -120,23 +159,27 @@ typedef struct {
 #define ATT_SPLIT_MAX 16 /* parts at most */
 #define ATT_OMAX 2048    /* floats of the groups' partial outputs (NG2 * D, every NC) */
 
-/* Loads this lane's elements of a D-float row for `lanes` lanes per row and
- * `nc` float4 per lane: VEC = 16-byte loads at dims 4*sub + 4*lanes*c
- * (D % 4 == 0, aligned rows), else scalars at sub + lanes*e; past D: 0. */
-template <int LANES, int NCH, bool VEC>
-__device__ static __forceinline__ void att_load_row(const float *p, int sub, int D, float *v) {
+/* Loads this lane's elements of the D-element row at element `off` of an
+ * array of dtype DT, as floats (att_ld / att_ld4: 16-bit values widened
+ * exactly), for `lanes` lanes per row and `nc` groups of 4 per lane:
+ * VEC = one load of 4 elements (16 bytes for F32, 8 for F16 / BF16) at dims
+ * 4*sub + 4*lanes*c (D % 4 == 0, aligned rows), else scalars at
+ * sub + lanes*e; past D: 0. */
+template <int DT, int LANES, int NCH, bool VEC>
+__device__ static __forceinline__ void att_load_row(const void *base, int64_t off, int sub, int D, float *v) {
+    const void *p = (const char *)base + off * (DT == PS_DT_F32 ? 4 : 2);
     if constexpr (VEC) {
 #pragma unroll
         for (int c = 0; c < NCH; c++) {
-            int d = 4 * sub + 4 * LANES * c;
-            float4 f = d < D ? *(const float4 *)(p + d) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            int d4 = sub + LANES * c;
+            float4 f = 4 * d4 < D ? att_ld4<DT>(p, d4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             v[4 * c] = f.x, v[4 * c + 1] = f.y, v[4 * c + 2] = f.z, v[4 * c + 3] = f.w;
         }
     } else {
 #pragma unroll
         for (int e = 0; e < 4 * NCH; e++) {
             int d = sub + LANES * e;
-            v[e] = d < D ? p[d] : 0.0f;
+            v[e] = d < D ? att_ld<DT>(p, d) : 0.0f;
         }
     }
 }
@@ -161,7 +204,7 @@ __device__ static __forceinline__ int att_part_chunk(int len, int P) {
 /* Attention of one query (qv: this lane's phase-1 elements) over keys
  * [lo, hi) (lo < hi): every thread gets the part's M (max score) and L (sum
  * of exp(score - M)); dst[0, D) = sum of exp(score - M) * v (not divided). */
-template <int NC, bool VEC, class Src>
+template <int DT, int NC, bool VEC, class Src>
 __device__ static void att_part(float *dst, float &M, float &L, const float *qv, const Src &src,
                                 int lo, int hi, int D, float scale) {
     typedef att_v_layout<NC> VL;
@@ -182,7 +225,7 @@ __device__ static void att_part(float *dst, float &M, float &L, const float *qv,
 #pragma unroll
         for (int u = 0; u < ATT_U; u++) {
             int kk = g + (DEC_THREADS / ATT_G) * u;
-            if (kk < n) att_load_row<ATT_G, NC, VEC>(src.K + s_off[buf][kk], sub, D, kr[u]);
+            if (kk < n) att_load_row<DT, ATT_G, NC, VEC>(src.K, s_off[buf][kk], sub, D, kr[u]);
             else
 #pragma unroll
                 for (int e = 0; e < 4 * NC; e++) kr[u][e] = 0.0f;
@@ -190,7 +233,7 @@ __device__ static void att_part(float *dst, float &M, float &L, const float *qv,
 #pragma unroll
         for (int i = 0; i < VL::KV2; i++) {
             int kk = g2 + VL::NG2 * i;
-            if (kk < n) att_load_row<VL::G2, VL::C2, VEC>(src.V + s_off[buf][kk], sub2, D, vr[i]);
+            if (kk < n) att_load_row<DT, VL::G2, VL::C2, VEC>(src.V, s_off[buf][kk], sub2, D, vr[i]);
             else
 #pragma unroll
                 for (int e = 0; e < 4 * VL::C2; e++) vr[i][e] = 0.0f;
@@ -275,12 +318,12 @@ __device__ static void att_merge(float *out, const att_parts_smem &ps, int n, in
 /* This lane's phase-1 elements of q. */
 template <int NC, bool VEC>
 __device__ static __forceinline__ void att_load_q(float *qv, const float *q, int D) {
-    att_load_row<ATT_G, NC, VEC>(q, threadIdx.x % ATT_G, D, qv);
+    att_load_row<PS_DT_F32, ATT_G, NC, VEC>(q, 0, threadIdx.x % ATT_G, D, qv);
 }
 
 /* out[0, D) = attention of q over keys [0, len) (len >= 1), its P parts one
  * after another in this block. */
-template <int NC, bool VEC, class Src>
+template <int DT, int NC, bool VEC, class Src>
 __device__ static void att_decode_row(float *out, const float *q, const Src &src, int len, int P,
                                       int D, float scale) {
     __shared__ att_parts_smem s_parts;
@@ -289,7 +332,7 @@ __device__ static void att_decode_row(float *out, const float *q, const Src &src
     int chunk = att_part_chunk(len, P), n = 0;
     for (int lo = 0; lo < len; lo += chunk, n++) {
         float M, L;
-        att_part<NC, VEC>(s_parts.o + n * D, M, L, qv, src, lo, min(len, lo + chunk), D, scale);
+        att_part<DT, NC, VEC>(s_parts.o + n * D, M, L, qv, src, lo, min(len, lo + chunk), D, scale);
         if (threadIdx.x == 0) s_parts.m[n] = M, s_parts.l[n] = L;
     }
     __syncthreads();
@@ -333,7 +376,7 @@ __device__ static att_paged att_paged_src(const att_paged_args &a, int t, int h)
 }
 
 /* One block per (token, head); its P parts one after another. */
-template <int NC, bool VEC>
+template <int DT, int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_paged_args a, int P) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int t = blockIdx.x, h = blockIdx.y;
@@ -343,8 +386,8 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_page
         for (int d = threadIdx.x; d < a.D; d += blockDim.x) out[d] = 0.0f;
         return;
     }
-    att_decode_row<NC, VEC>(out, a.q + ((int64_t)t * a.H + h) * a.D, att_paged_src(a, t, h), len, P,
-                            a.D, a.scale);
+    att_decode_row<DT, NC, VEC>(out, a.q + ((int64_t)t * a.H + h) * a.D, att_paged_src(a, t, h), len, P,
+                                a.D, a.scale);
 }
 
 /* ---- decode split over the parts (flash-decoding) ----
@@ -359,7 +402,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_paged_kernel(att_page
  * fences again and reads with __ldcg. P depends only on H and the chip,
  * never on T or the context length, so a recorded step graph stays valid as
  * sequences grow and the bits equal the decode kernel's. */
-template <int NC, bool VEC>
+template <int DT, int NC, bool VEC>
 __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_split_kernel(att_paged_args a, int P, float *part, int *tickets) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
@@ -383,8 +426,8 @@ attn_decode_split_kernel(att_paged_args a, int P, float *part, int *tickets) {
     float *mine = part + (th * P + sp) * (D + 2); /* M, L, O[D] */
     float qv[4 * NC], M, L;
     att_load_q<NC, VEC>(qv, a.q + th * D, D);
-    att_part<NC, VEC>(mine + 2, M, L, qv, att_paged_src(a, t, h), sp * chunk, min(len, sp * chunk + chunk),
-                      D, a.scale);
+    att_part<DT, NC, VEC>(mine + 2, M, L, qv, att_paged_src(a, t, h), sp * chunk,
+                          min(len, sp * chunk + chunk), D, a.scale);
     if (threadIdx.x == 0) mine[0] = M, mine[1] = L;
     __syncthreads(); /* every partial store of this block before the ticket */
     if (threadIdx.x == 0) {
@@ -414,8 +457,8 @@ static int att_parts(const cuda_impl *p, int H) {
     return P < 1 ? 1 : P > ATT_SPLIT_MAX ? ATT_SPLIT_MAX : P;
 }
 
-/* float4 per lane in phase 1: D <= 32 * NC (a power of two); 8 without
- * 16-byte loads (any D <= 256). */
+/* Groups of 4 per lane in phase 1: D <= 32 * NC (a power of two); 8 without
+ * vector loads (any D <= 256). */
 static int att_nc(int D, bool vec) {
     if (!vec) return 8;
     return D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
@@ -443,6 +486,7 @@ static ps_status att_split_workspace(cuda_impl *p, int64_t TH, int S, int D, ps_
 
 /* ---- prefill: query tiles sharing K/V tiles ---- */
 
+template <int DT>
 __global__ void __launch_bounds__(ATT_THREADS) attn_prefill_kernel(att_paged_args a) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     extern __shared__ float smem[];
@@ -488,8 +532,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_prefill_kernel(att_paged_arg
                 float kv = 0.0f, vv = 0.0f;
                 if (key < maxlen) { /* pages of keys < maxlen were checked by att_token_len */
                     int64_t slot = (int64_t)bt[key / a.page_size] * a.page_size + key % a.page_size;
-                    kv = a.K[slot * row + (int64_t)kvh * D + d];
-                    vv = a.V[slot * row + (int64_t)kvh * D + d];
+                    kv = att_ld<DT>(a.K, slot * row + (int64_t)kvh * D + d);
+                    vv = att_ld<DT>(a.V, slot * row + (int64_t)kvh * D + d);
                 }
                 Ks[j * DP + d] = kv;
                 Vs[j * DP + d] = vv;
@@ -555,23 +599,52 @@ ps_status cuda_attention_init(cuda_impl *p, ps_err *err) {
     if (need > p->smem_optin)
         return ps_errf(err, PS_EDEVICE, "cuda: attention needs %zu bytes of shared memory per block, "
                        "%s allows %zu", need, p->dev_name, p->smem_optin);
-    CU_TRY(p, cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)need));
+    CU_TRY(p, cudaFuncSetAttribute(attn_prefill_kernel<PS_DT_F32>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
+    CU_TRY(p, cudaFuncSetAttribute(attn_prefill_kernel<PS_DT_F16>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
+    CU_TRY(p, cudaFuncSetAttribute(attn_prefill_kernel<PS_DT_BF16>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
     return PS_OK;
+}
+
+/* Launches the kernel of `path` over a cache of dtype DT (the split
+ * kernel's workspace is ready). */
+template <int DT>
+static void att_launch(cuda_impl *p, int path, const att_paged_args &a, int P, int nc, bool vec) {
+    if (path == PS_CUDA_ATTN_PREFILL) {
+        dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
+        cuda_launch(p, attn_prefill_kernel<DT>, grid, ATT_THREADS, att_prefill_smem(a.D), a);
+    } else if (path == PS_CUDA_ATTN_SPLIT) {
+        dim3 grid((unsigned)a.T, (unsigned)a.H, (unsigned)P);
+        float *part = (float *)p->att_part;
+        int *tickets = (int *)p->att_cnt;
+#define ATT_LAUNCH_SPLIT(NC, VEC) \
+    cuda_launch(p, attn_decode_split_kernel<DT, NC, VEC>, grid, DEC_THREADS, 0, a, P, part, tickets)
+        ATT_DISPATCH(nc, vec, ATT_LAUNCH_SPLIT);
+#undef ATT_LAUNCH_SPLIT
+    } else {
+        dim3 grid((unsigned)a.T, (unsigned)a.H);
+#define ATT_LAUNCH_DECODE(NC, VEC) \
+    cuda_launch(p, attn_decode_paged_kernel<DT, NC, VEC>, grid, DEC_THREADS, 0, a, P)
+        ATT_DISPATCH(nc, vec, ATT_LAUNCH_DECODE);
+#undef ATT_LAUNCH_DECODE
+    }
 }
 
 ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, const ps_kv_layer *kv,
                          const ps_attn_meta *meta, float scale, ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
-    if (kv->k.dtype != PS_DT_F32)
-        return ps_errf(err, PS_ENOTSUP, "attention: cuda kv cache dtype %s, only F32 is supported",
-                       ps_dtype_name(kv->k.dtype));
+    ps_dtype dt = kv->k.dtype;
+    if (dt != PS_DT_F32 && dt != PS_DT_F16 && dt != PS_DT_BF16)
+        return ps_errf(err, PS_ENOTSUP, "attention: cuda kv cache dtype %s, expected F32, F16 or BF16",
+                       ps_dtype_name(dt));
     att_paged_args a;
     a.out = (float *)out->data;
     a.q = (const float *)q->data;
-    a.K = (const float *)kv->k.data;
-    a.V = (const float *)kv->v.data;
+    a.K = kv->k.data;
+    a.V = kv->v.data;
     a.tok_seq = (const int32_t *)meta->tok_seq.data;
     a.tok_kv_pos = (const int32_t *)meta->tok_kv_pos.data;
     a.bt = (const int32_t *)meta->block_tables.data;
@@ -599,28 +672,14 @@ ps_status cuda_attention(ps_backend *be, ps_tensor *out, const ps_tensor *q, con
         path = a.T >= PF_QT && a.T >= 4 * (a.n_seqs > 0 ? a.n_seqs : 1) ? PS_CUDA_ATTN_PREFILL
                : (int64_t)a.T * a.H < 2 * (int64_t)p->sm_count         ? PS_CUDA_ATTN_SPLIT
                                                                          : PS_CUDA_ATTN_DECODE;
-    /* 16-byte loads when every row starts 16-byte aligned */
-    bool vec = a.D % 4 == 0 && att_aligned(a.q) && att_aligned(a.K) && att_aligned(a.V);
+    /* vector loads (4 elements: 16 bytes of q, 16 or 8 of the cache) when
+     * every row starts aligned to them */
+    bool vec = a.D % 4 == 0 && att_aligned(a.q) && cuda_ld4_ok(a.K, dt) && cuda_ld4_ok(a.V, dt);
     int P = att_parts(p, a.H), nc = att_nc(a.D, vec);
-    if (path == PS_CUDA_ATTN_PREFILL) {
-        dim3 grid((unsigned)((a.T + PF_QT - 1) / PF_QT), (unsigned)a.H);
-        cuda_launch(p, attn_prefill_kernel, grid, ATT_THREADS, att_prefill_smem(a.D), a);
-    } else if (path == PS_CUDA_ATTN_SPLIT) {
-        PS_TRY(att_split_workspace(p, (int64_t)a.T * a.H, P, a.D, err));
-        dim3 grid((unsigned)a.T, (unsigned)a.H, (unsigned)P);
-        float *part = (float *)p->att_part;
-        int *tickets = (int *)p->att_cnt;
-#define ATT_LAUNCH_SPLIT(NC, VEC) \
-    cuda_launch(p, attn_decode_split_kernel<NC, VEC>, grid, DEC_THREADS, 0, a, P, part, tickets)
-        ATT_DISPATCH(nc, vec, ATT_LAUNCH_SPLIT);
-#undef ATT_LAUNCH_SPLIT
-    } else {
-        dim3 grid((unsigned)a.T, (unsigned)a.H);
-#define ATT_LAUNCH_DECODE(NC, VEC) \
-    cuda_launch(p, attn_decode_paged_kernel<NC, VEC>, grid, DEC_THREADS, 0, a, P)
-        ATT_DISPATCH(nc, vec, ATT_LAUNCH_DECODE);
-#undef ATT_LAUNCH_DECODE
-    }
+    if (path == PS_CUDA_ATTN_SPLIT) PS_TRY(att_split_workspace(p, (int64_t)a.T * a.H, P, a.D, err));
+    if (dt == PS_DT_F32) att_launch<PS_DT_F32>(p, path, a, P, nc, vec);
+    else if (dt == PS_DT_F16) att_launch<PS_DT_F16>(p, path, a, P, nc, vec);
+    else att_launch<PS_DT_BF16>(p, path, a, P, nc, vec);
     return cuda_op_done(p, "attention", err);
 }
 
@@ -638,7 +697,7 @@ attn_dense_kernel(float *out, const float *q, const float *K, const float *V, in
     src.first = ((int64_t)b * T * H + h) * D;
     src.stride = (int64_t)H * D;
     int64_t at = ((int64_t)bt * H + h) * D;
-    att_decode_row<NC, VEC>(out + at, q + at, src, causal ? t + 1 : T, 1, D, scale);
+    att_decode_row<PS_DT_F32, NC, VEC>(out + at, q + at, src, causal ? t + 1 : T, 1, D, scale);
 }
 
 ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *q,

@@ -275,6 +275,28 @@ template <int DT> __device__ static inline float4 cuda_ld4(const void *p, int64_
     }
 }
 
+/* The stores matching cuda_ld / cuda_ld4: v rounded to DT to nearest, ties
+ * to even (ps_f32_to_f16 / ps_f32_to_bf16 of half.h; F32: as is). */
+template <int DT> __device__ static inline void cuda_st(void *p, int64_t i, float v) {
+    if constexpr (DT == PS_DT_F32) ((float *)p)[i] = v;
+    else if constexpr (DT == PS_DT_F16) ((uint16_t *)p)[i] = ps_f32_to_f16(v);
+    else ((uint16_t *)p)[i] = ps_f32_to_bf16(v);
+}
+template <int DT> __device__ static inline void cuda_st4(void *p, int64_t i4, float4 f) {
+    if constexpr (DT == PS_DT_F32) {
+        ((float4 *)p)[i4] = f;
+    } else {
+        cuda_u16x4 h;
+        if constexpr (DT == PS_DT_F16)
+            h.v[0] = ps_f32_to_f16(f.x), h.v[1] = ps_f32_to_f16(f.y), h.v[2] = ps_f32_to_f16(f.z),
+            h.v[3] = ps_f32_to_f16(f.w);
+        else
+            h.v[0] = ps_f32_to_bf16(f.x), h.v[1] = ps_f32_to_bf16(f.y), h.v[2] = ps_f32_to_bf16(f.z),
+            h.v[3] = ps_f32_to_bf16(f.w);
+        ((cuda_u16x4 *)p)[i4] = h;
+    }
+}
+
 static inline bool cuda_aligned(const void *p, size_t bytes) { return (uintptr_t)p % bytes == 0; }
 /* Whether cuda_ld4 may read an array of dtype dt at p (4 elements' alignment). */
 static inline bool cuda_ld4_ok(const void *p, ps_dtype dt) { return cuda_aligned(p, 4 * ps_dtype_size(dt)); }

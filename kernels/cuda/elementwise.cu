@@ -1,7 +1,8 @@
 /* Element-wise CUDA ops: embed, add_bias, silu_mul, activate, add,
  * gather_rows, kv_store. Grid-stride loops over elements; the math is the
  * shared kernels/math/act.h and half.h, as in kernels/cpu/ops_basic.c and
- * ops_attention.c (kv_store), which these mirror.
+ * ops_attention.c (kv_store), which these mirror. kv_store writes F32, F16 or
+ * BF16 caches: f32 values rounded with half.h's ps_f32_to_f16 / _bf16.
  * Row ops (embed, kv_store) and the hot element-wise ones (silu_mul, add)
  * have a vector path for rows / lengths divisible by 4 with aligned
  * pointers: 16-byte loads and stores and, for rows, a 2-D grid (columns,
@@ -229,11 +230,11 @@ ps_status cuda_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
     return cuda_op_done(p, "gather_rows", err);
 }
 
-/* ---- kv_store: k, v (T, n_kv, D) -> cache slots (T) ---- */
+/* ---- kv_store: k, v (T, n_kv, D) f32 -> cache slots (T), cache dtype DT ---- */
 
-__global__ void kv_store_kernel(float *kc, float *vc, const float *k, const float *v,
-                                const int32_t *slots, int64_t T, int64_t row, int64_t n_slots,
-                                cuda_flag *flag) {
+template <int DT>
+__global__ void kv_store_kernel(void *kc, void *vc, const float *k, const float *v, const int32_t *slots,
+                                int64_t T, int64_t row, int64_t n_slots, cuda_flag *flag) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     int64_t n = T * row;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -244,15 +245,16 @@ __global__ void kv_store_kernel(float *kc, float *vc, const float *k, const floa
             if (e == 0) cuda_raise(flag, CUDA_FLAG_KV_SLOT, s, (int)n_slots, (int)t);
             continue;
         }
-        kc[(int64_t)s * row + e] = k[i];
-        vc[(int64_t)s * row + e] = v[i];
+        cuda_st<DT>(kc, (int64_t)s * row + e, k[i]);
+        cuda_st<DT>(vc, (int64_t)s * row + e, v[i]);
     }
 }
 
-/* row4 = row / 4 float4 per token; grid (columns, tokens) */
-__global__ void kv_store4_kernel(float4 *kc, float4 *vc, const float4 *k, const float4 *v,
-                                 const int32_t *slots, int64_t T, int64_t row4, int64_t n_slots,
-                                 cuda_flag *flag) {
+/* row4 = row / 4 groups of 4 per token (16-byte loads, 16- or 8-byte
+ * stores); grid (columns, tokens) */
+template <int DT>
+__global__ void kv_store4_kernel(void *kc, void *vc, const float4 *k, const float4 *v, const int32_t *slots,
+                                 int64_t T, int64_t row4, int64_t n_slots, cuda_flag *flag) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
         int32_t s = slots[t];
@@ -263,30 +265,41 @@ __global__ void kv_store4_kernel(float4 *kc, float4 *vc, const float4 *k, const 
         for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < row4;
              e += (int64_t)gridDim.x * blockDim.x) {
             float4 a = k[t * row4 + e], b = v[t * row4 + e];
-            kc[(int64_t)s * row4 + e] = a;
-            vc[(int64_t)s * row4 + e] = b;
+            cuda_st4<DT>(kc, (int64_t)s * row4 + e, a);
+            cuda_st4<DT>(vc, (int64_t)s * row4 + e, b);
         }
     }
+}
+
+template <int DT>
+static void kv_store_launch(cuda_impl *p, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
+                            const ps_tensor *slots, int64_t T, int64_t row, int64_t n_slots) {
+    if (row % 4 == 0 && cuda_ld4_ok(kv->k.data, kv->k.dtype) && cuda_ld4_ok(kv->v.data, kv->v.dtype) &&
+        cuda_aligned(k->data, 16) && cuda_aligned(v->data, 16))
+        cuda_launch(p, kv_store4_kernel<DT>, ew_row_grid(p, row / 4, T), CUDA_EW_THREADS, 0, kv->k.data,
+                    kv->v.data, (const float4 *)k->data, (const float4 *)v->data, (const int32_t *)slots->data,
+                    T, row / 4, n_slots, p->d_flag);
+    else
+        cuda_launch(p, kv_store_kernel<DT>, cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, kv->k.data,
+                    kv->v.data, (const float *)k->data, (const float *)v->data, (const int32_t *)slots->data,
+                    T, row, n_slots, p->d_flag);
 }
 
 ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, const ps_tensor *v,
                         const ps_tensor *slots, ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
-    if (kv->k.dtype != PS_DT_F32)
-        return ps_errf(err, PS_ENOTSUP, "kv_store: cuda kv cache dtype %s, only F32 is supported",
-                       ps_dtype_name(kv->k.dtype));
     int64_t row = kv->k.shape[2] * kv->k.shape[3], T = ps_tensor_numel(slots);
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
     if (T * row == 0) return PS_OK;
-    if (ew_vec_ok(row, kv->k.data, kv->v.data, k->data) && cuda_aligned(v->data, 16))
-        cuda_launch(p, kv_store4_kernel, ew_row_grid(p, row / 4, T), CUDA_EW_THREADS, 0, (float4 *)kv->k.data,
-                    (float4 *)kv->v.data, (const float4 *)k->data, (const float4 *)v->data,
-                    (const int32_t *)slots->data, T, row / 4, n_slots, p->d_flag);
-    else
-        cuda_launch(p, kv_store_kernel, cuda_ew_blocks(p, T * row), CUDA_EW_THREADS, 0, (float *)kv->k.data,
-                    (float *)kv->v.data, (const float *)k->data, (const float *)v->data,
-                    (const int32_t *)slots->data, T, row, n_slots, p->d_flag);
+    switch (kv->k.dtype) {
+    case PS_DT_F32: kv_store_launch<PS_DT_F32>(p, kv, k, v, slots, T, row, n_slots); break;
+    case PS_DT_F16: kv_store_launch<PS_DT_F16>(p, kv, k, v, slots, T, row, n_slots); break;
+    case PS_DT_BF16: kv_store_launch<PS_DT_BF16>(p, kv, k, v, slots, T, row, n_slots); break;
+    default:
+        return ps_errf(err, PS_ENOTSUP, "kv_store: cuda kv cache dtype %s, expected F32, F16 or BF16",
+                       ps_dtype_name(kv->k.dtype));
+    }
     return cuda_op_done(p, "kv_store", err);
 }
 

@@ -13,7 +13,8 @@
  * cuda_rope_store fuses rope(q), rope(k) and kv_store(k, v) (one launch
  * instead of three per layer): the same rotation per pair, then the rotated k
  * pair and the v pair copied to the token's cache slot, so the results equal
- * the three ops bit for bit. */
+ * the three ops bit for bit. The cache is F32, F16 or BF16: only the cache
+ * copy is rounded (half.h, as kv_store does); q and k keep the f32 values. */
 #include <stdlib.h>
 
 #include "cuda_common.cuh"
@@ -92,8 +93,9 @@ ps_status cuda_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float th
 /* One thread per rotation pair i of a q head (heads 0..H-1) or a k head
  * (H..H+KV-1) of token t; a k pair is also stored, with the same pair of v.
  * Every load (the pair, v, slot, position) is issued before the cos/sin. */
+template <int DT>
 __global__ void __launch_bounds__(ROPE_THREADS)
-rope_store_kernel(float *q, float *k, const float *v, float *kc, float *vc, const int32_t *pos,
+rope_store_kernel(float *q, float *k, const float *v, void *kc, void *vc, const int32_t *pos,
                   const int32_t *slots, const float *inv_freq, int64_t T, int H, int KV, int half,
                   int64_t n_slots, cuda_flag *flag) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
@@ -122,10 +124,10 @@ rope_store_kernel(float *q, float *k, const float *v, float *kc, float *vc, cons
             continue;
         }
         int64_t at = ((int64_t)slot * KV + kh) * D;
-        kc[at + i] = lo;
-        kc[at + i + half] = hi;
-        vc[at + i] = vlo;
-        vc[at + i + half] = vhi;
+        cuda_st<DT>(kc, at + i, lo);
+        cuda_st<DT>(kc, at + i + half, hi);
+        cuda_st<DT>(vc, at + i, vlo);
+        cuda_st<DT>(vc, at + i + half, vhi);
     }
 }
 
@@ -134,9 +136,10 @@ ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_t
                           ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
-    if (kv->k.dtype != PS_DT_F32)
-        return ps_errf(err, PS_ENOTSUP, "rope_store: cuda kv cache dtype %s, only F32 is supported",
-                       ps_dtype_name(kv->k.dtype));
+    ps_dtype dt = kv->k.dtype;
+    if (dt != PS_DT_F32 && dt != PS_DT_F16 && dt != PS_DT_BF16)
+        return ps_errf(err, PS_ENOTSUP, "rope_store: cuda kv cache dtype %s, expected F32, F16 or BF16",
+                       ps_dtype_name(dt));
     int64_t T = q->shape[0], H = q->shape[1], KV = k->shape[1], D = q->shape[2];
     if (D / 2 > CUDA_ROPE_MAX_HALF)
         return ps_errf(err, PS_ENOTSUP, "rope_store: head dim %lld over the cuda limit %d",
@@ -147,9 +150,13 @@ ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_t
         return ps_errf(err, PS_ENOTSUP, "rope_store: %lld heads of %lld over the cuda limit",
                        (long long)(H + KV), (long long)D);
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
-    cuda_launch(p, rope_store_kernel, rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, (float *)q->data,
-                (float *)k->data, (const float *)v->data, (float *)kv->k.data, (float *)kv->v.data,
-                (const int32_t *)pos->data, (const int32_t *)slots->data, p->rope_tab, T, (int)H, (int)KV,
-                (int)(D / 2), n_slots, p->d_flag);
+    void (*kernel)(float *, float *, const float *, void *, void *, const int32_t *, const int32_t *,
+                   const float *, int64_t, int, int, int, int64_t, cuda_flag *) =
+        dt == PS_DT_F32 ? rope_store_kernel<PS_DT_F32>
+        : dt == PS_DT_F16 ? rope_store_kernel<PS_DT_F16>
+                          : rope_store_kernel<PS_DT_BF16>;
+    cuda_launch(p, kernel, rope_grid((H + KV) * (D / 2), T), ROPE_THREADS, 0, (float *)q->data,
+                (float *)k->data, (const float *)v->data, kv->k.data, kv->v.data, (const int32_t *)pos->data,
+                (const int32_t *)slots->data, p->rope_tab, T, (int)H, (int)KV, (int)(D / 2), n_slots, p->d_flag);
     return cuda_op_done(p, "rope_store", err);
 }

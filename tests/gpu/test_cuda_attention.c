@@ -10,9 +10,23 @@
  * decode-kernel row of a batch must equal that token run alone (T = 1,
  * automatic path).
  *
+ * F16 and BF16 caches (the contract: widen exactly, then the f32 math): K
+ * and V drawn in f32 and rounded to the dtype. Every path over the 16-bit
+ * device cache is checked against the CPU op over the same 16-bit cache
+ * (tolerance below), and must give the same bits as the same path over an
+ * F32 device cache holding the widened values (no tolerance), alone and in
+ * a batch; that F32 run is checked against the CPU op over it. Two cases
+ * plant widening corners (subnormals, signed zeros, 65504): on the device
+ * F16 is widened by the conversion instruction, not by half.h's code.
+ *
  * Tolerance 1e-5 rel L2 (measured per case in the log): the CUDA kernels
  * keep a running max and sum (online softmax) and add in another order than
- * the CPU's stored-score loop, and fast-math expf is __expf (2 ulp + 2^-21). */
+ * the CPU's stored-score loop, and fast-math expf is __expf (2 ulp + 2^-21).
+ * The same tolerance for every cache dtype: a 16-bit cache changes the
+ * values, not the arithmetic, and both sides read the same values. Worst
+ * measured on the CPU emulator (tests/gpu/emu, no fast math): 8.8e-7 F32,
+ * 9.8e-7 F32 of widened values, 8.1e-7 F16, 9.8e-7 BF16 (vs the CPU on the
+ * same cache); not yet measured on a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +45,21 @@ typedef struct {
     int n_seqs;
     const seq_spec *seqs;
     bool interleave; /* tokens round-robin over sequences (decode batches) */
+    bool corners;    /* every 5th K and V entry a widening corner (plant_corners) */
 } att_case;
+
+/* Entries whose widening is a corner: F16 subnormals and smallest normal,
+ * signed zeros, BF16 subnormals (f32 denormals; F16: 0), and in V the
+ * largest F16 magnitude (K stays within 1 so that no score is large enough
+ * for the CPU's and the device's summation orders to move a softmax weight
+ * visibly). Planted before the rounding to the cache dtype. */
+static void plant_corners(float *x, int64_t n, bool big) {
+    static const float small[] = {0x1p-24f, 3 * 0x1p-24f, 0x3ffp-24f, -0x1p-20f, 0x1p-14f, 0.0f, -0.0f,
+                                  1e-39f, -3e-40f, -1.0f};
+    int ns = (int)(sizeof small / sizeof small[0]);
+    for (int64_t i = 0, k = 0; i < n; i += 5, k++)
+        x[i] = big && k % (ns + 2) >= ns ? (k % 2 ? 65504.0f : -65504.0f) : small[k % (ns + 2) % ns];
+}
 
 /* Tokens of a batch run alone (T = 1, automatic path: the split or decode
  * kernel) give the bits of their row of the batch's decode-kernel output
@@ -60,7 +88,42 @@ static void check_alone(const att_case *c, int T, const ps_kv_layer *gkv, const 
     free(got);
 }
 
-static void run_paged(const att_case *c, uint64_t seed) {
+static const char *const path_name[] = {"auto", "decode-kernel", "prefill-kernel", "split-kernel"};
+
+/* Runs every path over the device cache gkv, checks each against the oracle
+ * `want` and its output guard bytes, and leaves path p's output in by_path[p]
+ * (malloc'd). */
+static void run_paths(const att_case *c, int T, const char *tag, const ps_kv_layer *gkv,
+                      const ps_attn_meta *gm, const ps_tensor *gq, float scale, const float *want,
+                      float **by_path) {
+    int64_t nq = (int64_t)T * c->H * c->D;
+    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) {
+        gu_set_paths(PS_CUDA_LINEAR_AUTO, path);
+        gu_buf dout = gu_poisoned(sizeof(float) * nq);
+        ps_tensor go = ps_tensor_3d(PS_DT_F32, T, c->H, c->D, dout.d, PS_DEV_CUDA);
+        by_path[path] = malloc(sizeof(float) * (size_t)nq);
+        GU_OK(op_attention(gu_gpu, &go, gq, gkv, gm, scale, &gu_err), "cuda attention");
+        gu_download(&dout, by_path[path]);
+        gu_guard_check(&dout, "attention out");
+        char what[128];
+        snprintf(what, sizeof what, "attention %s T=%d H=%d n_kv=%d D=%d ps=%d %s %s", c->name, T, c->H,
+                 c->n_kv, c->D, c->page_size, tag, path_name[path]);
+        gu_check(what, by_path[path], want, nq, TOL_ATT);
+        gu_free(&dout);
+    }
+    TU_CHECK(!memcmp(by_path[PS_CUDA_ATTN_DECODE], by_path[PS_CUDA_ATTN_SPLIT], sizeof(float) * (size_t)nq),
+             "attention %s %s: decode and split kernels differ in bits", c->name, tag);
+}
+
+/* One case over a cache of dtype dt (K and V drawn in f32 and rounded to
+ * dt). The oracles: the CPU op over an F32 cache holding the widened values
+ * (what the 16-bit cache contract defines) for the device's F32 cache of
+ * them, and the CPU op over the same 16-bit cache for the device's 16-bit
+ * cache. A 16-bit cache
+ * must give, on every path, the bits of the F32 device cache holding the
+ * same widened values (the kernels widen exactly on load, then the same f32
+ * math). */
+static void run_paged(const att_case *c, ps_dtype dt, uint64_t seed) {
     int S = c->n_seqs, max_len = 0, T = 0;
     for (int s = 0; s < S; s++) {
         int len = c->seqs[s].prefix + c->seqs[s].n_new;
@@ -71,6 +134,9 @@ static void run_paged(const att_case *c, uint64_t seed) {
     int n_pages = S * max_pages + 3; /* spare pages: garbage the kernels must not read */
     int64_t row = (int64_t)c->n_kv * c->D, nc = (int64_t)n_pages * c->page_size * row;
     float *K = gu_rand(nc, seed, 1.0f), *V = gu_rand(nc, seed + 1, 1.0f);
+    if (c->corners) plant_corners(K, nc, false), plant_corners(V, nc, true);
+    gu_round_dtype(K, nc, dt);
+    gu_round_dtype(V, nc, dt);
     int32_t *bt = malloc(sizeof(int32_t) * (size_t)(S * max_pages));
     int32_t *perm = malloc(sizeof(int32_t) * (size_t)n_pages);
     for (int i = 0; i < n_pages; i++) perm[i] = i;
@@ -93,7 +159,7 @@ static void run_paged(const att_case *c, uint64_t seed) {
             for (int k = 0; k < c->seqs[s].n_new; k++) tok_seq[t] = s, tok_pos[t] = c->seqs[s].prefix + k, t++;
     }
     int64_t nq = (int64_t)T * c->H * c->D;
-    float *q = gu_rand(nq, seed + 2, 1.0f), *want = malloc(sizeof(float) * (size_t)nq), *got = malloc(sizeof(float) * (size_t)nq);
+    float *q = gu_rand(nq, seed + 2, 1.0f), *want = malloc(sizeof(float) * (size_t)nq);
     float scale = 1.0f / sqrtf((float)c->D);
 
     ps_kv_layer ckv = {c->page_size, {PS_DT_F32, 4, {n_pages, c->page_size, c->n_kv, c->D}, K, PS_DEV_CPU},
@@ -113,30 +179,41 @@ static void run_paged(const att_case *c, uint64_t seed) {
                        ps_tensor_1d(PS_DT_I32, T, dpos.d, PS_DEV_CUDA),
                        ps_tensor_2d(PS_DT_I32, S, max_pages, dbt.d, PS_DEV_CUDA), max_len};
     ps_tensor gq = ps_tensor_3d(PS_DT_F32, T, c->H, c->D, dq.d, PS_DEV_CUDA);
-    static const char *pn[] = {"auto", "decode-kernel", "prefill-kernel", "split-kernel"};
-    float *by_path[PS_CUDA_ATTN_SPLIT + 1] = {0};
-    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) {
-        gu_set_paths(PS_CUDA_LINEAR_AUTO, path);
-        gu_buf dout = gu_poisoned(sizeof(float) * nq);
-        ps_tensor go = ps_tensor_3d(PS_DT_F32, T, c->H, c->D, dout.d, PS_DEV_CUDA);
-        GU_OK(op_attention(gu_gpu, &go, &gq, &gkv, &gm, scale, &gu_err), "cuda attention");
-        gu_download(&dout, got);
-        gu_guard_check(&dout, "attention out");
-        char what[128];
-        snprintf(what, sizeof what, "attention %s T=%d H=%d n_kv=%d D=%d ps=%d %s", c->name, T,
-                 c->H, c->n_kv, c->D, c->page_size, pn[path]);
-        gu_check(what, got, want, nq, TOL_ATT);
-        gu_free(&dout);
-        by_path[path] = malloc(sizeof(float) * (size_t)nq);
-        memcpy(by_path[path], got, sizeof(float) * (size_t)nq);
+    float *by_path[PS_CUDA_ATTN_SPLIT + 1] = {0}, *by_path16[PS_CUDA_ATTN_SPLIT + 1] = {0};
+    run_paths(c, T, dt == PS_DT_F32 ? "f32" : "f32-widened", &gkv, &gm, &gq, scale, want, by_path);
+    if (dt == PS_DT_F32) {
+        check_alone(c, T, &gkv, &gm, &dq, scale, by_path[PS_CUDA_ATTN_DECODE]);
+    } else {
+        void *K16 = gu_to_dtype(K, nc, dt), *V16 = gu_to_dtype(V, nc, dt); /* exact: K, V are rounded */
+        /* the CPU op over the same 16-bit cache */
+        float *want16 = malloc(sizeof(float) * (size_t)nq);
+        ps_kv_layer c16 = ckv;
+        c16.k.dtype = c16.v.dtype = dt;
+        c16.k.data = K16, c16.v.data = V16;
+        co.data = want16;
+        GU_OK(op_attention(gu_cpu, &co, &cq, &c16, &cm, scale, &gu_err), "cpu attention 16-bit cache");
+        gu_buf dK16 = gu_upload(K16, 2 * (size_t)nc), dV16 = gu_upload(V16, 2 * (size_t)nc);
+        ps_kv_layer g16 = gkv;
+        g16.k.dtype = g16.v.dtype = dt;
+        g16.k.data = dK16.d, g16.v.data = dV16.d;
+        char tag[32];
+        snprintf(tag, sizeof tag, "%s vs cpu-%s", ps_dtype_name(dt), ps_dtype_name(dt));
+        run_paths(c, T, tag, &g16, &gm, &gq, scale, want16, by_path16);
+        free(want16);
+        for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++)
+            TU_CHECK(!memcmp(by_path16[path], by_path[path], sizeof(float) * (size_t)nq),
+                     "attention %s %s %s: differs in bits from the f32 cache of the widened values",
+                     c->name, ps_dtype_name(dt), path_name[path]);
+        check_alone(c, T, &g16, &gm, &dq, scale, by_path16[PS_CUDA_ATTN_DECODE]);
+        gu_guard_check(&dK16, "k cache (read only)");
+        gu_guard_check(&dV16, "v cache (read only)");
+        gu_free(&dK16), gu_free(&dV16);
+        free(K16), free(V16);
     }
-    TU_CHECK(!memcmp(by_path[PS_CUDA_ATTN_DECODE], by_path[PS_CUDA_ATTN_SPLIT], sizeof(float) * (size_t)nq),
-             "attention %s: decode and split kernels differ in bits", c->name);
-    check_alone(c, T, &gkv, &gm, &dq, scale, by_path[PS_CUDA_ATTN_DECODE]);
-    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) free(by_path[path]);
+    for (int path = PS_CUDA_ATTN_AUTO; path <= PS_CUDA_ATTN_SPLIT; path++) free(by_path[path]), free(by_path16[path]);
     gu_guard_check(&dK, "k cache (read only)");
     gu_free(&dK), gu_free(&dV), gu_free(&dseq), gu_free(&dpos), gu_free(&dbt), gu_free(&dq);
-    free(K), free(V), free(bt), free(perm), free(tok_seq), free(tok_pos), free(q), free(want), free(got);
+    free(K), free(V), free(bt), free(perm), free(tok_seq), free(tok_pos), free(q), free(want);
 }
 
 static void run_dense(int B, int T, int H, int D, bool causal, uint64_t seed) {
@@ -231,8 +308,20 @@ int main(void) {
         {"split-long", 1, 1, 64, 16, 1, long1, false},
         {"split-short", 2, 1, 64, 5, 1, short1, true},
         {"split-gqa-uneven", 4, 2, 128, 16, 2, two, true},
+        {"corners-D64", 4, 2, 64, 16, 5, ctx, true, true},
+        {"corners-D33", 3, 1, 33, 5, 3, c, true, true},
     };
-    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) run_paged(&cases[i], 500 + i);
+    /* every case over an F32 cache, and over a 16-bit one: F16 and BF16 in
+     * turn (both share every line of the kernels but the widening) */
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        run_paged(&cases[i], PS_DT_F32, 500 + i);
+        if (cases[i].corners) {
+            run_paged(&cases[i], PS_DT_F16, 700 + i);
+            run_paged(&cases[i], PS_DT_BF16, 700 + i);
+        } else {
+            run_paged(&cases[i], i % 2 ? PS_DT_BF16 : PS_DT_F16, 700 + i);
+        }
+    }
     run_dense(2, 17, 3, 64, true, 600);
     run_dense(2, 17, 3, 64, false, 601);
     run_dense(1, 1, 1, 8, true, 602);

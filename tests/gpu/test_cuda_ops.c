@@ -1,7 +1,8 @@
 /* CUDA backend vs the CPU oracle, element-wise and row ops: embed,
- * gather_rows, kv_store, add, add_bias, silu_mul, activate, rmsnorm,
- * layernorm, rope, plus buffers (odd-sized round trips) and the error paths
- * (bad indices found on the device, out of memory, bad tuning). Random inputs
+ * gather_rows, kv_store and rope_store (F32, F16 and BF16 caches), add,
+ * add_bias, silu_mul, activate, rmsnorm, layernorm, rope, plus buffers
+ * (odd-sized round trips) and the error paths (bad indices found on the
+ * device, out of memory, bad tuning). Random inputs
  * (never zeros) at odd shapes; every output is poisoned with NaN first and
  * followed by guard bytes. Shapes reach both the vector (16-byte, register)
  * paths and their scalar fallbacks: C divisible by 4 or not, C above the
@@ -13,6 +14,15 @@
  * Tolerances (rel L2 against the CPU op; every case prints its measured error):
  *  - embed, gather_rows, kv_store, add, add_bias, relu: 0 = bit-identical
  *    (copies, exact conversions and one IEEE add per element, same order).
+ *  - kv_store and rope_store into F16 / BF16 caches: the cache bytes equal
+ *    the host's rounding (half.h ps_f32_to_f16 / _bf16) of the f32 values,
+ *    bit for bit, corners included (overflow, ties, subnormals, inf, NaN),
+ *    and kv_store's equal the CPU op's. rope_store's k cache vs the CPU's
+ *    (ADJ_ROPE16): the roped k differs by a few f32 ulps (TOL_ROPE), so an
+ *    element may round to the neighbouring 16-bit code; each must be equal
+ *    or one code apart, at most 1% of them apart (emulator: 0 apart; on the
+ *    device about 1 f32 ulp per differing element, so roughly 2^-13 of the
+ *    elements straddle an F16 boundary and 2^-16 a BF16 one).
  *  - silu_mul, silu/gelu/quick_gelu: 2e-6. The device builds with fast math:
  *    expf is __expf (2 ulp + ~2^-21 relative); erff is the accurate one.
  *  - rmsnorm 2e-6: the sum of squares is a tree instead of a sequential loop,
@@ -32,6 +42,7 @@
 #define TOL_RMS 2e-6
 #define TOL_LN 1e-6
 #define TOL_ROPE 2e-6
+#define ADJ_ROPE16 0.01 /* rope_store's 16-bit k cache vs the CPU's: share of elements one code apart */
 
 static const int64_t SIZES[] = {1, 3, 17, 127, 4097, 1 << 20};
 #define N_SIZES (int)(sizeof SIZES / sizeof SIZES[0])
@@ -235,41 +246,89 @@ static void test_gather_rows(int64_t T, int64_t C, int64_t R) {
 
 /* ---- kv_store into a cache with random prior content ---- */
 
-static void test_kv_store(int n_pages, int page_size, int n_kv, int D, int T) {
+/* Bytes of n elements of es bytes each, got vs want: identical, else the
+ * first differing element (hex) is named. */
+static void check_bytes(const char *what, const void *got, const void *want, int64_t n, size_t es) {
+    const unsigned char *g = got, *w = want;
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++)
+        if (memcmp(g + i * es, w + i * es, es)) bad = i;
+    printf("  %-58s %s\n", what, bad < 0 ? "bit-identical ok" : "FAIL");
+    if (bad < 0) return;
+    uint32_t gv = 0, wv = 0;
+    memcpy(&gv, g + bad * es, es), memcpy(&wv, w + bad * es, es);
+    TU_CHECK(0, "%s: element %lld is 0x%x, want 0x%x", what, (long long)bad, gv, wv);
+}
+
+/* Values whose rounding to F16 / BF16 is a corner: overflow to inf, largest
+ * finite, ties to even, subnormals, zeros of both signs, inf, NaN. */
+static void plant_corners(float *x, int64_t n) {
+    static const float corner[] = {65504.0f, 65519.996f, 65520.0f, -65536.0f, 3.0e38f, 3.3961776e38f,
+                                   1.0f + 0x1p-11f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-11f,
+                                   1.0f + 3 * 0x1p-8f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f, -0x1p-20f,
+                                   6.0e-5f, 1e-39f, 0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN};
+    for (int64_t i = 0; i < n && i < (int64_t)(sizeof corner / sizeof corner[0]); i++) x[i] = corner[i];
+}
+
+/* kv_store into a cache of dtype dt placed `off` elements into its buffer
+ * (off = 1: off the vector path's alignment). The expected cache is built
+ * on the host: the old content with each token's rows replaced by k and v
+ * rounded with half.h (gu_to_dtype); the device bytes must equal it and
+ * the CPU op's cache of the same dtype. 16-bit runs put rounding corners in
+ * k and v. */
+static void test_kv_store(int n_pages, int page_size, int n_kv, int D, int T, ps_dtype dt, int off) {
     int64_t slots_all = (int64_t)n_pages * page_size, row = (int64_t)n_kv * D, nc = slots_all * row;
-    float *kc = gu_rand(nc, 31, 1.0f), *vc = gu_rand(nc, 32, 1.0f);
+    size_t es = ps_dtype_size(dt), cb = es * (size_t)(nc + off);
+    float *kc = gu_rand(nc + off, 31, 1.0f), *vc = gu_rand(nc + off, 32, 1.0f);
     float *k = gu_rand(T * row, 33, 1.0f), *v = gu_rand(T * row, 34, 1.0f);
+    if (dt != PS_DT_F32) plant_corners(k, T * row), plant_corners(v + T * row / 2, T * row - T * row / 2);
     int32_t *slots = malloc(sizeof(int32_t) * (size_t)T);
     /* distinct slots (a repeated one would make the result depend on write order): 11 is
      * coprime with every slot count used here (112, 15, 1024) */
     for (int t = 0; t < T; t++) slots[t] = (int32_t)(((int64_t)t * 11 + 5) % slots_all);
-    float *kw = malloc(sizeof(float) * (size_t)nc), *vw = malloc(sizeof(float) * (size_t)nc);
-    memcpy(kw, kc, sizeof(float) * (size_t)nc);
-    memcpy(vw, vc, sizeof(float) * (size_t)nc);
-    ps_kv_layer ckv = {page_size, {PS_DT_F32, 4, {n_pages, page_size, n_kv, D}, kw, PS_DEV_CPU},
-                       {PS_DT_F32, 4, {n_pages, page_size, n_kv, D}, vw, PS_DEV_CPU}};
-    ps_tensor ck = ps_tensor_3d(PS_DT_F32, T, n_kv, D, k, PS_DEV_CPU), cv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, v, PS_DEV_CPU);
-    ps_tensor cs = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
-    GU_OK(op_kv_store(gu_cpu, &ckv, &ck, &cv, &cs, &gu_err), "cpu kv_store");
-    gu_buf dkc = gu_upload(kc, sizeof(float) * nc), dvc = gu_upload(vc, sizeof(float) * nc);
+    unsigned char *hkc = gu_to_dtype(kc, nc + off, dt), *hvc = gu_to_dtype(vc, nc + off, dt);
+    unsigned char *kw = malloc(cb), *vw = malloc(cb), *kg = malloc(cb), *vg = malloc(cb);
+    unsigned char *rk = gu_to_dtype(k, T * row, dt), *rv = gu_to_dtype(v, T * row, dt);
+    memcpy(kw, hkc, cb), memcpy(vw, hvc, cb);
+    for (int t = 0; t < T; t++) {
+        memcpy(kw + es * (off + slots[t] * row), rk + es * t * row, es * row);
+        memcpy(vw + es * (off + slots[t] * row), rv + es * t * row, es * row);
+    }
+    gu_buf dkc = gu_upload(hkc, cb), dvc = gu_upload(hvc, cb);
     gu_buf dk = gu_upload(k, sizeof(float) * T * row), dv = gu_upload(v, sizeof(float) * T * row);
     gu_buf ds = gu_upload(slots, sizeof(int32_t) * T);
-    ps_kv_layer gkv = ckv;
-    gkv.k.data = dkc.d, gkv.k.dev = PS_DEV_CUDA, gkv.v.data = dvc.d, gkv.v.dev = PS_DEV_CUDA;
+    ps_kv_layer gkv = {page_size, {dt, 4, {n_pages, page_size, n_kv, D}, (char *)dkc.d + es * off, PS_DEV_CUDA},
+                       {dt, 4, {n_pages, page_size, n_kv, D}, (char *)dvc.d + es * off, PS_DEV_CUDA}};
     ps_tensor gk = ps_tensor_3d(PS_DT_F32, T, n_kv, D, dk.d, PS_DEV_CUDA), gv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, dv.d, PS_DEV_CUDA);
     ps_tensor gs = ps_tensor_1d(PS_DT_I32, T, ds.d, PS_DEV_CUDA);
     GU_OK(op_kv_store(gu_gpu, &gkv, &gk, &gv, &gs, &gu_err), "cuda kv_store");
-    gu_download(&dkc, kc);
-    gu_download(&dvc, vc);
+    gu_download(&dkc, kg);
+    gu_download(&dvc, vg);
     gu_guard_check(&dkc, "k cache");
     gu_guard_check(&dvc, "v cache");
-    char what[96];
-    snprintf(what, sizeof what, "kv_store pages=%d ps=%d n_kv=%d D=%d T=%d (k)", n_pages, page_size, n_kv, D, T);
-    gu_check(what, kc, kw, nc, TOL_EXACT);
-    snprintf(what, sizeof what, "kv_store pages=%d ps=%d n_kv=%d D=%d T=%d (v)", n_pages, page_size, n_kv, D, T);
-    gu_check(what, vc, vw, nc, TOL_EXACT);
+    char what[112];
+    snprintf(what, sizeof what, "kv_store %s off=%d pages=%d ps=%d n_kv=%d D=%d T=%d (k)", ps_dtype_name(dt),
+             off, n_pages, page_size, n_kv, D, T);
+    check_bytes(what, kg, kw, nc + off, es);
+    snprintf(what, sizeof what, "kv_store %s off=%d pages=%d ps=%d n_kv=%d D=%d T=%d (v)", ps_dtype_name(dt),
+             off, n_pages, page_size, n_kv, D, T);
+    check_bytes(what, vg, vw, nc + off, es);
+    { /* the CPU op on the same cache */
+        ps_kv_layer ckv = {page_size, {dt, 4, {n_pages, page_size, n_kv, D}, hkc + es * off, PS_DEV_CPU},
+                           {dt, 4, {n_pages, page_size, n_kv, D}, hvc + es * off, PS_DEV_CPU}};
+        ps_tensor ck = ps_tensor_3d(PS_DT_F32, T, n_kv, D, k, PS_DEV_CPU), cv = ps_tensor_3d(PS_DT_F32, T, n_kv, D, v, PS_DEV_CPU);
+        ps_tensor cs = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
+        GU_OK(op_kv_store(gu_cpu, &ckv, &ck, &cv, &cs, &gu_err), "cpu kv_store");
+        snprintf(what, sizeof what, "kv_store %s off=%d pages=%d ps=%d n_kv=%d D=%d T=%d (k vs cpu)",
+                 ps_dtype_name(dt), off, n_pages, page_size, n_kv, D, T);
+        check_bytes(what, kg, hkc, nc + off, es);
+        snprintf(what, sizeof what, "kv_store %s off=%d pages=%d ps=%d n_kv=%d D=%d T=%d (v vs cpu)",
+                 ps_dtype_name(dt), off, n_pages, page_size, n_kv, D, T);
+        check_bytes(what, vg, hvc, nc + off, es);
+    }
     gu_free(&dkc), gu_free(&dvc), gu_free(&dk), gu_free(&dv), gu_free(&ds);
-    free(kc), free(vc), free(k), free(v), free(slots), free(kw), free(vw);
+    free(kc), free(vc), free(k), free(v), free(slots), free(hkc), free(hvc), free(kw), free(vw), free(kg), free(vg);
+    free(rk), free(rv);
 }
 
 /* ---- norms ---- */
@@ -345,12 +404,35 @@ static void test_add_rmsnorm(int64_t T, int64_t C, ps_dtype wdt, int xo, int yo)
     free(x), free(y), free(w), free(wh), free(want), free(got), free(xg), free(sep);
 }
 
+/* Two 16-bit caches (F16 or BF16 codes) rounded from f32 values a few f32
+ * ulps apart: every element equal or one code apart (same sign, adjacent
+ * magnitudes: the two values straddled a rounding boundary), and at most
+ * max_frac of them apart. */
+static void check_adjacent(const char *what, const uint16_t *got, const uint16_t *want, int64_t n,
+                           double max_frac) {
+    int64_t apart = 0, bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++) {
+        if (got[i] == want[i]) continue;
+        apart++;
+        if ((got[i] ^ want[i]) & 0x8000 || abs((int)(got[i] & 0x7fff) - (int)(want[i] & 0x7fff)) != 1) bad = i;
+    }
+    bool ok = bad < 0 && apart <= max_frac * (double)n;
+    printf("  %-58s %lld of %lld one code apart (max %.0f%%) %s\n", what, (long long)apart, (long long)n,
+           100 * max_frac, ok ? "ok" : "FAIL");
+    if (bad >= 0) TU_CHECK(0, "%s: element %lld is 0x%x, want 0x%x", what, (long long)bad, got[bad], want[bad]);
+    else TU_CHECK(ok, "%s: %lld of %lld elements one code apart", what, (long long)apart, (long long)n);
+}
+
 /* rope_store on the device = rope(q), rope(k), kv_store(k, v) on the device,
- * bit for bit (q, k and both caches), and within TOL_ROPE of the CPU. */
-static void test_rope_store(int T, int H, int KV, int D, int n_pages, int page_size) {
+ * bit for bit (q, k and both caches of dtype dt), q and k within TOL_ROPE of
+ * the CPU, and the caches = the old content with each token's rows replaced
+ * by the device's roped k and v rounded on the host (half.h), bit for bit. */
+static void test_rope_store(int T, int H, int KV, int D, int n_pages, int page_size, ps_dtype dt) {
     int64_t nq = (int64_t)T * H * D, nk = (int64_t)T * KV * D, nc = (int64_t)n_pages * page_size * KV * D;
+    size_t es = ps_dtype_size(dt), cb = es * (size_t)nc;
     float *q = gu_rand(nq, 71 + D, 1.0f), *k = gu_rand(nk, 72, 1.0f), *v = gu_rand(nk, 73, 1.0f);
     float *kc = gu_rand(nc, 74, 1.0f), *vc = gu_rand(nc, 75, 1.0f);
+    unsigned char *hkc = gu_to_dtype(kc, nc, dt), *hvc = gu_to_dtype(vc, nc, dt);
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)T), *slots = malloc(sizeof(int32_t) * (size_t)T);
     int64_t n_slots = (int64_t)n_pages * page_size;
     for (int t = 0; t < T; t++) {
@@ -365,9 +447,9 @@ static void test_rope_store(int T, int H, int KV, int D, int n_pages, int page_s
     ps_tensor gv = ps_tensor_3d(PS_DT_F32, T, KV, D, dv.d, PS_DEV_CUDA), gq[2], gk[2];
     for (int f = 0; f < 2; f++) { /* 0: three ops, 1: fused */
         dq[f] = gu_upload(q, sizeof(float) * nq), dk[f] = gu_upload(k, sizeof(float) * nk);
-        dkc[f] = gu_upload(kc, sizeof(float) * nc), dvc[f] = gu_upload(vc, sizeof(float) * nc);
-        gkv[f] = (ps_kv_layer){page_size, {PS_DT_F32, 4, {n_pages, page_size, KV, D}, dkc[f].d, PS_DEV_CUDA},
-                               {PS_DT_F32, 4, {n_pages, page_size, KV, D}, dvc[f].d, PS_DEV_CUDA}};
+        dkc[f] = gu_upload(hkc, cb), dvc[f] = gu_upload(hvc, cb);
+        gkv[f] = (ps_kv_layer){page_size, {dt, 4, {n_pages, page_size, KV, D}, dkc[f].d, PS_DEV_CUDA},
+                               {dt, 4, {n_pages, page_size, KV, D}, dvc[f].d, PS_DEV_CUDA}};
         gq[f] = ps_tensor_3d(PS_DT_F32, T, H, D, dq[f].d, PS_DEV_CUDA);
         gk[f] = ps_tensor_3d(PS_DT_F32, T, KV, D, dk[f].d, PS_DEV_CUDA);
     }
@@ -375,36 +457,68 @@ static void test_rope_store(int T, int H, int KV, int D, int n_pages, int page_s
     GU_OK(op_rope(gu_gpu, &gk[0], &gp, 10000.0f, &gu_err), "cuda rope k");
     GU_OK(op_kv_store(gu_gpu, &gkv[0], &gk[0], &gv, &gs, &gu_err), "cuda kv_store");
     GU_OK(op_rope_store(gu_gpu, &gq[1], &gk[1], &gv, &gp, 10000.0f, &gkv[1], &gs, &gu_err), "cuda rope_store");
-    /* the CPU: its fallback (three ops) on host copies */
+    /* the CPU: its fallback (three ops) on host copies, same cache dtype */
     float *hq = malloc(sizeof(float) * nq), *hk = malloc(sizeof(float) * nk);
-    float *hkc = malloc(sizeof(float) * nc), *hvc = malloc(sizeof(float) * nc);
+    unsigned char *ckc = malloc(cb), *cvc = malloc(cb);
     memcpy(hq, q, sizeof(float) * nq), memcpy(hk, k, sizeof(float) * nk);
-    memcpy(hkc, kc, sizeof(float) * nc), memcpy(hvc, vc, sizeof(float) * nc);
-    ps_kv_layer ckv = {page_size, {PS_DT_F32, 4, {n_pages, page_size, KV, D}, hkc, PS_DEV_CPU},
-                       {PS_DT_F32, 4, {n_pages, page_size, KV, D}, hvc, PS_DEV_CPU}};
+    memcpy(ckc, hkc, cb), memcpy(cvc, hvc, cb);
+    ps_kv_layer ckv = {page_size, {dt, 4, {n_pages, page_size, KV, D}, ckc, PS_DEV_CPU},
+                       {dt, 4, {n_pages, page_size, KV, D}, cvc, PS_DEV_CPU}};
     ps_tensor cq = ps_tensor_3d(PS_DT_F32, T, H, D, hq, PS_DEV_CPU), ck = ps_tensor_3d(PS_DT_F32, T, KV, D, hk, PS_DEV_CPU);
     ps_tensor cv = ps_tensor_3d(PS_DT_F32, T, KV, D, v, PS_DEV_CPU), cp = ps_tensor_1d(PS_DT_I32, T, pos, PS_DEV_CPU);
     ps_tensor cs = ps_tensor_1d(PS_DT_I32, T, slots, PS_DEV_CPU);
     GU_OK(op_rope_store(gu_cpu, &cq, &ck, &cv, &cp, 10000.0f, &ckv, &cs, &gu_err), "cpu rope_store");
-    const char *names[4] = {"q", "k", "k cache", "v cache"};
-    gu_buf *bufs[4][2] = {{&dq[0], &dq[1]}, {&dk[0], &dk[1]}, {&dkc[0], &dkc[1]}, {&dvc[0], &dvc[1]}};
-    const float *cpu[4] = {hq, hk, hkc, hvc};
-    int64_t ns[4] = {nq, nk, nc, nc};
-    for (int b = 0; b < 4; b++) {
-        float *sep = malloc(sizeof(float) * ns[b]), *fus = malloc(sizeof(float) * ns[b]);
+    char what[128];
+    float *sep = malloc(sizeof(float) * nq), *fus = malloc(sizeof(float) * nq), *fk = malloc(sizeof(float) * nk);
+    const char *names[2] = {"q", "k"};
+    gu_buf *bufs[2][2] = {{&dq[0], &dq[1]}, {&dk[0], &dk[1]}};
+    const float *cpu[2] = {hq, hk};
+    int64_t ns[2] = {nq, nk};
+    for (int b = 0; b < 2; b++) {
         gu_download(bufs[b][0], sep);
         gu_download(bufs[b][1], fus);
         gu_guard_check(bufs[b][1], names[b]);
-        char what[112];
-        snprintf(what, sizeof what, "rope_store T=%d H=%d KV=%d D=%d (%s, fused vs three ops)", T, H, KV, D, names[b]);
+        snprintf(what, sizeof what, "rope_store %s T=%d H=%d KV=%d D=%d (%s, fused vs three ops)",
+                 ps_dtype_name(dt), T, H, KV, D, names[b]);
         gu_check(what, fus, sep, ns[b], TOL_EXACT);
-        snprintf(what, sizeof what, "rope_store T=%d H=%d KV=%d D=%d (%s, vs cpu)", T, H, KV, D, names[b]);
+        snprintf(what, sizeof what, "rope_store %s T=%d H=%d KV=%d D=%d (%s, vs cpu)", ps_dtype_name(dt), T, H,
+                 KV, D, names[b]);
         gu_check(what, fus, cpu[b], ns[b], TOL_ROPE);
-        free(sep), free(fus);
+        if (b == 1) memcpy(fk, fus, sizeof(float) * nk);
+    }
+    /* the caches: host rounding of the device's roped k (and of v) */
+    unsigned char *rk = gu_to_dtype(fk, nk, dt), *rv = gu_to_dtype(v, nk, dt);
+    int64_t row = (int64_t)KV * D;
+    for (int t = 0; t < T; t++) {
+        memcpy(hkc + es * slots[t] * row, rk + es * t * row, es * row);
+        memcpy(hvc + es * slots[t] * row, rv + es * t * row, es * row);
+    }
+    unsigned char *cs0 = malloc(cb), *cs1 = malloc(cb);
+    const char *cnames[2] = {"k cache", "v cache"};
+    gu_buf *cbufs[2][2] = {{&dkc[0], &dkc[1]}, {&dvc[0], &dvc[1]}};
+    const unsigned char *cwant[2] = {hkc, hvc};
+    for (int b = 0; b < 2; b++) {
+        gu_download(cbufs[b][0], cs0);
+        gu_download(cbufs[b][1], cs1);
+        gu_guard_check(cbufs[b][1], cnames[b]);
+        snprintf(what, sizeof what, "rope_store %s T=%d H=%d KV=%d D=%d (%s, fused vs three ops)",
+                 ps_dtype_name(dt), T, H, KV, D, cnames[b]);
+        check_bytes(what, cs1, cs0, nc, es);
+        snprintf(what, sizeof what, "rope_store %s T=%d H=%d KV=%d D=%d (%s, vs host rounding)",
+                 ps_dtype_name(dt), T, H, KV, D, cnames[b]);
+        check_bytes(what, cs1, cwant[b], nc, es);
+        /* vs the CPU's cache: v bit for bit; k within the rope tolerance, widened
+         * (a device and a CPU value a few f32 ulps apart may round apart) */
+        snprintf(what, sizeof what, "rope_store %s T=%d H=%d KV=%d D=%d (%s, vs cpu)", ps_dtype_name(dt), T, H,
+                 KV, D, cnames[b]);
+        if (b == 1) check_bytes(what, cs1, cvc, nc, es);
+        else if (dt == PS_DT_F32) gu_check(what, (const float *)cs1, (const float *)ckc, nc, TOL_ROPE);
+        else check_adjacent(what, (const uint16_t *)cs1, (const uint16_t *)ckc, nc, ADJ_ROPE16);
     }
     for (int f = 0; f < 2; f++) gu_free(&dq[f]), gu_free(&dk[f]), gu_free(&dkc[f]), gu_free(&dvc[f]);
     gu_free(&dp), gu_free(&ds), gu_free(&dv);
-    free(q), free(k), free(v), free(kc), free(vc), free(pos), free(slots), free(hq), free(hk), free(hkc), free(hvc);
+    free(q), free(k), free(v), free(kc), free(vc), free(pos), free(slots), free(hq), free(hk), free(ckc), free(cvc);
+    free(hkc), free(hvc), free(sep), free(fus), free(fk), free(rk), free(rv), free(cs0), free(cs1);
 }
 
 /* ---- rope ---- */
@@ -540,15 +654,18 @@ int main(void) {
     test_gather_rows(17, 4097, 5);
     test_gather_rows(1, 3, 1);
     test_gather_rows(512, 4096, 33);
-    test_kv_store(7, 16, 2, 64, 17);
-    test_rope_store(1, 32, 8, 128, 4, 16);
-    test_rope_store(5, 32, 8, 128, 4, 16);
-    test_rope_store(17, 6, 2, 34, 5, 4);
-    test_rope_store(3, 3, 3, 2, 2, 3);
-    test_kv_store(3, 5, 1, 3, 1);
-    test_kv_store(8, 16, 32, 128, 1);
-    test_kv_store(3, 5, 2, 3, 5);
-    test_kv_store(64, 16, 32, 128, 127);
+    for (int d = 0; d < 3; d++) { /* kv cache F32, F16, BF16 */
+        test_kv_store(7, 16, 2, 64, 17, dts[d], 0);
+        test_rope_store(1, 32, 8, 128, 4, 16, dts[d]);
+        test_rope_store(5, 32, 8, 128, 4, 16, dts[d]);
+        test_rope_store(17, 6, 2, 34, 5, 4, dts[d]);
+        test_rope_store(3, 3, 3, 2, 2, 3, dts[d]);
+        test_kv_store(3, 5, 1, 3, 1, dts[d], 0);
+        test_kv_store(8, 16, 32, 128, 1, dts[d], 0);
+        test_kv_store(3, 5, 2, 3, 5, dts[d], 0);
+        test_kv_store(64, 16, 32, 128, 127, dts[d], 0);
+        test_kv_store(7, 16, 2, 64, 17, dts[d], 1); /* cache off alignment: scalar path */
+    }
     test_rope(1, 1, 2, 10000.0f, 2);
     test_rope(1, 32, 128, 10000.0f, 4096);
     test_rope(17, 3, 64, 10000.0f, 4096);
