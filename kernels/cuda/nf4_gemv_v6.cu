@@ -36,8 +36,10 @@
  * 4s .. + 4): one float4, two bf16 pairs. All of a k-step lies in one
  * 64-block, so the 4 steps accumulate the block's partial dot in f32 and one
  * FMA per output applies the block scale. The W warps' partial sums meet in
- * shared memory (the table's, after a barrier) and are added in warp order:
- * the bits do not depend on T (each output column is its own dot product).
+ * shared memory (two buffers after the table, alternating between tiles)
+ * and are added in warp order: the bits do not depend on T (each output
+ * column is its own dot product) nor on the grid (one tile per block, or a
+ * persistent grid looping over them).
  *
  * With PDL (cuda_common.cuh) the table fill, the first U steps of codes and
  * their scales happen before the dependency wait: none of them reads what an
@@ -50,7 +52,7 @@
 /* The pair table: entry e (a code byte) of lane l at byte e * 256 + 4 l, so
  * one byte permute of the code word and the lane offset makes the address.
  * 64 KB, half of each 256-byte row unused (the other half would need a shift
- * per lookup); the cross-warp sums reuse it after the main loop. */
+ * per lookup). */
 #define GEMV6_LUT_BYTES (256 * 256)
 
 /* Two floats as a bf16 pair, lo in the low half (round to nearest even, the
