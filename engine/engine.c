@@ -41,9 +41,8 @@ static ps_status engine_kv_dtype(const char *name, ps_dtype *dt, ps_err *err) {
     return PS_OK;
 }
 
-static ps_status engine_check_opts(const engine_opts *o, llama_quant *q, ps_err *err) {
-    ps_dtype kv_dt;
-    ps_status st = engine_kv_dtype(o->kv_dtype, &kv_dt, err);
+static ps_status engine_check_opts(const engine_opts *o, llama_quant *q, ps_dtype *kv_dt, ps_err *err) {
+    ps_status st = engine_kv_dtype(o->kv_dtype, kv_dt, err);
     if (st) return st;
     if (!o->quant || strcmp(o->quant, "nf4") == 0)
         *q = LLAMA_QUANT_NF4;
@@ -236,15 +235,16 @@ ps_status engine_init(engine **out, const engine_opts *opts, ps_err *err) {
     *out = NULL;
     engine_opts o = opts ? *opts : engine_opts_default();
     llama_quant q = LLAMA_QUANT_NF4;
-    ps_status st = engine_check_opts(&o, &q, err);
+    ps_dtype kv_dt = PS_DT_F32;
+    ps_status st = engine_check_opts(&o, &q, &kv_dt, err);
     if (st) return st;
     engine *e = calloc(1, sizeof *e);
     if (!e) return ps_errf(err, PS_ENOMEM, "engine: out of memory");
+    e->kv_dtype = kv_dt;
     if ((st = engine_open_backend(e, &o, err))) goto fail;
     if ((st = engine_open_model(e, &o, q, err))) goto fail;
     if ((st = engine_open_adapters(e, &o, err))) goto fail;
     if ((st = engine_pick_template(e, &o, err))) goto fail;
-    (void)engine_kv_dtype(o.kv_dtype, &e->kv_dtype, err); /* checked above */
     if ((st = engine_size_cache(e, &o, err))) goto fail;
     if ((st = engine_alloc_step(e, &o, err))) goto fail;
     if ((st = engine_start(e, err))) goto fail;

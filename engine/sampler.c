@@ -93,7 +93,7 @@ int32_t sampler_argmax(const float *logits, int V) {
 /* The weight (float) e^x of x = (l - mx) / T <= 0, x in double: x = n ln2 + r,
  * |r| <= ln2 / 2, e^r by its degree-11 Taylor polynomial (truncation
  * ~6e-15 relative), 2^n through the exponent bits, then rounded to float:
- * the float libm's double exp would give, except where the double value
+ * the float that libm's double exp rounds to, except where the double value
  * lies within ~1e-14 of a float rounding boundary. 0 below -104 (float
  * underflow); NaN stays NaN. Every step is a correctly rounded double op or
  * fma, so the AVX-512 form below gives the same bits as this scalar one. */
