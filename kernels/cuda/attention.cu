@@ -20,7 +20,7 @@
  * flagged (PS_EINVAL at the next sync), its output row is zero, and no memory
  * outside the cache is read. Head dim up to 256.
  * The paged cache is F32, F16 or BF16 (the kernels' DT parameter): 16-bit
- * entries are widened exactly as they are loaded (att_ld / att_ld4: the
+ * entries are widened exactly as they are loaded (cuda_ld / cuda_ld4: the
  * half.h conversions, or the equal conversion instruction), then the same
  * f32 math; so attention over a 16-bit cache gives the bits of attention
  * over an F32 cache holding the widened values (both aligned: the same
@@ -47,37 +47,6 @@ __device__ static inline float att_warp_sum(float v) {
 __device__ static inline float att_warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
-}
-
-/* ---- cache loads: 16-bit entries widened exactly ----
- * cuda_ld / cuda_ld4, except that F16 goes through the conversion
- * instruction on the device: half.h's ps_f16_to_f32 compiles to ~25
- * instructions with branches per element here (SASS of the split kernel:
- * 3609 instructions against 1970 for F32), which would make the decode
- * loop issue-bound; cvt.f32.f16 is one. Widening is exact, so both give the
- * same value for every input but NaN (NaN either way; kv_store only writes
- * quiet ones). Off the device (tests/gpu/emu) half.h itself. BF16 widening
- * is a shift already. */
-__device__ static __forceinline__ float att_f16(uint16_t h) {
-#ifdef __CUDA_ARCH__
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#else
-    return ps_f16_to_f32(h);
-#endif
-}
-template <int DT> __device__ static __forceinline__ float att_ld(const void *p, int64_t i) {
-    if constexpr (DT == PS_DT_F16) return att_f16(((const uint16_t *)p)[i]);
-    else return cuda_ld<DT>(p, i);
-}
-template <int DT> __device__ static __forceinline__ float4 att_ld4(const void *p, int64_t i4) {
-    if constexpr (DT == PS_DT_F16) {
-        cuda_u16x4 h = ((const cuda_u16x4 *)p)[i4];
-        return make_float4(att_f16(h.v[0]), att_f16(h.v[1]), att_f16(h.v[2]), att_f16(h.v[3]));
-    } else {
-        return cuda_ld4<DT>(p, i4);
-    }
 }
 
 /* ---- key sources for the decode kernel: off(j) = row offset of key j in K and V ---- */
@@ -160,7 +129,7 @@ typedef struct {
 #define ATT_OMAX 2048    /* floats of the groups' partial outputs (NG2 * D, every NC) */
 
 /* Loads this lane's elements of the D-element row at element `off` of an
- * array of dtype DT, as floats (att_ld / att_ld4: 16-bit values widened
+ * array of dtype DT, as floats (cuda_ld / cuda_ld4: 16-bit values widened
  * exactly), for `lanes` lanes per row and `nc` groups of 4 per lane:
  * VEC = one load of 4 elements (16 bytes for F32, 8 for F16 / BF16) at dims
  * 4*sub + 4*lanes*c (D % 4 == 0, aligned rows), else scalars at
@@ -172,14 +141,14 @@ __device__ static __forceinline__ void att_load_row(const void *base, int64_t of
 #pragma unroll
         for (int c = 0; c < NCH; c++) {
             int d4 = sub + LANES * c;
-            float4 f = 4 * d4 < D ? att_ld4<DT>(p, d4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float4 f = 4 * d4 < D ? cuda_ld4<DT>(p, d4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             v[4 * c] = f.x, v[4 * c + 1] = f.y, v[4 * c + 2] = f.z, v[4 * c + 3] = f.w;
         }
     } else {
 #pragma unroll
         for (int e = 0; e < 4 * NCH; e++) {
             int d = sub + LANES * e;
-            v[e] = d < D ? att_ld<DT>(p, d) : 0.0f;
+            v[e] = d < D ? cuda_ld<DT>(p, d) : 0.0f;
         }
     }
 }
@@ -532,8 +501,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_prefill_kernel(att_paged_arg
                 float kv = 0.0f, vv = 0.0f;
                 if (key < maxlen) { /* pages of keys < maxlen were checked by att_token_len */
                     int64_t slot = (int64_t)bt[key / a.page_size] * a.page_size + key % a.page_size;
-                    kv = att_ld<DT>(a.K, slot * row + (int64_t)kvh * D + d);
-                    vv = att_ld<DT>(a.V, slot * row + (int64_t)kvh * D + d);
+                    kv = cuda_ld<DT>(a.K, slot * row + (int64_t)kvh * D + d);
+                    vv = cuda_ld<DT>(a.V, slot * row + (int64_t)kvh * D + d);
                 }
                 Ks[j * DP + d] = kv;
                 Vs[j * DP + d] = vv;
