@@ -13,7 +13,10 @@
  *     the backend's per-op profiler (ps_cuda_profile_*): device time per op
  *     class against the wall time of 3., host time per op, upload/download,
  *     the device-idle rest, and the host sampler on one step's logits.
+ *  5. (with the model) decode at context 2048 with an F32 and an F16 KV
+ *     cache, batch 1 and 8.
  * Environment: PS_BENCH_LAYERS (default 32) shrinks the model for quick runs.
+ * PS_BENCH_LONG_ONLY=1: the model and section 5 only.
  * PS_BENCH_GEMV_ONLY=1: only the bandwidth probe and a sweep of every NF4
  * GEMV configuration (ps_cuda_gemv_name) at T = 1, 2, 4, 8 on the three layer
  * shapes: one table (us, % of bandwidth) and the best configuration per T.
@@ -694,6 +697,12 @@ static void bench_model(void) {
     printf("  llama_init_random: %.1f s, %.2f GB resident, %.3f GB read per decoded token\n", init_s,
            wbytes / 1e9, tok_bytes / 1e9);
     ROW("model init (host+upload)   %.1f s, %.2f GB weights", init_s, wbytes / 1e9);
+    const char *long_only = getenv("PS_BENCH_LONG_ONLY");
+    if (long_only && atoi(long_only) > 0) {
+        bench_long_context(m, &cfg);
+        done = true;
+        goto fail;
+    }
     int n_pages = BMAX * ctx_pages + pf_pages + 4;
     BENCH_TRY(kv_cache_init(&kv, be, &cfg, 16, n_pages, PS_DT_F32, &err));
     pages = malloc(sizeof(int32_t) * (size_t)n_pages);
@@ -795,10 +804,13 @@ int main(void) {
         ps_backend_destroy(be);
         return rc;
     }
-    bench_layer("nf4 4096x4096", true, 4096, 4096);
-    bench_layer("nf4 11008x4096", true, 11008, 4096);
-    bench_layer("nf4 4096x11008", true, 4096, 11008);
-    bench_layer("f16 lm_head 32000x4096", false, 32000, 4096);
+    const char *long_only = getenv("PS_BENCH_LONG_ONLY");
+    if (!long_only || atoi(long_only) <= 0) {
+        bench_layer("nf4 4096x4096", true, 4096, 4096);
+        bench_layer("nf4 11008x4096", true, 11008, 4096);
+        bench_layer("nf4 4096x11008", true, 4096, 11008);
+        bench_layer("f16 lm_head 32000x4096", false, 32000, 4096);
+    }
 #ifdef BENCH_HAVE_LLAMA
     bench_model();
 #else
