@@ -5,7 +5,8 @@
 # the real C code of kernels/, engine/ and the tests. First the emulator's own
 # PDL self-test (test_emu_pdl.cpp, run emu_pdl). Then runs the gpu parity
 # tests, the llama unit tests with PS_TEST_DEVICE=cuda (f32 and automatic
-# paths, tile attention, split attention, step graphs), test_cuda_linear and
+# paths, tile attention, split attention, step graphs), the multi-adapter
+# LoRA op and the adapter parity test on it, test_cuda_linear and
 # test_cuda_attention again with blocks in a shuffled order (the last-block
 # reductions of the split-K GEMV and of split attention must not depend on
 # it), the op, linear and attention tests and llama parity / batch (with step
@@ -15,7 +16,7 @@
 # Catches indexing, barrier, shuffle, alignment and host-logic mistakes, and
 # kernels launched with programmatic dependent launch that touch their
 # predecessor's data before cudaGridDependencySynchronize(), before a GPU
-# run; says nothing about speed or fast-math precision. About 23 minutes on
+# run; says nothing about speed or fast-math precision. About 35 minutes on
 # 2 cores. Output: build-emu/.
 # Arguments (optional): run only the runs whose names start with one of them,
 # e.g. `run_emu.sh test_cuda_linear` (both its plain and shuffled runs).
@@ -41,14 +42,16 @@ for f in kernels/cuda/*.cuh; do python3 "$E/launch_rewrite.py" "$f" > "$B/gen/$(
   echo "python3 $E/launch_rewrite.py $E/test_emu_pdl.cpp > $B/gen/test_emu_pdl.cpp && g++ -std=c++17 -O2 -g -w $SAN -I$E/include -include emu_prelude.h -c $B/gen/test_emu_pdl.cpp -o $B/obj/emu_test_emu_pdl.o"
   for f in kernels/*.c kernels/cpu/*.c kernels/base/*.c kernels/math/*.c engine/*.c engine/models/*.c \
            engine/image/*.c adapters/*.c \
-           tests/testutil.c tests/gpu/gpu_util.c tests/gpu/test_*.c tests/unit/test_llama*.c tests/bench/bench_cuda.c; do
+           tests/testutil.c tests/gpu/gpu_util.c tests/gpu/test_*.c tests/unit/test_llama*.c \
+           tests/unit/test_lora_bgmv.c tests/unit/test_adapter_parity.c tests/bench/bench_cuda.c; do
     [ -f "$f" ] || continue
     echo "gcc -std=gnu11 -O2 -g -march=native -DPS_HAVE_CUDA=1 -I$R/kernels -I$R/engine -I$R/engine/include -I$R/adapters -I$R/tests -I$R/tests/gpu -c $f -o $B/obj/$(echo "$f" | tr / _ | sed 's/\.c$//').o"
   done
 } | xargs -P "$jobs" -I{} sh -c "{}" || { echo "emu: compile failed"; exit 1; }
 lib=$(ls "$B"/obj/*.o | grep -vE "_test_|bench_cuda")
 link() { g++ $SAN -o "$B/bin/$1" "$2" $lib -ljansson -ljpeg -lpng -lm -lpthread; }
-for t in "$B"/obj/tests_gpu_test_*.o "$B"/obj/tests_unit_test_llama*.o "$B"/obj/tests_bench_bench_cuda.o; do
+for t in "$B"/obj/tests_gpu_test_*.o "$B"/obj/tests_unit_test_llama*.o "$B"/obj/tests_unit_test_lora_bgmv.o \
+         "$B"/obj/tests_unit_test_adapter_parity.o "$B"/obj/tests_bench_bench_cuda.o; do
   n=$(basename "$t" .o | sed 's/^tests_gpu_//; s/^tests_unit_//; s/^tests_bench_//')
   link "$n" "$t" || { echo "emu: link of $n failed"; exit 1; }
 done
@@ -79,6 +82,9 @@ for t in "$B"/bin/test_llama*; do
   n=$(basename "$t")
   run "$n-cuda-f32" env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv "$t"
 done
+# the multi-adapter LoRA kernels (lora.cu) alone and in the model
+run test_lora_bgmv-cuda env PS_TEST_DEVICE=cuda "$B/bin/test_lora_bgmv"
+run test_adapter_parity-cuda env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv "$B/bin/test_adapter_parity"
 run test_llama_parity-cuda-tile env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill "$B/bin/test_llama_parity"
 run test_llama_parity-cuda-split env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=split "$B/bin/test_llama_parity"
 run test_llama_parity-cuda-v5 env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v5w4r2u4p1 "$B/bin/test_llama_parity"
@@ -88,6 +94,7 @@ run test_llama_batch-cuda-graphs env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_
 run test_cuda_ops-pdl env PS_CUDA_PDL=1 "$B/bin/test_cuda_ops"
 run test_cuda_linear-pdl env PS_CUDA_PDL=1 "$B/bin/test_cuda_linear"
 run test_cuda_attention-pdl env PS_CUDA_PDL=1 "$B/bin/test_cuda_attention"
+run test_lora_bgmv-cuda-pdl env PS_TEST_DEVICE=cuda PS_CUDA_PDL=1 "$B/bin/test_lora_bgmv"
 run test_llama_parity-cuda-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 "$B/bin/test_llama_parity"
 run test_llama_batch-cuda-graphs-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GRAPHS=1 PS_CUDA_PDL=1 \
   "$B/bin/test_llama_batch"
