@@ -292,13 +292,10 @@ ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, con
     int64_t row = kv->k.shape[2] * kv->k.shape[3], T = ps_tensor_numel(slots);
     int64_t n_slots = kv->k.shape[0] * kv->k.shape[1];
     if (T * row == 0) return PS_OK;
-    switch (kv->k.dtype) {
+    switch (kv->k.dtype) { /* F32, F16 or BF16: op_kv_store's check_kv admits no other */
     case PS_DT_F32: kv_store_launch<PS_DT_F32>(p, kv, k, v, slots, T, row, n_slots); break;
     case PS_DT_F16: kv_store_launch<PS_DT_F16>(p, kv, k, v, slots, T, row, n_slots); break;
-    case PS_DT_BF16: kv_store_launch<PS_DT_BF16>(p, kv, k, v, slots, T, row, n_slots); break;
-    default:
-        return ps_errf(err, PS_ENOTSUP, "kv_store: cuda kv cache dtype %s, expected F32, F16 or BF16",
-                       ps_dtype_name(kv->k.dtype));
+    default: kv_store_launch<PS_DT_BF16>(p, kv, k, v, slots, T, row, n_slots); break;
     }
     return cuda_op_done(p, "kv_store", err);
 }

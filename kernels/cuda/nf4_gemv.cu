@@ -201,7 +201,7 @@ static void gemv_set_launch(cuda_impl *p, const gemv_cfg *c, const gemv_set &set
     else cuda_gemv_v6_fn(c->warps, c->R, c->U, c->P)(p, set, x, nb);
 }
 
-/* One chunk of nb (1..8; v6: 1..16) rows of x with configuration c (NULL: the generic
+/* One chunk of nb (1..8; v6: 1..GEMV6_NB_MAX) rows of x with configuration c (NULL: the generic
  * kernel); S: the splits of a v4 configuration, its workspace ready. */
 static void nf4_gemv_chunk(cuda_impl *p, float *y, const float *x, int nb, const cuda_nf4_args &a,
                            const gemv_cfg *c, int S) {
@@ -265,7 +265,7 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
     return PS_OK;
 }
 
-/* n weights of the same x in one launch per 8 (v6: 16) rows of x when the configured
+/* n weights of the same x in one launch per 8 (v6: GEMV6_NB_MAX) rows of x when the configured
  * kernel is v5, v6, or v4 without a split, and each weight takes the fast path;
  * otherwise (or for a grid too large for one launch) one cuda_nf4_gemv each.
  * Same bits either way. */

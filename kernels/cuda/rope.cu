@@ -136,10 +136,7 @@ ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_t
                           ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
-    ps_dtype dt = kv->k.dtype;
-    if (dt != PS_DT_F32 && dt != PS_DT_F16 && dt != PS_DT_BF16)
-        return ps_errf(err, PS_ENOTSUP, "rope_store: cuda kv cache dtype %s, expected F32, F16 or BF16",
-                       ps_dtype_name(dt));
+    ps_dtype dt = kv->k.dtype; /* F32, F16 or BF16: op_rope_store's check_kv admits no other */
     int64_t T = q->shape[0], H = q->shape[1], KV = k->shape[1], D = q->shape[2];
     if (D / 2 > CUDA_ROPE_MAX_HALF)
         return ps_errf(err, PS_ENOTSUP, "rope_store: head dim %lld over the cuda limit %d",

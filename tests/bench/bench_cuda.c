@@ -53,6 +53,8 @@ static double g_bw; /* measured read bandwidth, GB/s */
 /* PS_BENCH_SMOKE=1: every shape divided by 16 and few iterations, to check
  * the program itself quickly (the numbers mean nothing then) */
 static int g_div = 1, g_iters = 1;
+/* PS_BENCH_LONG_ONLY=1: the model and its long-context section only */
+static bool g_long_only;
 
 /* the summary table printed last */
 #define MAX_ROWS 160
@@ -443,7 +445,8 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     ps_cuda_tuning t6 = tp;
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4");
     /* v6 takes up to 32 rows in one launch: batches up to 32 stay on it (no dequantised copy) */
-    if (t6.gemv_max_t < ps_cuda_gemv_rows_per_launch(t6.gemv_kernel)) t6.gemv_max_t = ps_cuda_gemv_rows_per_launch(t6.gemv_kernel);
+    int v6_rows = ps_cuda_gemv_rows_per_launch(t6.gemv_kernel);
+    if (t6.gemv_max_t < v6_rows) t6.gemv_max_t = v6_rows;
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6);
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4p1");
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6p);
@@ -633,6 +636,11 @@ static ps_status bench_decode_configs(llama_model *m, kv_cache *kv, int p0, int 
     return st2;
 }
 
+/* Bytes of F32 K and V one decoded token reads at context ctx. */
+static double kv_f32_bytes(const llama_config *c, double ctx) {
+    return 2.0 * c->n_layers * c->n_kv_heads * c->head_dim * 4.0 * ctx;
+}
+
 /* Decode at a long context (2048 tokens, where a 7B model's F32 KV cache
  * weighs 2.1 GB per sequence and token, more than half its NF4 weights) with
  * an F32 and an F16 cache (--kv-dtype), batch 1 and 8, step graphs on: what
@@ -667,7 +675,7 @@ static void bench_long_context(llama_model *m, const llama_config *cfg) {
         ROW("decode at context %d: failed: %s", ctx, err.msg);
         return;
     }
-    double kv_tok = 2.0 * cfg->n_layers * cfg->n_kv_heads * cfg->head_dim * 4.0 * ctx; /* F32 bytes a token reads */
+    double kv_tok = kv_f32_bytes(cfg, ctx);
     printf("  decode at context %d (graphs): F32 KV b1 %.1f tok/s, b%d %.1f tok/s; F16 KV b1 %.1f tok/s (%.2fx), "
            "b%d %.1f tok/s (%.2fx); KV read per token %.2f GB (F32)\n", ctx, tps[0][0], BL, tps[0][1], tps[1][0],
            tps[1][0] / tps[0][0], BL, tps[1][1], tps[1][1] / tps[0][1], kv_tok / 1e9);
@@ -697,8 +705,7 @@ static void bench_model(void) {
     printf("  llama_init_random: %.1f s, %.2f GB resident, %.3f GB read per decoded token\n", init_s,
            wbytes / 1e9, tok_bytes / 1e9);
     ROW("model init (host+upload)   %.1f s, %.2f GB weights", init_s, wbytes / 1e9);
-    const char *long_only = getenv("PS_BENCH_LONG_ONLY");
-    if (long_only && atoi(long_only) > 0) {
+    if (g_long_only) {
         bench_long_context(m, &cfg);
         done = true;
         goto fail;
@@ -736,7 +743,7 @@ static void bench_model(void) {
         printf("  decode batch %2d: %.2f ms/step, %.1f tok/s\n", B, dt / G * 1e3, tps);
         if (B == 1) {
             double ctx = P + WARM + G / 2.0; /* mean context of the timed steps */
-            double kv_bytes = 2.0 * L * cfg.n_kv_heads * cfg.head_dim * 4.0 * ctx;
+            double kv_bytes = kv_f32_bytes(&cfg, ctx);
             double floor_w = g_bw * 1e9 / (double)tok_bytes;
             double floor_all = g_bw * 1e9 / ((double)tok_bytes + kv_bytes);
             printf("  floor batch 1: %.3f GB weights + %.3f GB KV per token at %.0f GB/s -> %.1f tok/s "
@@ -752,7 +759,7 @@ static void bench_model(void) {
         BENCH_TRY(bench_decode_graphs(m, &kv, B, P + WARM, G, ctx_pages, pages, logits, tps));
     }
     { /* last: a configuration failing on the device cannot cost the numbers above */
-        double ctx = P + WARM + G / 2.0, kv_bytes = 2.0 * L * cfg.n_kv_heads * cfg.head_dim * 4.0 * ctx;
+        double kv_bytes = kv_f32_bytes(&cfg, P + WARM + G / 2.0);
         BENCH_TRY(bench_decode_configs(m, &kv, P + WARM, G, ctx_pages, pages, logits,
                                        g_bw * 1e9 / ((double)tok_bytes + kv_bytes)));
     }
@@ -805,7 +812,8 @@ int main(void) {
         return rc;
     }
     const char *long_only = getenv("PS_BENCH_LONG_ONLY");
-    if (!long_only || atoi(long_only) <= 0) {
+    g_long_only = long_only && atoi(long_only) > 0;
+    if (!g_long_only) {
         bench_layer("nf4 4096x4096", true, 4096, 4096);
         bench_layer("nf4 11008x4096", true, 11008, 4096);
         bench_layer("nf4 4096x11008", true, 4096, 11008);
