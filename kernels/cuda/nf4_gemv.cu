@@ -234,9 +234,11 @@ static const gemv_cfg *gemv_cfg_for(int k, int64_t T) {
     return k_gemv_cfgs[k].kind != 0 ? &k_gemv_cfgs[k] : T <= 2 ? small : v2;
 }
 
-/* Whether the fast kernels take this weight and x (16-byte loads, whole 64-blocks). */
+/* Whether the fast kernels take this weight and x (16-byte loads, whole
+ * 64-blocks, block indices in 31 bits: v6 keeps them in 32-bit registers). */
 static bool gemv_fast(const cuda_nf4_args &a, const float *x) {
-    return a.in % PS_NF4_BLOCK == 0 && ((uintptr_t)a.packed & 15) == 0 && ((uintptr_t)x & 15) == 0;
+    return a.in % PS_NF4_BLOCK == 0 && ((uintptr_t)a.packed & 15) == 0 && ((uintptr_t)x & 15) == 0 &&
+           a.out * (a.in / PS_NF4_BLOCK) < ((int64_t)1 << 31);
 }
 
 ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,

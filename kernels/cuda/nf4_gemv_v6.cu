@@ -124,25 +124,38 @@ __device__ static inline void gemv6_fill(uint32_t *lut, float *s_dq, bool dq) {
         for (int i = threadIdx.x; i < 256; i += W * 32) s_dq[i] = cuda_dq_code[i];
 }
 
-/* The code bytes and scale parts of U 64-blocks from kb (those below kend)
- * for rows g and g + 8 of each row tile: crow points at this lane's 8 bytes
- * of a row's first block, srow is the row's first block index. */
 /* The rows of one tile (a gemv_set block index: 16 RT rows of weight m from
- * row0) that this lane (g, t) loads: rows g and g + 8 of each 16-row part,
+ * row0) that this lane (g, t) reads: rows g and g + 8 of each 16-row part,
  * past `out` clamped (computed, not stored). crow points at the lane's 8
- * bytes of a row's first 64-block, srow is the row's first block index. */
-template <int RT> struct gemv6_tile {
+ * bytes of a row's first 64-block.
+ *
+ * Scales are shared out. The 4 lanes t = 0..3 of a row group g need the
+ * same RT x 2 (rows g, g + 8) x U block scales per group of U 64-blocks;
+ * slot j = (u RT + r) 2 + h of them is loaded and finished by lane t = j % 4
+ * alone (its i = j / 4-th slot) and read by the other three through a
+ * shuffle: a quarter of the scale instructions of every lane computing every
+ * scale (the SASS of that had ~24 instructions per 64-block on scales, a
+ * sixth of the loop). sidx[i]: the block index of this lane's slot i at
+ * kb = 0 (row * in / 64 + u; 32 bits, gemv_fast checks the weight's size). */
+#define GEMV6_SL(RT, U) ((RT) * (U) / 2)
+
+template <int RT, int U> struct gemv6_tile {
     int m;
     int64_t row0;
     const uint2 *crow[RT][2];
-    int64_t srow[RT][2];
+    uint32_t sidx[GEMV6_SL(RT, U)];
 };
 
-template <int RT>
-__device__ static inline void gemv6_tile_at(gemv6_tile<RT> &tl, const gemv_set &set, int tile, int g, int t) {
+/* slot i of lane t: u = (2 i + t / 2) / RT, r = (2 i + t / 2) % RT, h = t % 2 */
+template <int RT> __device__ static inline int gemv6_slot_u(int i, int t) { return (2 * i + t / 2) / RT; }
+
+template <int RT, int U>
+__device__ static inline void gemv6_tile_at(gemv6_tile<RT, U> &tl, const gemv_set &set, int tile, int g, int t) {
+    static_assert(RT * U % 2 == 0, "4 lanes share a row group's 2 RT U scale slots evenly");
     tl.m = gemv_set_which(set, tile);
     const cuda_nf4_args &w = set.w[tl.m];
     tl.row0 = (int64_t)(tile - set.first[tl.m]) * 16 * RT;
+    const uint32_t nb = (uint32_t)(w.in / 64);
 #pragma unroll
     for (int r = 0; r < RT; r++)
 #pragma unroll
@@ -150,14 +163,21 @@ __device__ static inline void gemv6_tile_at(gemv6_tile<RT> &tl, const gemv_set &
             int64_t rr = tl.row0 + 16 * r + g + 8 * h;
             rr = rr < w.out ? rr : w.out - 1;
             tl.crow[r][h] = (const uint2 *)(w.packed + rr * (w.in / 2)) + t;
-            tl.srow[r][h] = rr * (w.in / 64);
         }
+#pragma unroll
+    for (int i = 0; i < GEMV6_SL(RT, U); i++) {
+        const int ur = 2 * i + t / 2;
+        int64_t rr = tl.row0 + 16 * (ur % RT) + g + 8 * (t % 2);
+        rr = rr < w.out ? rr : w.out - 1;
+        tl.sidx[i] = (uint32_t)rr * nb + (uint32_t)(ur / RT);
+    }
 }
 
 /* 8 code bytes streamed past L1 (read once: they must not evict x, which
- * every block rereads through L1, T x 16 bytes per weight row of 16; at
- * T = 8 that is 4x the code bytes), with a 256-byte L2 prefetch (the next
- * 64-blocks of the row are the next loads). The emulator: a plain load. */
+ * every block rereads through L1 when it is not staged, T x 16 bytes per
+ * weight row of 16; at T = 8 that is 4x the code bytes), with a 256-byte L2
+ * prefetch (the next 64-blocks of the row are the next loads). The emulator:
+ * a plain load. */
 __device__ static inline uint2 gemv6_ld_codes(const uint2 *p) {
 #ifdef __CUDA_ARCH__
     uint2 v;
@@ -168,21 +188,35 @@ __device__ static inline uint2 gemv6_ld_codes(const uint2 *p) {
 #endif
 }
 
-/* The code bytes and scale parts of U 64-blocks from kb (those below kend)
- * of a tile's rows. */
-template <int RT, int U>
-__device__ static inline void gemv6_load(uint2 (&cw)[U][RT][2], gemv_scale_raw (&sr)[U][RT][2],
-                                         const cuda_nf4_args &w, const gemv6_tile<RT> &tl, int kb, int kend) {
+/* One group of U 64-blocks in registers: the code bytes of every row the
+ * lane reads, and the raw parts of its scale slots (absmax, or absmax2 and
+ * the 8-bit code q when double-quantised: DQ). */
+template <int RT, int U> struct gemv6_stage {
+    uint2 c[U][RT][2];
+    float a[GEMV6_SL(RT, U)];
+    uint32_t q[GEMV6_SL(RT, U)];
+};
+
+/* Loads the blocks kb .. kb + U - 1 of a tile's rows (those below kend). */
+template <int RT, int U, bool DQ>
+__device__ static inline void gemv6_load(gemv6_stage<RT, U> &st, const cuda_nf4_args &w,
+                                         const gemv6_tile<RT, U> &tl, int kb, int kend, int t) {
 #pragma unroll
     for (int u = 0; u < U; u++)
         if (kb + u < kend)
 #pragma unroll
             for (int r = 0; r < RT; r++)
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    cw[u][r][h] = gemv6_ld_codes(tl.crow[r][h] + 4 * (kb + u)); /* 32 bytes a block */
-                    sr[u][r][h] = gemv_scale_load(w, tl.srow[r][h] + kb + u);
-                }
+                for (int h = 0; h < 2; h++) st.c[u][r][h] = gemv6_ld_codes(tl.crow[r][h] + 4 * (kb + u));
+#pragma unroll
+    for (int i = 0; i < GEMV6_SL(RT, U); i++) {
+        const uint32_t b = tl.sidx[i] + (uint32_t)kb;
+        st.q[i] = 0; /* a slot past kend is finished too: keep its table index in range */
+        if (kb + gemv6_slot_u<RT>(i, t) < kend) {
+            if (DQ) st.q[i] = __ldg(w.q8 + b), st.a[i] = __ldg(w.absmax2 + b / 256);
+            else st.a[i] = __ldg(w.absmax + b);
+        }
+    }
 }
 
 /* The pair-table word at byte offset off (in the SASS of sm_90 one LDS
@@ -223,51 +257,129 @@ __device__ static inline void gemv6_block(float (&acc)[RT][NH][4], const uint2 (
     }
 }
 
+/* Bytes of one staged bf16 row of x (XS); the 16 extra spread a warp's 8 rows over the banks. */
+#define GEMV6_XS_STRIDE(in) (2 * (in) + 16)
+
+/* Where a lane's B fragments come from. XS: x staged once per block in
+ * shared memory as bf16 pairs (row n at xs + n * xstride bytes; stride
+ * 2 in + 16 so the 8 row groups of a warp fall on different banks), two
+ * 16-byte loads per 64-block; otherwise from global memory through L1, four
+ * float4 loads and 8 conversions per 64-block and column group. The rounding
+ * is the same either way. Token column n = 8 q + g past T reads row T - 1:
+ * mma columns are independent and those outputs are never stored, so the
+ * lanes need neither zeroing nor predicates. */
+template <int NH> struct gemv6_xsrc {
+    const char *xs;      /* XS (NH == 1): this lane's 32 bytes of block 0 of its row */
+    const float *xr[NH]; /* global: x + n in + 16 t of each column group's row n */
+};
+
+template <int NH>
+__device__ static inline void gemv6_xsrc_at(gemv6_xsrc<NH> &xa, const float *x, const char *xs, int64_t in, int T,
+                                            int g, int t) {
+#pragma unroll
+    for (int q = 0; q < NH; q++) {
+        const int64_t n = 8 * q + g < T ? 8 * q + g : T - 1;
+        xa.xr[q] = x + n * in + 16 * t;
+        if (q == 0) xa.xs = xs + n * GEMV6_XS_STRIDE(in) + 32 * t;
+    }
+}
+
+/* B fragments of 64-block kb. */
+template <int NH, bool XS>
+__device__ static inline void gemv6_x_frag(uint32_t (&bf)[NH][4][2], const gemv6_xsrc<NH> &xa, int kb) {
+#pragma unroll
+    for (int q = 0; q < NH; q++) {
+        if (XS) { /* NH == 1 */
+            const uint4 lo = *(const uint4 *)(xa.xs + 128 * kb), hi = *(const uint4 *)(xa.xs + 128 * kb + 16);
+            bf[q][0][0] = lo.x, bf[q][0][1] = lo.y, bf[q][1][0] = lo.z, bf[q][1][1] = lo.w;
+            bf[q][2][0] = hi.x, bf[q][2][1] = hi.y, bf[q][3][0] = hi.z, bf[q][3][1] = hi.w;
+        } else {
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                float4 v = __ldg((const float4 *)(xa.xr[q] + (int64_t)kb * 64) + s);
+                bf[q][s][0] = gemv6_bf16x2(v.x, v.y), bf[q][s][1] = gemv6_bf16x2(v.z, v.w);
+            }
+        }
+    }
+}
+
+/* acc += the blocks kb .. kb + nu - 1 of a loaded group (FULL: nu = U, no
+ * checks). First each lane finishes its scale slots, then each block takes
+ * its row scales from the slots' lanes by shuffle (all lanes, so nu is
+ * warp-uniform). */
+template <int RT, int U, int NH, bool DQ, bool XS, bool FULL>
+__device__ static inline void gemv6_group(float (&acc)[RT][NH][4], const gemv6_stage<RT, U> &st, int nu,
+                                          const gemv6_xsrc<NH> &xa, int kb, int lane,
+                                          const uint32_t *lut, const float *s_dq, float offset) {
+    float sv[GEMV6_SL(RT, U)];
+#pragma unroll
+    for (int i = 0; i < GEMV6_SL(RT, U); i++) sv[i] = DQ ? ps_nf4_dq_scale(s_dq[st.q[i]], st.a[i], offset) : st.a[i];
+    const int lane0 = lane & ~3;
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        if (!FULL && u >= nu) break;
+        uint32_t bf[NH][4][2];
+        gemv6_x_frag<NH, XS>(bf, xa, kb + u);
+        float sc[RT][2];
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int j = (u * RT + r) * 2 + h;
+                sc[r][h] = __shfl_sync(0xffffffffu, sv[j / 4], lane0 | (j % 4));
+            }
+        gemv6_block<RT, NH>(acc, st.c[u], sc, bf, lut, 4u * (uint32_t)lane);
+    }
+}
+
 /* Floats of one reduction buffer: the W warps' partial fragments of a tile. */
 #define GEMV6_RED_FLOATS(W, RT, NH) ((W) * (RT) * (NH) * 128)
 
-/* Whether any weight of the set is double-quantised (s_dq is then needed). */
-__device__ static inline bool gemv6_any_dq(const gemv_set &set) {
-    bool dq = false;
-    for (int i = 0; i < set.n; i++) dq |= set.w[i].q8 != NULL;
-    return dq;
-}
-
 /* Tiles tile, tile + gridDim.x, ... of the ntiles: one each when the grid is
  * ntiles blocks, several for a persistent grid (as many blocks as fit the
- * chip at once), which fills the table once per block and issues the next
- * tile's first loads before this tile's reduction, so the codes keep
- * streaming across tiles. A tile's arithmetic does not depend on the grid:
- * same bits either way. */
-template <int W, int RT, int U, int NH>
+ * chip at once), which fills the table (and stages x) once per block and
+ * issues the next tile's first loads before this tile's reduction, so the
+ * codes keep streaming across tiles. A tile's arithmetic does not depend on
+ * the grid, on XS or on how the set mixes weights: same bits either way.
+ * DQ: every weight of the set is double-quantised (else none is; the
+ * launcher splits a mixed set). Within a tile each warp walks its 64-blocks
+ * in groups of U with two register stages, the next group's loads issued
+ * before this group's math (no copies between the stages), and the group
+ * that reaches kb1 checked block by block. */
+template <int W, int RT, int U, int NH, bool DQ, bool XS>
 __global__ void __launch_bounds__(W * 32)
 nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles) { /* T <= 8 NH */
     cudaTriggerProgrammaticLaunchCompletion();
-    /* the pair table (GEMV6_LUT_BYTES), then two reduction buffers: tile i
-     * uses buffer i % 2, so a tile needs one barrier (the readers of buffer
-     * i % 2 at tile i - 2 passed tile i - 1's barrier before anyone writes it) */
+    /* the pair table (GEMV6_LUT_BYTES), two reduction buffers (tile i uses
+     * buffer i % 2, so a tile needs one barrier: the readers of buffer i % 2
+     * at tile i - 2 passed tile i - 1's barrier before anyone writes it),
+     * then (XS) x in bf16 */
     extern __shared__ float smem[];
     uint32_t *lut = (uint32_t *)smem;
     float *red_all = smem + GEMV6_LUT_BYTES / 4;
+    char *xs = (char *)(red_all + 2 * GEMV6_RED_FLOATS(W, RT, NH));
     __shared__ float s_dq[256];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int64_t in = set.w[0].in; /* the same for every weight of a set */
     const int nb = (int)(in / 64), kb0 = warp * nb / W, kb1 = (warp + 1) * nb / W;
 
     int tile = (int)blockIdx.x;
-    gemv6_tile<RT> tl;
-    gemv6_tile_at<RT>(tl, set, tile, g, t);
-    uint2 cw[U][RT][2];
-    gemv_scale_raw sr[U][RT][2];
-    const cuda_nf4_args w0 = set.w[tl.m];
-    gemv6_load<RT, U>(cw, sr, w0, tl, kb0, kb1);         /* frozen weights: in flight first */
-    gemv6_fill<W>(lut, s_dq, gemv6_any_dq(set));       /* overlaps their latency */
-    cudaGridDependencySynchronize();                    /* x is the previous kernel's output (PDL) */
-    __syncthreads();                                    /* the table and s_dq */
+    gemv6_tile<RT, U> tl;
+    gemv6_tile_at<RT, U>(tl, set, tile, g, t);
+    gemv6_stage<RT, U> sa, sb;
+    gemv6_load<RT, U, DQ>(sa, set.w[tl.m], tl, kb0, kb1, t); /* frozen weights: in flight first */
+    gemv6_fill<W>(lut, s_dq, DQ);                            /* overlaps their latency */
+    cudaGridDependencySynchronize();                         /* x is the previous kernel's output (PDL) */
+    gemv6_xsrc<NH> xa;
+    gemv6_xsrc_at<NH>(xa, x, xs, in, T, g, t);
+    if (XS) /* x (T <= 8 rows) as bf16 pairs, 4 floats a step */
+        for (int64_t i = threadIdx.x; i < T * (in / 4); i += W * 32) {
+            const int64_t n = i / (in / 4), k4 = i % (in / 4);
+            const float4 v = __ldg((const float4 *)(x + n * in) + k4);
+            *(uint2 *)(xs + n * GEMV6_XS_STRIDE(in) + 8 * k4) = make_uint2(gemv6_bf16x2(v.x, v.y), gemv6_bf16x2(v.z, v.w));
+        }
+    __syncthreads(); /* the table, s_dq and x */
 
-    const uint32_t lane4 = 4u * (uint32_t)lane;
-    /* B lane (n = 8 q + g, t) of half q: x[n][64 kb + 16 t + 4 s ..] */
-    const float *xr = x + (int64_t)g * in + 16 * t;
     for (int buf = 0; tile < ntiles; tile += (int)gridDim.x, buf ^= 1) {
         const cuda_nf4_args w = set.w[tl.m];
         float acc[RT][NH][4];
@@ -277,45 +389,27 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles)
             for (int q = 0; q < NH; q++)
 #pragma unroll
                 for (int i = 0; i < 4; i++) acc[r][q][i] = 0.0f;
-        for (int kb = kb0; kb < kb1; kb += U) {
-            uint2 cn[U][RT][2];
-            gemv_scale_raw sn[U][RT][2];
-            if (kb + U < kb1) gemv6_load<RT, U>(cn, sn, w, tl, kb + U, kb1); /* the next U, in flight */
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                if (kb + u >= kb1) break;
-                uint32_t bf[NH][4][2];
-#pragma unroll
-                for (int q = 0; q < NH; q++)
-#pragma unroll
-                    for (int s = 0; s < 4; s++) {
-                        bf[q][s][0] = bf[q][s][1] = 0u;
-                        if (8 * q + g < T) { /* columns past T stay zero */
-                            float4 v = __ldg((const float4 *)(xr + (int64_t)8 * q * in + (int64_t)(kb + u) * 64) + s);
-                            bf[q][s][0] = gemv6_bf16x2(v.x, v.y), bf[q][s][1] = gemv6_bf16x2(v.z, v.w);
-                        }
-                    }
-                float sc[RT][2];
-#pragma unroll
-                for (int r = 0; r < RT; r++)
-#pragma unroll
-                    for (int h = 0; h < 2; h++) sc[r][h] = gemv_scale_finish(w, s_dq, sr[u][r][h]);
-                gemv6_block<RT, NH>(acc, cw[u], sc, bf, lut, lane4);
+        for (int kb = kb0;;) { /* sa holds the group at kb */
+            if (kb + U >= kb1) {
+                gemv6_group<RT, U, NH, DQ, XS, false>(acc, sa, kb1 - kb, xa, kb, lane, lut, s_dq, w.offset);
+                break;
             }
-            if (kb + U < kb1)
-#pragma unroll
-                for (int u = 0; u < U; u++)
-#pragma unroll
-                    for (int r = 0; r < RT; r++)
-#pragma unroll
-                        for (int h = 0; h < 2; h++) cw[u][r][h] = cn[u][r][h], sr[u][r][h] = sn[u][r][h];
+            gemv6_load<RT, U, DQ>(sb, w, tl, kb + U, kb1, t);
+            gemv6_group<RT, U, NH, DQ, XS, true>(acc, sa, U, xa, kb, lane, lut, s_dq, w.offset);
+            kb += U; /* sb holds the group at kb */
+            if (kb + U >= kb1) {
+                gemv6_group<RT, U, NH, DQ, XS, false>(acc, sb, kb1 - kb, xa, kb, lane, lut, s_dq, w.offset);
+                break;
+            }
+            gemv6_load<RT, U, DQ>(sa, w, tl, kb + U, kb1, t);
+            gemv6_group<RT, U, NH, DQ, XS, true>(acc, sb, U, xa, kb, lane, lut, s_dq, w.offset);
+            kb += U;
         }
         float *__restrict__ y = set.y[tl.m];
         const int64_t row0 = tl.row0;
         if (tile + (int)gridDim.x < ntiles) { /* the next tile's first loads, before this one's reduction */
-            gemv6_tile_at<RT>(tl, set, tile + (int)gridDim.x, g, t);
-            const cuda_nf4_args wn = set.w[tl.m];
-            gemv6_load<RT, U>(cw, sr, wn, tl, kb0, kb1);
+            gemv6_tile_at<RT, U>(tl, set, tile + (int)gridDim.x, g, t);
+            gemv6_load<RT, U, DQ>(sa, set.w[tl.m], tl, kb0, kb1, t);
         }
 
         /* the W warps' partials, added in warp order */
@@ -339,41 +433,70 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles)
     }
 }
 
-/* Blocks of this kernel that fit on the chip at once (0: unknown). */
-template <typename K> static int gemv6_resident(const cuda_impl *p, K kernel, int threads, size_t smem, int *cached) {
-    if (*cached < 0) {
+/* Blocks of this kernel that fit on the chip at once with smem bytes of
+ * shared memory (0: unknown); cached for the last smem asked about. */
+template <typename K>
+static int gemv6_resident(const cuda_impl *p, K kernel, int threads, size_t smem, size_t *cached_smem, int *cached) {
+    if (*cached < 0 || *cached_smem != smem) {
         int per_sm = 0;
         if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess) {
             (void)cudaGetLastError(); /* not sticky: the launch check must not see it */
             per_sm = 0;
         }
-        *cached = per_sm;
+        *cached = per_sm, *cached_smem = smem;
     }
     return *cached * p->sm_count;
 }
 
-template <int W, int RT, int U, int NH, bool PERSIST>
-static void nf4_gemv_v6_launch_nh(cuda_impl *p, const gemv_set &s, const float *x, int T) {
-    auto kernel = nf4_gemv_v6_kernel<W, RT, U, NH>;
-    const size_t smem = GEMV6_LUT_BYTES + 2 * GEMV6_RED_FLOATS(W, RT, NH) * sizeof(float);
+template <int W, int RT, int U, int NH, bool DQ, bool XS, bool PERSIST>
+static void nf4_gemv_v6_launch_k(cuda_impl *p, const gemv_set &s, const float *x, int T) {
+    auto kernel = nf4_gemv_v6_kernel<W, RT, U, NH, DQ, XS>;
+    const size_t smem = GEMV6_LUT_BYTES + 2 * GEMV6_RED_FLOATS(W, RT, NH) * sizeof(float) +
+                        (XS ? (size_t)T * GEMV6_XS_STRIDE(s.w[0].in) : 0);
     static int allowed, resident = -1; /* the table is above the 48 KB default */
+    static size_t resident_smem;
     cuda_allow_smem(kernel, (int)smem, &allowed);
     gemv_set set = s;
     int64_t tiles = gemv_set_blocks(&set, 16 * RT), blocks = tiles;
     if (PERSIST) {
-        int fit = gemv6_resident(p, kernel, W * 32, smem, &resident);
+        int fit = gemv6_resident(p, kernel, W * 32, smem, &resident_smem, &resident);
         if (fit > 0 && fit < blocks) blocks = fit;
     }
     cuda_launch(p, kernel, (unsigned)blocks, W * 32, smem, set, x, T, (int)tiles);
 }
 
+/* Staged x (XS) when its bf16 rows fit beside the table with two blocks per
+ * SM still resident (x at most ~40 KB: one row of in <= 20k at T = 1); the
+ * sweep's other configurations keep more blocks, so this is the limit. */
+#define GEMV6_XS_MAX_BYTES (40 * 1024)
+
 /* T (1 .. GEMV6_NB_MAX) rows of x: one mma per decoded fragment up to 8,
- * two up to 16, four up to 32 */
+ * two up to 16, four up to 32. A set whose weights differ in double
+ * quantisation goes one weight a launch (same bits). */
 template <int W, int RT, int U, bool PERSIST>
 static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, int T) {
-    if (T <= 8) nf4_gemv_v6_launch_nh<W, RT, U, 1, PERSIST>(p, s, x, T);
-    else if (T <= 16) nf4_gemv_v6_launch_nh<W, RT, U, 2, PERSIST>(p, s, x, T);
-    else nf4_gemv_v6_launch_nh<W, RT, U, 4, PERSIST>(p, s, x, T);
+    const bool dq = s.w[0].q8 != NULL;
+    for (int i = 1; i < s.n; i++)
+        if ((s.w[i].q8 != NULL) != dq) {
+            for (int j = 0; j < s.n; j++) {
+                gemv_set one = {{s.w[j]}, {s.y[j]}, {0}, 1};
+                nf4_gemv_v6_launch<W, RT, U, PERSIST>(p, one, x, T);
+            }
+            return;
+        }
+    const bool xs = T <= 8 && (int64_t)T * GEMV6_XS_STRIDE(s.w[0].in) <= GEMV6_XS_MAX_BYTES;
+    if (T <= 8) {
+        if (dq) xs ? nf4_gemv_v6_launch_k<W, RT, U, 1, true, true, PERSIST>(p, s, x, T)
+                   : nf4_gemv_v6_launch_k<W, RT, U, 1, true, false, PERSIST>(p, s, x, T);
+        else xs ? nf4_gemv_v6_launch_k<W, RT, U, 1, false, true, PERSIST>(p, s, x, T)
+                : nf4_gemv_v6_launch_k<W, RT, U, 1, false, false, PERSIST>(p, s, x, T);
+    } else if (T <= 16) {
+        dq ? nf4_gemv_v6_launch_k<W, RT, U, 2, true, false, PERSIST>(p, s, x, T)
+           : nf4_gemv_v6_launch_k<W, RT, U, 2, false, false, PERSIST>(p, s, x, T);
+    } else {
+        dq ? nf4_gemv_v6_launch_k<W, RT, U, 4, true, false, PERSIST>(p, s, x, T)
+           : nf4_gemv_v6_launch_k<W, RT, U, 4, false, false, PERSIST>(p, s, x, T);
+    }
 }
 
 static const struct {
