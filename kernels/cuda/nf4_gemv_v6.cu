@@ -1,4 +1,4 @@
-/* NF4 GEMV v6 (decode, 1..16 rows of x): tensor cores, bf16 operands.
+/* NF4 GEMV v6 (decode, 1..32 rows of x): tensor cores, bf16 operands.
  *
  * Why: ncu on the H100 found the f32 GEMVs (v1-v5) bound by instruction
  * issue, not memory, and the SASS of the default one (tests/gpu/sass.sh)
@@ -9,7 +9,11 @@
  * permute and one conflict-free shared load per TWO elements: the table maps
  * a code byte (two codes) to the bf16 pair of their NF4 values, with one copy
  * per lane so that 32 lanes looking up 32 different bytes hit 32 different
- * banks. About 2.8 instructions and 0.6 wavefronts per element (SASS); the 8
+ * banks. The main loop of v6w8r1u4 at T <= 8 issues 60 instructions per warp
+ * and 64-block (16 rows x 64 = 1024 weights: 32 of them decode, 4 mma, 4
+ * scale FMAs; counted in tests/gpu/sass.sh's output between the loop's
+ * label and its back edge, two groups of U blocks per trip), 17 weights per
+ * issued instruction against ~6 for the f32 GEMVs; the 8
  * token columns of an mma cost the same as one; 9..16 rows of x take a
  * second mma per decoded fragment and 17..32 four (NH = 2 or 4 groups of 8
  * columns), so up to 32 tokens read the weights once: a decode batch of 32
