@@ -264,7 +264,69 @@ ps_status op_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_
     TRY(check_rmsnorm(be, out, x, w, "add_rmsnorm", err));
     if (out->data == y->data)
         return ps_errf(err, PS_EINVAL, "add_rmsnorm: out must not be y (y is read while out is written)");
-    return be->add_rmsnorm(be, out, x, y, w, eps, err);
+    return be->add_rmsnorm(be, out, x, x, y, w, eps, err);
+}
+
+/* The arguments of op_add_rmsnorm_linear_n (also those of _swiglu's gate/up). */
+static ps_status check_norm_linear_n(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                     const ps_tensor *y, const ps_tensor *w, int n, ps_tensor *const *ys,
+                                     const ps_weight *const *ws, const char *op, ps_err *err) {
+    NEED_OP(be, add_rmsnorm, op);
+    if (n < 1 || n > PS_LINEAR_N_MAX)
+        return ps_errf(err, PS_EINVAL, "%s: %d weights (1..%d)", op, n, PS_LINEAR_N_MAX);
+    TRY(check_dev(be, x_out, op, "x_out", err));
+    TRY(check_dtype(x_out, PS_DT_F32, op, "x_out", err));
+    TRY(check_dev(be, y, op, "y", err));
+    TRY(check_dtype(y, PS_DT_F32, op, "y", err));
+    TRY(check_same(x, y, op, err));
+    TRY(check_same(x, x_out, op, err));
+    TRY(check_rmsnorm(be, h, x, w, op, err));
+    const void *bufs[4] = {x->data, y->data, x_out->data, h->data};
+    static const char *const names[4] = {"x", "y", "x_out", "h"};
+    for (int i = 2; i < 4; i++)
+        for (int j = 0; j < i; j++)
+            if (bufs[i] == bufs[j])
+                return ps_errf(err, PS_EINVAL, "%s: %s and %s are the same buffer", op, names[j], names[i]);
+    for (int i = 0; i < n; i++) {
+        TRY(check_linear(be, ys[i], h, ws[i], err));
+        for (int j = 0; j < 4; j++)
+            if (ys[i]->data == bufs[j])
+                return ps_errf(err, PS_EINVAL, "%s: output %d is %s", op, i, names[j]);
+        for (int j = 0; j < i; j++)
+            if (ys[j]->data == ys[i]->data)
+                return ps_errf(err, PS_EINVAL, "%s: outputs %d and %d are the same buffer", op, j, i);
+    }
+    return PS_OK;
+}
+
+ps_status op_add_rmsnorm_linear_n(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                  const ps_tensor *y, const ps_tensor *w, float eps, int n,
+                                  ps_tensor *const *ys, const ps_weight *const *ws, ps_err *err) {
+    TRY(check_norm_linear_n(be, h, x_out, x, y, w, n, ys, ws, "add_rmsnorm_linear_n", err));
+    if (be->add_rmsnorm_linear_n) return be->add_rmsnorm_linear_n(be, h, x_out, x, y, w, eps, n, ys, ws, err);
+    TRY(be->add_rmsnorm(be, h, x_out, x, y, w, eps, err));
+    return op_linear_n(be, n, ys, h, ws, err);
+}
+
+ps_status op_add_rmsnorm_swiglu(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                const ps_tensor *y, const ps_tensor *w, float eps, const ps_weight *wg,
+                                const ps_weight *wu, ps_tensor *g, ps_tensor *u, ps_tensor *a, ps_err *err) {
+    const char *op = "add_rmsnorm_swiglu";
+    ps_tensor *gu[2] = {g, u};
+    const ps_weight *ws[2] = {wg, wu};
+    if (ps_weight_out(wg) != ps_weight_out(wu))
+        return ps_errf(err, PS_EINVAL, "%s: gate has %lld outputs, up %lld", op, (long long)ps_weight_out(wg),
+                       (long long)ps_weight_out(wu));
+    TRY(check_norm_linear_n(be, h, x_out, x, y, w, 2, gu, ws, op, err));
+    TRY(check_dev(be, a, op, "a", err));
+    TRY(check_dtype(a, PS_DT_F32, op, "a", err));
+    TRY(check_same(a, g, op, err));
+    const void *others[6] = {x->data, y->data, x_out->data, h->data, g->data, u->data};
+    for (int i = 0; i < 6; i++)
+        if (a->data == others[i]) return ps_errf(err, PS_EINVAL, "%s: a shares a buffer with another argument", op);
+    if (be->add_rmsnorm_swiglu) return be->add_rmsnorm_swiglu(be, h, x_out, x, y, w, eps, wg, wu, g, u, a, err);
+    TRY(op_add_rmsnorm_linear_n(be, h, x_out, x, y, w, eps, 2, gu, ws, err));
+    return op_silu_mul(be, a, g, u, err);
 }
 
 ps_status op_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,

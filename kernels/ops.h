@@ -191,10 +191,23 @@ struct ps_backend {
     /* out (T, C) = w * x / sqrt(mean(x^2) + eps); w (C) any float dtype */
     ps_status (*rmsnorm)(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                          float eps, ps_err *err);
-    /* x (T, C) += y, then out = rmsnorm(x) as above, in one pass (the residual
-     * add before a norm); NULL: op_add_rmsnorm runs add, then rmsnorm */
-    ps_status (*add_rmsnorm)(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
-                             const ps_tensor *w, float eps, ps_err *err);
+    /* x_out (T, C) = x + y, then out = rmsnorm(x_out) as above, in one pass
+     * (the residual add before a norm; x_out may be x); NULL: op_add_rmsnorm
+     * runs add, then rmsnorm */
+    ps_status (*add_rmsnorm)(ps_backend *be, ps_tensor *out, ps_tensor *x_out, const ps_tensor *x,
+                             const ps_tensor *y, const ps_tensor *w, float eps, ps_err *err);
+    /* add_rmsnorm into x_out (never x or y), then linear_n of its output
+     * (optional; NULL: op_add_rmsnorm_linear_n runs the two): a backend may
+     * run the three as one launch whose every block reads all of x and y */
+    ps_status (*add_rmsnorm_linear_n)(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                      const ps_tensor *y, const ps_tensor *w, float eps, int n,
+                                      ps_tensor *const *ys, const ps_weight *const *ws, ps_err *err);
+    /* add_rmsnorm into x_out, then a = silu(h wg^T) * (h wu^T) (optional;
+     * NULL: op_add_rmsnorm_swiglu runs add_rmsnorm_linear_n into g and u,
+     * then silu_mul); g and u are scratch a fused backend may leave as they were */
+    ps_status (*add_rmsnorm_swiglu)(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                    const ps_tensor *y, const ps_tensor *w, float eps, const ps_weight *wg,
+                                    const ps_weight *wu, ps_tensor *g, ps_tensor *u, ps_tensor *a, ps_err *err);
     /* out (T, C) = (x - mean) / sqrt(var + eps) * w + b */
     ps_status (*layernorm)(ps_backend *be, ps_tensor *out, const ps_tensor *x,
                            const ps_tensor *w, const ps_tensor *b, float eps, ps_err *err);
@@ -279,6 +292,25 @@ ps_status op_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const p
  * Same results as op_add followed by op_rmsnorm, bit for bit, on every backend. */
 ps_status op_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
                          const ps_tensor *w, float eps, ps_err *err);
+/* The start of a transformer block in one call: x_out = x + y; h = rmsnorm(x_out) w;
+ * ys[i] = h ws[i]^T (n = 1..PS_LINEAR_N_MAX). Bit for bit what op_add_rmsnorm
+ * (with the sum written to x_out, x left as it was) and op_linear_n give.
+ * x_out, h and every ys[i] are distinct buffers, none of them x or y: a backend
+ * may fuse the norm into the projections' launch (CUDA: v6 at decode), where
+ * every block reads all of x and y while some write x_out and h. */
+ps_status op_add_rmsnorm_linear_n(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                  const ps_tensor *y, const ps_tensor *w, float eps, int n,
+                                  ps_tensor *const *ys, const ps_weight *const *ws, ps_err *err);
+/* The start of a gated MLP (LlamaMLP without LoRA on gate or up) in one call:
+ * op_add_rmsnorm_linear_n(h, x_out, x, y, w, eps, {g, u}, {wg, wu}), then
+ * a = silu(g) * u (op_silu_mul): the bits of those ops in h, x_out and a.
+ * g and u (T, F) are scratch: afterwards they hold the projections or what
+ * they held before (a backend may fuse the gate/up pair and the silu into
+ * one launch that never writes them). All of h, x_out, g, u, a distinct, none
+ * of them x or y. */
+ps_status op_add_rmsnorm_swiglu(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                const ps_tensor *y, const ps_tensor *w, float eps, const ps_weight *wg,
+                                const ps_weight *wu, ps_tensor *g, ps_tensor *u, ps_tensor *a, ps_err *err);
 ps_status op_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                        const ps_tensor *b, float eps, ps_err *err);
 ps_status op_rope(ps_backend *be, ps_tensor *x, const ps_tensor *pos, float theta, ps_err *err);

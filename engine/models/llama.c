@@ -7,8 +7,9 @@
  *              token's position; store k, v in the cache; attention over the
  *              sequence's cache entries 0..tok_kv_pos (causal within the step);
  *              x += att Wo; h = rmsnorm(x); x += (silu(h Wg) * h Wu) Wd
- *              (each "x += ...; h = rmsnorm(x)" pair is one op_add_rmsnorm, the
- *              last MLP output's add crossing into the next layer)
+ *              (each "x += ...; h = rmsnorm(x)" pair and the projections of h
+ *              are one op_add_rmsnorm_linear_n, the last MLP output's add
+ *              crossing into the next layer; x alternates between two buffers)
  *   logits = lm_head(rmsnorm(x[out_rows]))   (only the rows asked for)
  *
  * Every op goes through op_* (kernels/ops.h), so this file runs unchanged on
@@ -32,7 +33,7 @@ static int64_t align_up(int64_t n) { return (n + ALIGN_ELEMS - 1) / ALIGN_ELEMS 
 static int64_t tok_floats(const llama_config *c, int64_t T) {
     int64_t C = c->hidden, HD = (int64_t)c->n_heads * c->head_dim,
             KD = (int64_t)c->n_kv_heads * c->head_dim, F = c->ffn;
-    return 3 * align_up(T * C) + 2 * align_up(T * HD) + 2 * align_up(T * KD) + 3 * align_up(T * F);
+    return 4 * align_up(T * C) + 2 * align_up(T * HD) + 2 * align_up(T * KD) + 3 * align_up(T * F);
 }
 
 static int64_t out_floats(const llama_config *c, int64_t R) {
@@ -169,7 +170,9 @@ static ps_status upload_meta(llama_model *m, const kv_cache *kv, const llama_bat
 
 /* Activations of one step, views into the scratch buffers. */
 typedef struct {
-    ps_tensor x, h, tmp;     /* (T, C) residual stream, normed input, projection output */
+    ps_tensor xa, xb;        /* (T, C) the residual stream's two buffers: */
+    ps_tensor *x, *x_next;   /* it is in x; the next residual add writes x_next, then they swap */
+    ps_tensor h, tmp;        /* (T, C) normed input, projection output */
     ps_tensor q, att;        /* (T, H, D) */
     ps_tensor k, v;          /* (T, KV, D) */
     ps_tensor g, u, a;       /* (T, F) gate, up, silu(gate) * up */
@@ -182,7 +185,9 @@ static void carve(llama_model *m, int T, int R, acts *a) {
     float *p = m->s.tok_buf;
     int64_t C = c->hidden, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, F = c->ffn;
 #define TAKE(n) (p += align_up(n), p - align_up(n))
-    a->x = ps_tensor_2d(PS_DT_F32, T, C, TAKE(T * C), dev);
+    a->xa = ps_tensor_2d(PS_DT_F32, T, C, TAKE(T * C), dev);
+    a->xb = ps_tensor_2d(PS_DT_F32, T, C, TAKE(T * C), dev);
+    a->x = &a->xa, a->x_next = &a->xb;
     a->h = ps_tensor_2d(PS_DT_F32, T, C, TAKE(T * C), dev);
     a->tmp = ps_tensor_2d(PS_DT_F32, T, C, TAKE(T * C), dev);
     a->q = ps_tensor_3d(PS_DT_F32, T, H, D, TAKE(T * H * D), dev);
@@ -204,6 +209,28 @@ static ps_tensor as_2d(const ps_tensor *t) {
     return ps_tensor_2d(t->dtype, t->shape[0], t->shape[1] * t->shape[2], t->data, t->dev);
 }
 
+/* x_next, holding x + tmp, becomes x */
+static void residual_swap(acts *a) {
+    ps_tensor *t = a->x;
+    a->x = a->x_next, a->x_next = t;
+}
+
+/* h = rmsnorm(x + tmp) and the projections ys = h ws^T (without "+ tmp" for
+ * the model's first norm). The sum goes to x_next, which then becomes x:
+ * op_add_rmsnorm_linear_n leaves its input as it was, so that a backend may
+ * run the add, the norm and the projections as one launch. */
+static ps_status norm_project(ps_backend *be, acts *a, bool add, const ps_tensor *w, float eps, int n,
+                              ps_tensor *const *ys, const ps_weight *const *ws, ps_err *err) {
+    ps_status st;
+    if (!add) {
+        st = op_rmsnorm(be, &a->h, a->x, w, eps, err);
+        return st ? st : op_linear_n(be, n, ys, &a->h, ws, err);
+    }
+    if ((st = op_add_rmsnorm_linear_n(be, &a->h, a->x_next, a->x, &a->tmp, w, eps, n, ys, ws, err))) return st;
+    residual_swap(a);
+    return PS_OK;
+}
+
 static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
                                const step_meta *sm, acts *a, ps_err *err) {
     ps_backend *be = m->be;
@@ -218,9 +245,7 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
     ps_status st;
     /* self-attention block (LlamaAttention, HF rotate_half layout); the previous
      * layer's MLP output (in tmp) joins the residual stream here, fused with the norm */
-    if ((st = l == 0 ? op_rmsnorm(be, &a->h, &a->x, &L->attn_norm, c->rms_eps, err)
-                     : op_add_rmsnorm(be, &a->h, &a->x, &a->tmp, &L->attn_norm, c->rms_eps, err)) ||
-        (st = op_linear_n(be, 3, qkv, &a->h, wqkv, err)) ||
+    if ((st = norm_project(be, a, l > 0, &L->attn_norm, c->rms_eps, 3, qkv, wqkv, err)) ||
         (st = llama_adapters_lora(m, ad, l, 0, &q2, &a->h, err)) ||
         (st = llama_adapters_lora(m, ad, l, 1, &k2, &a->h, err)) ||
         (st = llama_adapters_lora(m, ad, l, 2, &v2, &a->h, err)) ||
@@ -230,13 +255,19 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
         (st = op_linear(be, &a->tmp, &att2, &L->wo, err)) ||
         (st = llama_adapters_lora(m, ad, l, 3, &a->tmp, &att2, err)))
         return st;
-    /* MLP block (LlamaMLP: down(silu(gate(h)) * up(h))), after x += attention output */
-    if ((st = op_add_rmsnorm(be, &a->h, &a->x, &a->tmp, &L->ffn_norm, c->rms_eps, err)) ||
-        (st = op_linear_n(be, 2, gu, &a->h, wgu, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 4, &a->g, &a->h, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 5, &a->u, &a->h, err)) ||
-        (st = op_silu_mul(be, &a->a, &a->g, &a->u, err)) ||
-        (st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) ||
+    /* MLP block (LlamaMLP: down(silu(gate(h)) * up(h))), after x += attention output;
+     * without LoRA on gate and up, the norm, both projections and the silu in one op */
+    if (!llama_adapters_lora_on(ad, l, 4) && !llama_adapters_lora_on(ad, l, 5)) {
+        if ((st = op_add_rmsnorm_swiglu(be, &a->h, a->x_next, a->x, &a->tmp, &L->ffn_norm, c->rms_eps, &L->wg,
+                                        &L->wu, &a->g, &a->u, &a->a, err)))
+            return st;
+        residual_swap(a);
+    } else if ((st = norm_project(be, a, true, &L->ffn_norm, c->rms_eps, 2, gu, wgu, err)) ||
+               (st = llama_adapters_lora(m, ad, l, 4, &a->g, &a->h, err)) ||
+               (st = llama_adapters_lora(m, ad, l, 5, &a->u, &a->h, err)) ||
+               (st = op_silu_mul(be, &a->a, &a->g, &a->u, err)))
+        return st;
+    if ((st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) ||
         (st = llama_adapters_lora(m, ad, l, 6, &a->tmp, &a->a, err)))
         return st;
     return PS_OK; /* the MLP output stays in tmp: the next norm (or the caller) adds it */
@@ -260,8 +291,8 @@ static ps_status step_body(void *ctx, ps_err *err) {
     const step_meta *sm = sc->sm;
     acts *a = sc->a;
     ps_status st;
-    if ((st = op_embed(be, &a->x, &m->embed, &sm->ids, err)) ||
-        (st = llama_adapters_embed(m, sc->b, &sm->ad, &a->x, err)))
+    if ((st = op_embed(be, a->x, &m->embed, &sm->ids, err)) ||
+        (st = llama_adapters_embed(m, sc->b, &sm->ad, a->x, err)))
         return st;
     for (int l = 0; l < c->n_layers; l++)
         if ((st = layer_forward(m, &m->layers[l], &sc->kv->layers[l], sm, a, err))) {
@@ -270,8 +301,8 @@ static ps_status step_body(void *ctx, ps_err *err) {
         }
     if (sc->b->n_out == 0) return PS_OK;
     /* the last MLP output, then final norm and lm_head only on the rows whose logits are wanted */
-    if ((st = op_add(be, &a->x, &a->tmp, err)) ||
-        (st = op_gather_rows(be, &a->xo, &a->x, &sm->out_rows, err)) ||
+    if ((st = op_add(be, a->x, &a->tmp, err)) ||
+        (st = op_gather_rows(be, &a->xo, a->x, &sm->out_rows, err)) ||
         (st = op_rmsnorm(be, &a->ho, &a->xo, &m->norm, c->rms_eps, err)) ||
         (st = op_linear(be, &a->logits, &a->ho, &m->lm_head, err)) ||
         (st = llama_adapters_lm_head(m, sc->b, &sm->ad, &a->logits, &a->ho, err)))

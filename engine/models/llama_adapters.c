@@ -133,7 +133,7 @@ ps_status llama_adapters_embed(llama_model *m, const llama_batch *b, const llama
 
 ps_status llama_adapters_lora(llama_model *m, const llama_step_adapters *sa, int l, int p, ps_tensor *y,
                               const ps_tensor *x, ps_err *err) {
-    if (sa->n == 0 || !(sa->active[l] & (1u << p))) return PS_OK;
+    if (!llama_adapters_lora_on(sa, l, p)) return PS_OK;
     ps_lora_batch lb = {sa->n, sa->slots + (size_t)(l * LLAMA_N_PROJ + p) * (size_t)sa->n, sa->tok, sa->tok_dev};
     ps_status st = op_lora_bgmv(m->be, y, x, &lb, err);
     return st ? ps_err_wrap(err, "lora %s", llama_proj_names[p]) : PS_OK;

@@ -89,6 +89,10 @@ ps_status llama_adapters_begin(llama_model *m, const llama_batch *b, int32_t *h,
 /* x (T, C): replaces the rows of virtual tokens and of adapters with their own embed_tokens. */
 ps_status llama_adapters_embed(llama_model *m, const llama_batch *b, const llama_step_adapters *sa,
                                ps_tensor *x, ps_err *err);
+/* Whether any LoRA of the step changes projection p of layer l. */
+static inline bool llama_adapters_lora_on(const llama_step_adapters *sa, int l, int p) {
+    return sa->n > 0 && (sa->active[l] & (1u << p));
+}
 /* y += LoRA deltas of projection p of layer l for x (op_lora_bgmv). */
 ps_status llama_adapters_lora(llama_model *m, const llama_step_adapters *sa, int l, int p, ps_tensor *y,
                               const ps_tensor *x, ps_err *err);

@@ -24,8 +24,8 @@ ps_status cpu_linear_ref(ps_backend *be, ps_tensor *y, const ps_tensor *x, const
 ps_status cpu_embed(ps_backend *be, ps_tensor *out, const ps_tensor *table, const ps_tensor *ids,
                     ps_err *err);
 ps_status cpu_add_bias(ps_backend *be, ps_tensor *y, const ps_tensor *bias, ps_err *err);
-ps_status cpu_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
-                          const ps_tensor *w, float eps, ps_err *err);
+ps_status cpu_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x_out, const ps_tensor *x,
+                          const ps_tensor *y, const ps_tensor *w, float eps, ps_err *err);
 ps_status cpu_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                       float eps, ps_err *err);
 ps_status cpu_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,

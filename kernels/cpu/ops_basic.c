@@ -47,15 +47,16 @@ typedef struct {
     const ps_tensor *w, *b;
     int64_t C;
     float eps;
-    float *x_add;     /* add_rmsnorm: x, written: x += y first */
-    const float *y;
+    float *x_add;     /* add_rmsnorm: x_add = x_in + y first (x_add may be x_in) */
+    const float *x_in, *y;
 } norm_job;
 
 static void rmsnorm_rows(void *ctx, int64_t r0, int64_t r1) {
     norm_job *j = ctx;
     for (int64_t r = r0; r < r1; r++) {
         if (j->y) /* the same float additions as cpu_add */
-            for (int64_t c = 0; c < j->C; c++) j->x_add[r * j->C + c] += j->y[r * j->C + c];
+            for (int64_t c = 0; c < j->C; c++)
+                j->x_add[r * j->C + c] = j->x_in[r * j->C + c] + j->y[r * j->C + c];
         const float *x = j->x + r * j->C;
         float *o = j->out + r * j->C;
         float ss = 0.0f;
@@ -73,9 +74,9 @@ ps_status cpu_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const 
     return PS_OK;
 }
 
-ps_status cpu_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
-                          const ps_tensor *w, float eps, ps_err *err) {
-    norm_job j = {out->data, x->data, w, NULL, width(x), eps, x->data, y->data};
+ps_status cpu_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x_out, const ps_tensor *x,
+                          const ps_tensor *y, const ps_tensor *w, float eps, ps_err *err) {
+    norm_job j = {out->data, x_out->data, w, NULL, width(x), eps, x_out->data, x->data, y->data};
     cpu_parallel_for(be, ps_tensor_numel(x) / j.C, rmsnorm_rows, &j);
     return PS_OK;
 }

@@ -222,6 +222,8 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     t->graphs = !(s && !strcmp(s, "0"));
     s = getenv("PS_CUDA_PDL"); /* off unless "1": not yet timed on a GPU */
     t->pdl = s && !strcmp(s, "1");
+    s = getenv("PS_CUDA_FUSE"); /* on unless "0": applies to v6 only, which is opt-in */
+    t->fuse = !(s && !strcmp(s, "0"));
     t->gemv_kernel = PS_CUDA_GEMV_DEFAULT;
     s = getenv("PS_CUDA_GEMV");
     if (s && *s) {
@@ -249,6 +251,8 @@ static void cuda_fill_table(ps_backend *be) {
     be->add_bias = cuda_add_bias;
     be->rmsnorm = cuda_rmsnorm;
     be->add_rmsnorm = cuda_add_rmsnorm;
+    be->add_rmsnorm_linear_n = cuda_add_rmsnorm_linear_n;
+    be->add_rmsnorm_swiglu = cuda_add_rmsnorm_swiglu;
     be->layernorm = cuda_layernorm;
     be->rope = cuda_rope;
     be->kv_store = cuda_kv_store;
@@ -387,6 +391,14 @@ extern "C" ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, lon
     if (!p) return PS_EINVAL;
     *records = p->graph_records;
     *launches = p->graph_launches;
+    return PS_OK;
+}
+
+extern "C" ps_status ps_cuda_fused_launches(ps_backend *be, long long *norm, long long *glu, ps_err *err) {
+    cuda_impl *p = cuda_ext_impl(be, err);
+    if (!p) return PS_EINVAL;
+    *norm = p->fused_norm_launches;
+    *glu = p->fused_glu_launches;
     return PS_OK;
 }
 

@@ -116,6 +116,8 @@ typedef struct {
     uint64_t graph_clock, capture_key;
     bool capturing;
     long long graph_records, graph_launches; /* counters for tests and benchmarks */
+    long long fused_norm_launches, fused_glu_launches; /* v6 launches with the norm / silu * up fused in
+                                                        * (issued, not replayed) */
     struct cuda_prof *prof; /* per-op profiler state, NULL until first enabled (cuda_profile.cu) */
 } cuda_impl;
 
@@ -314,6 +316,21 @@ template <int DT> __device__ static inline void cuda_st4(void *p, int64_t i4, fl
 }
 
 static inline bool cuda_aligned(const void *p, size_t bytes) { return (uintptr_t)p % bytes == 0; }
+/* Sum of v over the block, every thread gets it: warp trees, then the
+ * warps' sums added in warp order (smem: blockDim.x / 32 entries, free to
+ * reuse once the call returns). The row norms (norm.cu) and the v6 GEMV's
+ * fused norm share it, so both give the same bits. */
+template <typename T> __device__ static T cuda_block_sum(T v, T *smem) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); /* smem may still be read from a previous call */
+    if (lane == 0) smem[warp] = v;
+    __syncthreads();
+    T s = 0;
+    for (int w = 0; w < nw; w++) s += smem[w];
+    return s;
+}
+
 /* Whether cuda_ld4 may read an array of dtype dt at p (4 elements' alignment). */
 static inline bool cuda_ld4_ok(const void *p, ps_dtype dt) { return cuda_aligned(p, 4 * ps_dtype_size(dt)); }
 
@@ -333,8 +350,8 @@ ps_status cuda_kv_store(ps_backend *be, ps_kv_layer *kv, const ps_tensor *k, con
 ps_status cuda_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
                           const ps_tensor *pos, float theta, ps_kv_layer *kv, const ps_tensor *slots,
                           ps_err *err);
-ps_status cuda_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
-                           const ps_tensor *w, float eps, ps_err *err);
+ps_status cuda_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x_out, const ps_tensor *x,
+                           const ps_tensor *y, const ps_tensor *w, float eps, ps_err *err);
 ps_status cuda_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
                        float eps, ps_err *err);
 ps_status cuda_layernorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, const ps_tensor *w,
@@ -355,6 +372,12 @@ ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps
 int cuda_linear_path(const cuda_impl *p, int64_t T);
 ps_status cuda_linear_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
                         const ps_weight *const *ws, ps_err *err);
+ps_status cuda_add_rmsnorm_linear_n(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                    const ps_tensor *y, const ps_tensor *w, float eps, int n,
+                                    ps_tensor *const *ys, const ps_weight *const *ws, ps_err *err);
+ps_status cuda_add_rmsnorm_swiglu(ps_backend *be, ps_tensor *h, ps_tensor *x_out, const ps_tensor *x,
+                                  const ps_tensor *y, const ps_tensor *w, float eps, const ps_weight *wg,
+                                  const ps_weight *wu, ps_tensor *g, ps_tensor *u, ps_tensor *a, ps_err *err);
 
 /* Linear building blocks (linear.cu dispatches between them). All F32 x/y. */
 /* y (T, out) = x (T, in) W^T for an NF4 W, decoding on the fly; any T (chunks of 8). */
@@ -364,6 +387,23 @@ ps_status cuda_nf4_gemv(cuda_impl *p, float *y, const float *x, int64_t T, const
  * configured kernel allows. */
 ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x, int64_t T,
                           const ps_nf4 *const *ws, ps_err *err);
+/* The residual add + RMSNorm of op_add_rmsnorm_linear_n / _swiglu, for a
+ * GEMV that stages its x itself: rows of in floats. */
+typedef struct {
+    const float *x, *y;  /* (T, in): the residual stream and what joins it */
+    const void *w;       /* the norm weight (in), dtype wdt: F32, F16 or BF16 */
+    int wdt;
+    float eps;
+    float *x_out, *h;    /* (T, in): x + y, and rmsnorm(x + y) w */
+} cuda_norm_args;
+/* One v6 launch for n NF4 weights of one x with the ops around them fused in,
+ * when the configured GEMV for T rows is a v6 with 8 warps and every tensor
+ * takes the fused path (same bits as the separate kernels): nm != NULL, the
+ * add + RMSNorm as its x staging (x unused; x staged must fit); glu (n = 2,
+ * {gate, up} of one shape), ys[0] = silu(x gate^T) * (x up^T). *done = false:
+ * nothing launched. Counted in p->fused_norm_launches / fused_glu_launches. */
+ps_status cuda_nf4_gemv_fused(cuda_impl *p, int n, float *const *ys, int64_t T, const ps_nf4 *const *ws,
+                              const float *x, const cuda_norm_args *nm, bool glu, bool *done, ps_err *err);
 /* The same through a bf16 copy of W in scratch and cublasGemmEx (x rounded to bf16). */
 ps_status cuda_nf4_gemm(cuda_impl *p, float *y, const float *x, int64_t T, const ps_nf4 *w,
                         ps_err *err);

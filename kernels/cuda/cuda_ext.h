@@ -40,6 +40,9 @@ typedef struct {
     bool graphs;       /* record steps as CUDA graphs and replay them (ops.h ps_graph_run) */
     bool pdl;          /* programmatic dependent launch: a kernel may start while the one
                         * before it finishes (cuda_common.cuh, cuda_launch) */
+    bool fuse;         /* with v6: the add + RMSNorm before q/k/v and gate/up, and the silu
+                        * * up after gate/up, inside their GEMV launch where they apply
+                        * (ps_cuda_fused_launches); false: separate kernels */
 } ps_cuda_tuning;
 
 /* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "auto" (index
@@ -84,6 +87,13 @@ ps_status ps_cuda_get_info(ps_backend *be, ps_cuda_info *out, ps_err *err);
 
 /* Step graphs recorded and graph launches (replays + first runs) so far. */
 ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, long long *launches, ps_err *err);
+
+/* v6 launches with the ops around the GEMV fused in (nf4_gemv_v6.cu), as
+ * issued by the host (a graph replay repeats its recorded launches without
+ * counting them): *norm, the residual add + RMSNorm as its x staging
+ * (op_add_rmsnorm_linear_n, _swiglu); *glu, gate and up into silu(gate) * up
+ * (op_add_rmsnorm_swiglu). */
+ps_status ps_cuda_fused_launches(ps_backend *be, long long *norm, long long *glu, ps_err *err);
 
 /* PS_OK while healthy; after a sticky device error, PS_EDEVICE and its message. */
 ps_status ps_cuda_health(ps_backend *be, ps_err *err);

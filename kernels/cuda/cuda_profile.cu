@@ -305,11 +305,11 @@ static ps_status pw_rmsnorm(ps_backend *be, ps_tensor *out, const ps_tensor *x, 
     return prof_end(cuda_of(be), &c, PROF_PLAIN(be).rmsnorm(be, out, x, w, eps, err), 0, err);
 }
 
-static ps_status pw_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x, const ps_tensor *y,
-                                const ps_tensor *w, float eps, ps_err *err) {
+static ps_status pw_add_rmsnorm(ps_backend *be, ps_tensor *out, ps_tensor *x_out, const ps_tensor *x,
+                                const ps_tensor *y, const ps_tensor *w, float eps, ps_err *err) {
     prof_call c;
     PROF_OP(be, PROF_ADD_RMSNORM, &c, err);
-    return prof_end(cuda_of(be), &c, PROF_PLAIN(be).add_rmsnorm(be, out, x, y, w, eps, err), 0, err);
+    return prof_end(cuda_of(be), &c, PROF_PLAIN(be).add_rmsnorm(be, out, x_out, x, y, w, eps, err), 0, err);
 }
 
 static ps_status pw_rope_store(ps_backend *be, ps_tensor *q, ps_tensor *k, const ps_tensor *v,
@@ -398,6 +398,8 @@ static void prof_wrap(ps_backend *be, const ps_backend *plain) {
     PROF_W(gather_rows); PROF_W(lora_bgmv); PROF_W(add_rmsnorm); PROF_W(rope_store);
 #undef PROF_W
     be->linear_n = NULL; /* op_linear_n then makes one profiled linear call per weight */
+    be->add_rmsnorm_linear_n = NULL; /* and the fused norm + projections (+ silu) call by call */
+    be->add_rmsnorm_swiglu = NULL;
 }
 
 static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
@@ -406,7 +408,7 @@ static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
     PROF_U(add_bias); PROF_U(rmsnorm); PROF_U(layernorm); PROF_U(rope); PROF_U(kv_store);
     PROF_U(attention); PROF_U(attention_dense); PROF_U(silu_mul); PROF_U(activate); PROF_U(add);
     PROF_U(gather_rows); PROF_U(lora_bgmv); PROF_U(add_rmsnorm); PROF_U(rope_store);
-    PROF_U(linear_n);
+    PROF_U(linear_n); PROF_U(add_rmsnorm_linear_n); PROF_U(add_rmsnorm_swiglu);
 #undef PROF_U
 }
 

@@ -299,3 +299,36 @@ ps_status cuda_nf4_gemv_n(cuda_impl *p, int n, float *const *ys, const float *x,
     }
     return PS_OK;
 }
+
+ps_status cuda_nf4_gemv_fused(cuda_impl *p, int n, float *const *ys, int64_t T, const ps_nf4 *const *ws,
+                              const float *x, const cuda_norm_args *nm, bool glu, bool *done, ps_err *err) {
+    *done = false;
+    const gemv_cfg *c = gemv_cfg_for(p->tune.gemv_kernel, T);
+    if (!p->tune.fuse || c->kind != 6 || T < 1 || T > 8 || n < 1 || n > 3 || (glu && n != 2)) return PS_OK;
+    cuda_gemv6_fused_fn fn = cuda_gemv_v6_fused_fn(c->warps, c->R, c->U, c->P);
+    const int64_t in = ws[0]->in;
+    const float *xr = nm ? nm->x : x;
+    bool ok = fn != NULL;
+    if (ok && nm) /* norm.cu's register path (the order the fused norm repeats) and v6's staging */
+        ok = gemv6_xs_fits(T, in) && in <= 4 * 256 * GEMV6_NORM_NV && cuda_aligned(nm->h, 16) &&
+             cuda_aligned(nm->x_out, 16) && cuda_aligned(nm->y, 16) &&
+             (nm->wdt == PS_DT_F32 || nm->wdt == PS_DT_F16 || nm->wdt == PS_DT_BF16) &&
+             cuda_ld4_ok(nm->w, (ps_dtype)nm->wdt);
+    if (ok && glu) ok = ws[0]->out == ws[1]->out;
+    gemv_set set;
+    set.n = n;
+    int64_t blocks = 0;
+    for (int i = 0; ok && i < n; i++) {
+        set.w[i] = cuda_nf4_args_of(ws[i]);
+        set.y[i] = ys[i];
+        ok = gemv_fast(set.w[i], xr) && set.w[i].in == in && (set.w[i].q8 != NULL) == (set.w[0].q8 != NULL);
+        blocks += (set.w[i].out + gemv_block_rows(c) - 1) / gemv_block_rows(c);
+    }
+    if (!ok || blocks > INT32_MAX / 2) return PS_OK;
+    fn(p, set, x, nm, glu, (int)T);
+    CU_LAUNCH_CHECK(p);
+    if (nm) p->fused_norm_launches++;
+    if (glu) p->fused_glu_launches++;
+    *done = true;
+    return PS_OK;
+}

@@ -210,4 +210,27 @@ typedef void (*cuda_gemv6_launch_fn)(cuda_impl *p, const gemv_set &s, const floa
  * 1..GEMV6_NB_MAX rows of x; NULL: not instantiated */
 cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U, int P);
 
+/* v6 stages x in shared memory as bf16 rows of this many bytes (the 16
+ * extra spread a warp's 8 row groups over the banks) when T <= 8 rows fit
+ * beside the 64 KB table with two blocks per SM still resident: at most
+ * ~40 KB of x, one row of in <= 20k at T = 1. */
+#define GEMV6_XS_STRIDE(in) (2 * (in) + 16)
+#define GEMV6_XS_MAX_BYTES (40 * 1024)
+static inline bool gemv6_xs_fits(int64_t T, int64_t in) {
+    return T <= 8 && T * GEMV6_XS_STRIDE(in) <= GEMV6_XS_MAX_BYTES;
+}
+
+/* op_add_rmsnorm_linear_n fused into v6's x staging (cuda_norm_args). */
+#define GEMV6_NORM_NV 8 /* float4 chunks per thread: in <= 8 * 4 * 256, norm.cu's register path */
+typedef cuda_norm_args gemv6_norm;
+/* The fused v6 launches of a configuration (T <= 8 rows; every weight of
+ * the set double-quantised or none): nm != NULL, op_add_rmsnorm_linear_n's
+ * add + RMSNorm as the x staging (T rows that gemv6_xs_fits, in <= 4 * 256 *
+ * GEMV6_NORM_NV; x unused); glu, the set {gate, up} (equal shapes) into
+ * y[0] = silu(x gate^T) * (x up^T) (op_add_rmsnorm_swiglu). NULL: W != 8
+ * (the norm's order needs 256 threads). */
+typedef void (*cuda_gemv6_fused_fn)(cuda_impl *p, const gemv_set &s, const float *x, const gemv6_norm *nm, bool glu,
+                                    int T);
+cuda_gemv6_fused_fn cuda_gemv_v6_fused_fn(int W, int RT, int U, int P);
+
 #endif

@@ -11,8 +11,8 @@
  * per lane so that 32 lanes looking up 32 different bytes hit 32 different
  * banks. The main loop of v6w8r1u4 at T <= 8 issues 60 instructions per warp
  * and 64-block (16 rows x 64 = 1024 weights: 32 of them decode, 4 mma, 4
- * scale FMAs; counted in tests/gpu/sass.sh's output between the loop's
- * label and its back edge, two groups of U blocks per trip), 17 weights per
+ * scale FMAs; tests/gpu/sass.sh KERNEL | tests/gpu/sass_loops.py: the loop
+ * with 32 HMMA, two groups of U blocks per trip), 17 weights per
  * issued instruction against ~6 for the f32 GEMVs; the 8
  * token columns of an mma cost the same as one; 9..16 rows of x take a
  * second mma per decoded fragment and 17..32 four (NH = 2 or 4 groups of 8
@@ -45,11 +45,25 @@
  * column is its own dot product) nor on the grid (one tile per block, or a
  * persistent grid looping over them).
  *
+ * Fused variants (8 warps, up to 8 rows of x; nf4_gemv.cu decides, tests
+ * in test_cuda_linear hold them to the bits of the separate kernels):
+ *  - NORM: op_add_rmsnorm_linear_n's residual add + RMSNorm is the x
+ *    staging: each block normalises all of x itself (reading x and y from
+ *    L2 while its first code loads are in flight) in the order of norm.cu's
+ *    register path, and writes its share of x_out and h;
+ *  - GLU: the set {gate, up}: a tile's 16 fragment rows are 8 gate rows and
+ *    the same 8 up rows, so the thread that sums a gate output also sums its
+ *    up output and stores silu(gate) * up (op_add_rmsnorm_swiglu), and the
+ *    silu_mul kernel and the g and u round trip go.
+ * At batch 1 a layer is then q/k/v (+ norm), rope_store, attention, o,
+ * gate/up (+ norm, + silu), down: 6 launches instead of 9.
+ *
  * With PDL (cuda_common.cuh) the table fill, the first U steps of codes and
  * their scales happen before the dependency wait: none of them reads what an
  * earlier kernel writes. Needs in % 64 == 0, 8-byte aligned codes and 16-byte
  * aligned x (the dispatcher checks). nf4_gemv.cu owns the configurations. */
 #include "cuda_common.cuh"
+#include "math/act.h"
 #include "nf4_gemv_common.cuh"
 #include "nf4_tables.cuh"
 
@@ -144,7 +158,8 @@ __device__ static inline void gemv6_fill(uint32_t *lut, float *s_dq, bool dq) {
 #define GEMV6_SL(RT, U) ((RT) * (U) / 2)
 
 template <int RT, int U> struct gemv6_tile {
-    int m;
+    int m;  /* the weight whose rows these are (GLU: 0, the gate, for the output bounds) */
+    int sm; /* the weight of this lane's scale slots (GLU: gate for t even, up for t odd) */
     int64_t row0;
     const uint2 *crow[RT][2];
     uint32_t sidx[GEMV6_SL(RT, U)];
@@ -153,26 +168,33 @@ template <int RT, int U> struct gemv6_tile {
 /* slot i of lane t: u = (2 i + t / 2) / RT, r = (2 i + t / 2) % RT, h = t % 2 */
 template <int RT> __device__ static inline int gemv6_slot_u(int i, int t) { return (2 * i + t / 2) / RT; }
 
-template <int RT, int U>
+/* GLU (op_add_rmsnorm_swiglu, the set {gate, up} of equal shapes): a tile
+ * is 8 RT output rows, and each 16-row part of it holds rows g of the gate
+ * (fragment row g) and of the up projection (row g + 8) for the same output
+ * row, so one thread ends up with both sums of an output; each row's dot
+ * product is computed as it would be in its own weight's tile. */
+template <int RT, int U, bool GLU>
 __device__ static inline void gemv6_tile_at(gemv6_tile<RT, U> &tl, const gemv_set &set, int tile, int g, int t) {
     static_assert(RT * U % 2 == 0, "4 lanes share a row group's 2 RT U scale slots evenly");
-    tl.m = gemv_set_which(set, tile);
-    const cuda_nf4_args &w = set.w[tl.m];
-    tl.row0 = (int64_t)(tile - set.first[tl.m]) * 16 * RT;
-    const uint32_t nb = (uint32_t)(w.in / 64);
+    tl.m = GLU ? 0 : gemv_set_which(set, tile);
+    tl.sm = GLU ? t % 2 : tl.m;
+    const int64_t out = set.w[tl.m].out, in = set.w[0].in;
+    const int rows = GLU ? 8 : 16; /* output rows per 16-row part */
+    tl.row0 = (int64_t)(tile - (GLU ? 0 : set.first[tl.m])) * rows * RT;
+    const uint32_t nb = (uint32_t)(in / 64);
 #pragma unroll
     for (int r = 0; r < RT; r++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            int64_t rr = tl.row0 + 16 * r + g + 8 * h;
-            rr = rr < w.out ? rr : w.out - 1;
-            tl.crow[r][h] = (const uint2 *)(w.packed + rr * (w.in / 2)) + t;
+            int64_t rr = tl.row0 + rows * r + g + (GLU ? 0 : 8 * h);
+            rr = rr < out ? rr : out - 1;
+            tl.crow[r][h] = (const uint2 *)(set.w[GLU ? h : tl.m].packed + rr * (in / 2)) + t;
         }
 #pragma unroll
     for (int i = 0; i < GEMV6_SL(RT, U); i++) {
         const int ur = 2 * i + t / 2;
-        int64_t rr = tl.row0 + 16 * (ur % RT) + g + 8 * (t % 2);
-        rr = rr < w.out ? rr : w.out - 1;
+        int64_t rr = tl.row0 + rows * (ur % RT) + g + (GLU ? 0 : 8 * (t % 2));
+        rr = rr < out ? rr : out - 1;
         tl.sidx[i] = (uint32_t)rr * nb + (uint32_t)(ur / RT);
     }
 }
@@ -261,9 +283,6 @@ __device__ static inline void gemv6_block(float (&acc)[RT][NH][4], const uint2 (
     }
 }
 
-/* Bytes of one staged bf16 row of x (XS); the 16 extra spread a warp's 8 rows over the banks. */
-#define GEMV6_XS_STRIDE(in) (2 * (in) + 16)
-
 /* Where a lane's B fragments come from. XS: x staged once per block in
  * shared memory as bf16 pairs (row n at xs + n * xstride bytes; stride
  * 2 in + 16 so the 8 row groups of a warp fall on different banks), two
@@ -339,6 +358,59 @@ __device__ static inline void gemv6_group(float (&acc)[RT][NH][4], const gemv6_s
 /* Floats of one reduction buffer: the W warps' partial fragments of a tile. */
 #define GEMV6_RED_FLOATS(W, RT, NH) ((W) * (RT) * (NH) * 128)
 
+/* norm weight chunk i4 of dtype dt (the fused norm's weight keeps its stored dtype) */
+__device__ static inline float4 gemv6_ld4_any(const void *w, int dt, int64_t i4) {
+    return dt == PS_DT_F16    ? cuda_ld4<PS_DT_F16>(w, i4)
+           : dt == PS_DT_BF16 ? cuda_ld4<PS_DT_BF16>(w, i4)
+                              : cuda_ld4<PS_DT_F32>(w, i4);
+}
+
+/* op_add_rmsnorm_linear_n's norm as the x staging. For each row n < T:
+ * s = x + y, inv = 1 / sqrt(mean(s^2) + eps), h = w (s inv), in the order of
+ * norm.cu's rmsnorm_vec_kernel (256 threads, thread tid on float4 chunks
+ * tid, tid + 256, ...; its chunks past the row add zeros, which leave the
+ * sum as it is; cuda_block_sum), so h has the bits of op_add_rmsnorm's, and
+ * is staged as bf16 like any x. Every block computes all of it (x and y come
+ * from L2, while the first code loads are in flight); block b writes the
+ * chunks j = n GEMV6_NORM_NV + k with j % gridDim.x == b of x_out and h, so
+ * each element is written once, and no block writes what another reads. */
+template <int W>
+__device__ static void gemv6_stage_norm(char *xs, const gemv6_norm &nm, int64_t in, int T, float *red) {
+    static_assert(W * 32 == 256, "the order of rmsnorm_vec_kernel's 256 threads");
+    const int C4 = (int)(in / 4), tid = (int)threadIdx.x;
+    for (int n = 0; n < T; n++) {
+        const float4 *x4 = (const float4 *)nm.x + (int64_t)n * C4, *y4 = (const float4 *)nm.y + (int64_t)n * C4;
+        float4 sv[GEMV6_NORM_NV];
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < GEMV6_NORM_NV; k++) {
+            const int c = k * 256 + tid;
+            if (c >= C4) continue;
+            const float4 a = __ldg(x4 + c), b = __ldg(y4 + c);
+            sv[k] = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+            ss += sv[k].x * sv[k].x;
+            ss += sv[k].y * sv[k].y;
+            ss += sv[k].z * sv[k].z;
+            ss += sv[k].w * sv[k].w;
+        }
+        ss = cuda_block_sum(ss, red);
+        const float inv = 1.0f / sqrtf(ss / (float)(4 * C4) + nm.eps);
+#pragma unroll
+        for (int k = 0; k < GEMV6_NORM_NV; k++) {
+            const int c = k * 256 + tid;
+            if (c >= C4) continue;
+            const float4 wv = gemv6_ld4_any(nm.w, nm.wdt, c);
+            const float4 h = make_float4(wv.x * (sv[k].x * inv), wv.y * (sv[k].y * inv), wv.z * (sv[k].z * inv),
+                                         wv.w * (sv[k].w * inv));
+            *(uint2 *)(xs + n * GEMV6_XS_STRIDE(in) + 8 * c) = make_uint2(gemv6_bf16x2(h.x, h.y), gemv6_bf16x2(h.z, h.w));
+            if ((n * GEMV6_NORM_NV + k) % (int)gridDim.x == (int)blockIdx.x) {
+                ((float4 *)nm.x_out)[(int64_t)n * C4 + c] = sv[k];
+                ((float4 *)nm.h)[(int64_t)n * C4 + c] = h;
+            }
+        }
+    }
+}
+
 /* Tiles tile, tile + gridDim.x, ... of the ntiles: one each when the grid is
  * ntiles blocks, several for a persistent grid (as many blocks as fit the
  * chip at once), which fills the table (and stages x) once per block and
@@ -350,9 +422,11 @@ __device__ static inline void gemv6_group(float (&acc)[RT][NH][4], const gemv6_s
  * in groups of U with two register stages, the next group's loads issued
  * before this group's math (no copies between the stages), and the group
  * that reaches kb1 checked block by block. */
-template <int W, int RT, int U, int NH, bool DQ, bool XS>
+template <int W, int RT, int U, int NH, bool DQ, bool XS, bool NORM, bool GLU>
 __global__ void __launch_bounds__(W * 32)
-nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles) { /* T <= 8 NH */
+nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles, gemv6_norm nm) { /* T <= 8 NH */
+    static_assert(!NORM || (XS && NH == 1), "the fused norm is a way of staging x");
+    static_assert(!GLU || NH == 1, "the gate/up pairing is built for up to 8 rows of x");
     cudaTriggerProgrammaticLaunchCompletion();
     /* the pair table (GEMV6_LUT_BYTES), two reduction buffers (tile i uses
      * buffer i % 2, so a tile needs one barrier: the readers of buffer i % 2
@@ -369,23 +443,25 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles)
 
     int tile = (int)blockIdx.x;
     gemv6_tile<RT, U> tl;
-    gemv6_tile_at<RT, U>(tl, set, tile, g, t);
+    gemv6_tile_at<RT, U, GLU>(tl, set, tile, g, t);
     gemv6_stage<RT, U> sa, sb;
-    gemv6_load<RT, U, DQ>(sa, set.w[tl.m], tl, kb0, kb1, t); /* frozen weights: in flight first */
+    gemv6_load<RT, U, DQ>(sa, set.w[tl.sm], tl, kb0, kb1, t); /* frozen weights: in flight first */
     gemv6_fill<W>(lut, s_dq, DQ);                            /* overlaps their latency */
     cudaGridDependencySynchronize();                         /* x is the previous kernel's output (PDL) */
     gemv6_xsrc<NH> xa;
     gemv6_xsrc_at<NH>(xa, x, xs, in, T, g, t);
-    if (XS) /* x (T <= 8 rows) as bf16 pairs, 4 floats a step */
+    if constexpr (NORM) gemv6_stage_norm<W>(xs, nm, in, T, red_all);
+    else if (XS) /* x (T <= 8 rows) as bf16 pairs, 4 floats a step */
         for (int64_t i = threadIdx.x; i < T * (in / 4); i += W * 32) {
             const int64_t n = i / (in / 4), k4 = i % (in / 4);
             const float4 v = __ldg((const float4 *)(x + n * in) + k4);
             *(uint2 *)(xs + n * GEMV6_XS_STRIDE(in) + 8 * k4) = make_uint2(gemv6_bf16x2(v.x, v.y), gemv6_bf16x2(v.z, v.w));
         }
-    __syncthreads(); /* the table, s_dq and x */
+    __syncthreads(); /* the table, s_dq and x (and the norm's use of red_all) */
 
     for (int buf = 0; tile < ntiles; tile += (int)gridDim.x, buf ^= 1) {
-        const cuda_nf4_args w = set.w[tl.m];
+        const cuda_nf4_args w = set.w[tl.sm]; /* this lane's scales */
+        const int64_t out = set.w[tl.m].out;
         float acc[RT][NH][4];
 #pragma unroll
         for (int r = 0; r < RT; r++)
@@ -412,8 +488,8 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles)
         float *__restrict__ y = set.y[tl.m];
         const int64_t row0 = tl.row0;
         if (tile + (int)gridDim.x < ntiles) { /* the next tile's first loads, before this one's reduction */
-            gemv6_tile_at<RT, U>(tl, set, tile + (int)gridDim.x, g, t);
-            gemv6_load<RT, U, DQ>(sa, set.w[tl.m], tl, kb0, kb1, t);
+            gemv6_tile_at<RT, U, GLU>(tl, set, tile + (int)gridDim.x, g, t);
+            gemv6_load<RT, U, DQ>(sa, set.w[tl.sm], tl, kb0, kb1, t);
         }
 
         /* the W warps' partials, added in warp order */
@@ -425,15 +501,26 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles)
 #pragma unroll
                 for (int i = 0; i < 4; i++) red[(((warp * RT + r) * NH + q) * 32 + lane) * 4 + i] = acc[r][q][i];
         __syncthreads();
-        for (int o = threadIdx.x; o < RT * NH * 128; o += W * 32) { /* o = ((r NH + q) 32 + lane') 4 + i */
-            int r = o / (NH * 128), q = (o / 128) % NH, l = (o / 4) % 32, i = o % 4;
-            int n = 8 * q + 2 * (l % 4) + (i & 1);
-            int64_t rr = row0 + 16 * r + l / 4 + 8 * (i >> 1);
-            if (n >= T || rr >= w.out) continue;
-            float sum = 0.0f;
-            for (int v = 0; v < W; v++) sum += red[v * RT * NH * 128 + o];
-            y[(int64_t)n * w.out + rr] = sum;
-        }
+        if (GLU) /* o' = (r 32 + lane') 2 + i: gate (fragment entry i) and up (i + 2) of one output */
+            for (int o2 = threadIdx.x; o2 < RT * 64; o2 += W * 32) {
+                int r = o2 / 64, l = (o2 / 2) % 32, i = o2 % 2, o = (r * 32 + l) * 4 + i;
+                int n = 2 * (l % 4) + i;
+                int64_t rr = row0 + 8 * r + l / 4;
+                if (n >= T || rr >= out) continue;
+                float gate = 0.0f, up = 0.0f;
+                for (int v = 0; v < W; v++) gate += red[v * RT * 128 + o], up += red[v * RT * 128 + o + 2];
+                y[(int64_t)n * out + rr] = ps_silu(gate) * up; /* op_silu_mul's expression */
+            }
+        else
+            for (int o = threadIdx.x; o < RT * NH * 128; o += W * 32) { /* o = ((r NH + q) 32 + lane') 4 + i */
+                int r = o / (NH * 128), q = (o / 128) % NH, l = (o / 4) % 32, i = o % 4;
+                int n = 8 * q + 2 * (l % 4) + (i & 1);
+                int64_t rr = row0 + 16 * r + l / 4 + 8 * (i >> 1);
+                if (n >= T || rr >= out) continue;
+                float sum = 0.0f;
+                for (int v = 0; v < W; v++) sum += red[v * RT * NH * 128 + o];
+                y[(int64_t)n * out + rr] = sum;
+            }
     }
 }
 
@@ -452,27 +539,23 @@ static int gemv6_resident(const cuda_impl *p, K kernel, int threads, size_t smem
     return *cached * p->sm_count;
 }
 
-template <int W, int RT, int U, int NH, bool DQ, bool XS, bool PERSIST>
-static void nf4_gemv_v6_launch_k(cuda_impl *p, const gemv_set &s, const float *x, int T) {
-    auto kernel = nf4_gemv_v6_kernel<W, RT, U, NH, DQ, XS>;
+template <int W, int RT, int U, int NH, bool DQ, bool XS, bool PERSIST, bool NORM = false, bool GLU = false>
+static void nf4_gemv_v6_launch_k(cuda_impl *p, const gemv_set &s, const float *x, int T,
+                                 const gemv6_norm &nm = gemv6_norm()) {
+    auto kernel = nf4_gemv_v6_kernel<W, RT, U, NH, DQ, XS, NORM, GLU>;
     const size_t smem = GEMV6_LUT_BYTES + 2 * GEMV6_RED_FLOATS(W, RT, NH) * sizeof(float) +
                         (XS ? (size_t)T * GEMV6_XS_STRIDE(s.w[0].in) : 0);
     static int allowed, resident = -1; /* the table is above the 48 KB default */
     static size_t resident_smem;
     cuda_allow_smem(kernel, (int)smem, &allowed);
     gemv_set set = s;
-    int64_t tiles = gemv_set_blocks(&set, 16 * RT), blocks = tiles;
+    int64_t tiles = GLU ? (s.w[0].out + 8 * RT - 1) / (8 * RT) : gemv_set_blocks(&set, 16 * RT), blocks = tiles;
     if (PERSIST) {
         int fit = gemv6_resident(p, kernel, W * 32, smem, &resident_smem, &resident);
         if (fit > 0 && fit < blocks) blocks = fit;
     }
-    cuda_launch(p, kernel, (unsigned)blocks, W * 32, smem, set, x, T, (int)tiles);
+    cuda_launch(p, kernel, (unsigned)blocks, W * 32, smem, set, x, T, (int)tiles, nm);
 }
-
-/* Staged x (XS) when its bf16 rows fit beside the table with two blocks per
- * SM still resident (x at most ~40 KB: one row of in <= 20k at T = 1); the
- * sweep's other configurations keep more blocks, so this is the limit. */
-#define GEMV6_XS_MAX_BYTES (40 * 1024)
 
 /* T (1 .. GEMV6_NB_MAX) rows of x: one mma per decoded fragment up to 8,
  * two up to 16, four up to 32. A set whose weights differ in double
@@ -488,7 +571,7 @@ static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, 
             }
             return;
         }
-    const bool xs = T <= 8 && (int64_t)T * GEMV6_XS_STRIDE(s.w[0].in) <= GEMV6_XS_MAX_BYTES;
+    const bool xs = gemv6_xs_fits(T, s.w[0].in);
     if (T <= 8) {
         if (dq) xs ? nf4_gemv_v6_launch_k<W, RT, U, 1, true, true, PERSIST>(p, s, x, T)
                    : nf4_gemv_v6_launch_k<W, RT, U, 1, true, false, PERSIST>(p, s, x, T);
@@ -503,20 +586,55 @@ static void nf4_gemv_v6_launch(cuda_impl *p, const gemv_set &s, const float *x, 
     }
 }
 
+/* The fused launches (the caller checked the conditions of
+ * cuda_gemv_v6_fused_fn): NORM, the add + RMSNorm as the x staging (nm; x
+ * for the kernel's pointer set-up is then h, a valid address it never reads
+ * as x); GLU, the set {gate, up} into silu(gate) * up. */
+template <int W, int RT, int U, bool PERSIST>
+static void nf4_gemv_v6_launch_fused(cuda_impl *p, const gemv_set &s, const float *x, const gemv6_norm *nm, bool glu,
+                                     int T) {
+    const bool dq = s.w[0].q8 != NULL, xs = gemv6_xs_fits(T, s.w[0].in);
+    const gemv6_norm none = gemv6_norm();
+#define GEMV6_F(DQ, XS, NORM, GLU) nf4_gemv_v6_launch_k<W, RT, U, 1, DQ, XS, PERSIST, NORM, GLU>(p, s, NORM ? nm->h : x, T, \
+                                                                                              NORM ? *nm : none)
+    if (nm) dq ? (glu ? GEMV6_F(true, true, true, true) : GEMV6_F(true, true, true, false))
+               : (glu ? GEMV6_F(false, true, true, true) : GEMV6_F(false, true, true, false));
+    else if (xs) dq ? GEMV6_F(true, true, false, true) : GEMV6_F(false, true, false, true);
+    else dq ? GEMV6_F(true, false, false, true) : GEMV6_F(false, false, false, true);
+#undef GEMV6_F
+}
+
+/* The fused launcher of a configuration; none for W != 8. */
+template <int W, int RT, int U, bool PERSIST> static cuda_gemv6_fused_fn gemv6_fused_launcher() {
+    if constexpr (W == 8) return nf4_gemv_v6_launch_fused<W, RT, U, PERSIST>;
+    else return NULL;
+}
+
 static const struct {
     int W, RT, U, P;
     cuda_gemv6_launch_fn fn;
+    cuda_gemv6_fused_fn fused; /* W = 8 only */
 } k_gemv6_kernels[] = {
-    {8, 1, 2, 0, nf4_gemv_v6_launch<8, 1, 2, false>}, {8, 1, 4, 0, nf4_gemv_v6_launch<8, 1, 4, false>},
-    {8, 2, 2, 0, nf4_gemv_v6_launch<8, 2, 2, false>}, {4, 1, 4, 0, nf4_gemv_v6_launch<4, 1, 4, false>},
-    {4, 2, 4, 0, nf4_gemv_v6_launch<4, 2, 4, false>}, {8, 1, 2, 1, nf4_gemv_v6_launch<8, 1, 2, true>},
-    {8, 1, 4, 1, nf4_gemv_v6_launch<8, 1, 4, true>},  {8, 2, 2, 1, nf4_gemv_v6_launch<8, 2, 2, true>},
+#define GEMV6_K(W, RT, U, P) {W, RT, U, P, nf4_gemv_v6_launch<W, RT, U, P != 0>, gemv6_fused_launcher<W, RT, U, P != 0>()}
+    GEMV6_K(8, 1, 2, 0), GEMV6_K(8, 1, 4, 0), GEMV6_K(8, 2, 2, 0), GEMV6_K(4, 1, 4, 0),
+    GEMV6_K(4, 2, 4, 0), GEMV6_K(8, 1, 2, 1), GEMV6_K(8, 1, 4, 1), GEMV6_K(8, 2, 2, 1),
+#undef GEMV6_K
 };
 
-cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U, int P) {
-    for (size_t i = 0; i < sizeof k_gemv6_kernels / sizeof k_gemv6_kernels[0]; i++)
+static int gemv6_index(int W, int RT, int U, int P) {
+    for (int i = 0; i < (int)(sizeof k_gemv6_kernels / sizeof k_gemv6_kernels[0]); i++)
         if (k_gemv6_kernels[i].W == W && k_gemv6_kernels[i].RT == RT && k_gemv6_kernels[i].U == U &&
             k_gemv6_kernels[i].P == P)
-            return k_gemv6_kernels[i].fn;
-    return NULL;
+            return i;
+    return -1;
+}
+
+cuda_gemv6_launch_fn cuda_gemv_v6_fn(int W, int RT, int U, int P) {
+    int i = gemv6_index(W, RT, U, P);
+    return i < 0 ? NULL : k_gemv6_kernels[i].fn;
+}
+
+cuda_gemv6_fused_fn cuda_gemv_v6_fused_fn(int W, int RT, int U, int P) {
+    int i = gemv6_index(W, RT, U, P);
+    return i < 0 ? NULL : k_gemv6_kernels[i].fused;
 }

@@ -448,20 +448,33 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     int v6_rows = ps_cuda_gemv_rows_per_launch(t6.gemv_kernel);
     if (t6.gemv_max_t < v6_rows) t6.gemv_max_t = v6_rows;
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6);
+    /* the same without the ops fused into its launches (the add + RMSNorm in
+     * q/k/v and gate/up while x fits v6's staging, batches up to 4 at hidden
+     * 4096; silu * up in gate/up up to 8) */
+    double tps_v6u = 0;
+    long long f0 = 0, f1 = 0, u0 = 0, u1 = 0;
+    ps_cuda_tuning tu = t6;
+    tu.fuse = false;
+    if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &tu, B, p0, G, ctx_pages, pages, logits, &tps_v6u);
+    ps_cuda_fused_launches(be, &f0, &u0, &err);
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4p1");
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6p);
+    ps_cuda_fused_launches(be, &f1, &u1, &err);
     ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
            "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s; PDL and the "
-           "v6w8r1u4 GEMV (up to 32 tokens, no dequantised copy): %.1f tok/s; PDL and v6w8r1u4p1 (persistent): %.1f tok/s\n",
-           B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6, tps_v6p);
+           "v6w8r1u4 GEMV (up to 32 tokens, no dequantised copy): %.1f tok/s, %.1f tok/s without its fused ops; "
+           "PDL and v6w8r1u4p1 (persistent): %.1f tok/s (its launches issued: %lld with the norm, %lld with "
+           "silu * up fused in)\n",
+           B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6, tps_v6u,
+           tps_v6p, f1 - f0, u1 - u0);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
     ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx); "
-        "PDL + v6 GEMV (bf16) %.1f tok/s (%.2fx); persistent v6 %.1f tok/s (%.2fx)",
+        "PDL + v6 GEMV (bf16) %.1f tok/s (%.2fx; %.1f without its fused ops); persistent v6 %.1f tok/s (%.2fx)",
         what, tps, tps / direct_tps, tps_split, tps_split / direct_tps, tps_pdl, tps_pdl / direct_tps, tps_v6,
-        tps_v6 / direct_tps, tps_v6p, tps_v6p / direct_tps);
+        tps_v6 / direct_tps, tps_v6u, tps_v6p, tps_v6p / direct_tps);
     return st2;
 }
 

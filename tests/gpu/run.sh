@@ -141,6 +141,12 @@ PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 run_ctest "unit on cuda, f32 linear, PDL" unit
 # on by default, so the f32 run above replays decode steps from CUDA graphs)
 PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill PS_CUDA_GRAPHS=0 run_ctest "unit on cuda, f32, tile attn, no graphs" \
   unit_tile.log -L unit -j4 || status=1
+# v6 (bf16 tensor-core GEMV) for every step, with its fused add + RMSNorm at
+# decode: its bits do not depend on the batch, on graphs or on the fusion, so
+# batch invariance and graph replay must hold exactly (strict, unlike the
+# fixtures' f32 tolerances below)
+PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v6w8r1u4 PS_CUDA_PDL=1 run_ctest "unit on cuda, v6 batch + graphs (exact)" \
+  unit_tile.log -R "test_llama_(batch|graphs)" || status=1
 # bf16 paths against the f32 tolerances: a failure is information, not a
 # verdict. run_info: on failure, why, and that run's worst measured logit
 # errors (its section of the log), go into the summary.

@@ -399,6 +399,190 @@ static void test_nf4_persistent(void) {
     for (int i = 0; i < 3; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
 }
 
+/* op_add_rmsnorm_linear_n on the device, in every configuration: h, x_out
+ * and each projection carry the bits of the separate device ops
+ * (add_rmsnorm on a copy of x, then linear_n), and x is left as it was. The
+ * fused v6 launch (8 warps, x staged, in <= 8192, one double-quantisation
+ * kind) must be counted exactly where it applies, so the comparison covers
+ * the fused norm and not only the fallback. T rows of in; n weights, the
+ * third one not double-quantised when mixed; a norm weight of dtype wdt. */
+static void test_norm_linear_n(int64_t T, int64_t in, int n, bool mixed, ps_dtype wdt) {
+    const int64_t outs[3] = {45, 7, 203};
+    const float eps = 1e-6f;
+    float *x = gu_rand(T * in, 8201 + in, 2.0f), *y = gu_rand(T * in, 8202, 1.0f), *w = gu_rand(in, 8203, 1.5f);
+    void *wh = gu_to_dtype(w, in, wdt);
+    nf4_host q[3] = {{0}};
+    gu_buf blk[3];
+    ps_weight gw[3];
+    const ps_weight *ws[3] = {&gw[0], &gw[1], &gw[2]};
+    for (int i = 0; i < n; i++) {
+        float *wf = gu_rand(outs[i] * in, 8204 + i, 0.05f);
+        GU_OK(nf4_quantize(wf, outs[i], in, !(mixed && i == 2), &q[i], &gu_err), "nf4_quantize");
+        gw[i] = nf4_upload(&q[i], false, &blk[i]);
+        free(wf);
+    }
+    const size_t xb = sizeof(float) * (size_t)(T * in);
+    gu_buf dx = gu_upload(x, xb), dy = gu_upload(y, xb), dw = gu_upload(wh, ps_dtype_size(wdt) * (size_t)in);
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, in, dx.d, PS_DEV_CUDA), ty = ps_tensor_2d(PS_DT_F32, T, in, dy.d, PS_DEV_CUDA);
+    ps_tensor tw = ps_tensor_1d(wdt, in, dw.d, PS_DEV_CUDA);
+    float *sep = malloc(xb), *fused = malloc(xb), *ysep = malloc(sizeof(float) * (size_t)(T * outs[2]));
+    float *yfus = malloc(sizeof(float) * (size_t)(T * outs[2]));
+    bool fits = T <= 8 && T * (2 * in + 16) <= 40 * 1024 && in <= 8192 && !mixed;
+    gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
+    for (int k = 0; k < ps_cuda_gemv_count(); k++) {
+        const char *name = ps_cuda_gemv_name(k);
+        char what[160];
+        set_gemv(k);
+        /* the separate ops, the sum in place on a copy of x */
+        gu_buf dxs = gu_upload(x, xb), dh1 = gu_poisoned(xb), dxo = gu_poisoned(xb), dh2 = gu_poisoned(xb);
+        gu_buf dy1[3], dy2[3];
+        ps_tensor txs = ps_tensor_2d(PS_DT_F32, T, in, dxs.d, PS_DEV_CUDA), th1 = ps_tensor_2d(PS_DT_F32, T, in, dh1.d, PS_DEV_CUDA);
+        ps_tensor txo = ps_tensor_2d(PS_DT_F32, T, in, dxo.d, PS_DEV_CUDA), th2 = ps_tensor_2d(PS_DT_F32, T, in, dh2.d, PS_DEV_CUDA);
+        ps_tensor ty1[3], ty2[3], *ys1[3], *ys2[3];
+        for (int i = 0; i < n; i++) {
+            dy1[i] = gu_poisoned(sizeof(float) * (size_t)(T * outs[i]));
+            dy2[i] = gu_poisoned(sizeof(float) * (size_t)(T * outs[i]));
+            ty1[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], dy1[i].d, PS_DEV_CUDA), ys1[i] = &ty1[i];
+            ty2[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], dy2[i].d, PS_DEV_CUDA), ys2[i] = &ty2[i];
+        }
+        GU_OK(op_add_rmsnorm(gu_gpu, &th1, &txs, &ty, &tw, eps, &gu_err), "cuda add_rmsnorm");
+        GU_OK(op_linear_n(gu_gpu, n, ys1, &th1, ws, &gu_err), "cuda linear_n");
+        long long before, after, glu;
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &before, &glu, &gu_err), "fused count");
+        GU_OK(op_add_rmsnorm_linear_n(gu_gpu, &th2, &txo, &tx, &ty, &tw, eps, n, ys2, ws, &gu_err),
+              "cuda add_rmsnorm_linear_n");
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &after, &glu, &gu_err), "fused count");
+        bool want_fused = fits && strncmp(name, "v6w8", 4) == 0;
+        snprintf(what, sizeof what, "norm_linear_n %s T=%lld in=%lld n=%d%s w=%s", name, (long long)T,
+                 (long long)in, n, mixed ? " mixed dq" : "", ps_dtype_name(wdt));
+        TU_CHECK(after - before == (want_fused ? 1 : 0), "%s: %lld fused launches, expected %d", what,
+                 after - before, want_fused ? 1 : 0);
+        size_t at = strlen(what);
+        gu_download(&dx, fused);
+        snprintf(what + at, sizeof what - at, ": x untouched");
+        gu_check(what, fused, x, T * in, 0);
+        gu_download(&dxs, sep), gu_download(&dxo, fused);
+        snprintf(what + at, sizeof what - at, ": x_out = add_rmsnorm's x");
+        gu_check(what, fused, sep, T * in, 0);
+        gu_download(&dh1, sep), gu_download(&dh2, fused);
+        snprintf(what + at, sizeof what - at, ": h = add_rmsnorm's");
+        gu_check(what, fused, sep, T * in, 0);
+        gu_guard_check(&dxo, "norm_linear_n x_out"), gu_guard_check(&dh2, "norm_linear_n h");
+        for (int i = 0; i < n; i++) {
+            gu_download(&dy1[i], ysep), gu_download(&dy2[i], yfus);
+            gu_guard_check(&dy2[i], "norm_linear_n y");
+            snprintf(what + at, sizeof what - at, ": projection %d = linear_n's", i);
+            gu_check(what, yfus, ysep, T * outs[i], 0);
+            gu_free(&dy1[i]), gu_free(&dy2[i]);
+        }
+        gu_free(&dxs), gu_free(&dh1), gu_free(&dxo), gu_free(&dh2);
+    }
+    if (fits) { /* switched off: the same call, the norm kernel first */
+        ps_cuda_tuning tune;
+        GU_OK(ps_cuda_get_tuning(gu_gpu, &tune, &gu_err), "tuning");
+        tune.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4"), tune.fuse = false;
+        GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning fuse");
+        gu_buf dxo = gu_poisoned(xb), dh = gu_poisoned(xb), dys[3];
+        ps_tensor txo = ps_tensor_2d(PS_DT_F32, T, in, dxo.d, PS_DEV_CUDA), th = ps_tensor_2d(PS_DT_F32, T, in, dh.d, PS_DEV_CUDA);
+        ps_tensor tys[3], *ys[3];
+        for (int i = 0; i < n; i++) {
+            dys[i] = gu_poisoned(sizeof(float) * (size_t)(T * outs[i]));
+            tys[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], dys[i].d, PS_DEV_CUDA), ys[i] = &tys[i];
+        }
+        long long before, after, glu;
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &before, &glu, &gu_err), "fused count");
+        GU_OK(op_add_rmsnorm_linear_n(gu_gpu, &th, &txo, &tx, &ty, &tw, eps, n, ys, ws, &gu_err), "unfused");
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &after, &glu, &gu_err), "fused count");
+        TU_CHECK(after == before, "norm_linear_n with fuse off: %lld fused launches", after - before);
+        tune.fuse = true;
+        GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning fuse");
+        for (int i = 0; i < n; i++) gu_free(&dys[i]);
+        gu_free(&dxo), gu_free(&dh);
+    }
+    set_gemv(PS_CUDA_GEMV_DEFAULT);
+    for (int i = 0; i < n; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
+    gu_free(&dx), gu_free(&dy), gu_free(&dw);
+    free(x), free(y), free(w), free(wh), free(sep), free(fused), free(ysep), free(yfus);
+}
+
+/* op_add_rmsnorm_swiglu on the device, in every configuration: h, x_out and
+ * a = silu(gate) * up carry the bits of the separate device ops
+ * (add_rmsnorm on a copy of x, linear_n into g and u, silu_mul). With a v6
+ * of 8 warps and T <= 8 the gate/up pair and the silu run as one launch
+ * (counted; the norm inside it too when x fits the staging, else before
+ * it); anything else runs the separate kernels. F gate/up rows (odd: a
+ * partial tile) of in, a norm weight of dtype wdt. */
+static void test_swiglu(int64_t T, int64_t in, int64_t F, ps_dtype wdt) {
+    const float eps = 1e-6f;
+    float *x = gu_rand(T * in, 8301 + in, 2.0f), *y = gu_rand(T * in, 8302, 1.0f), *w = gu_rand(in, 8303, 1.5f);
+    void *wh = gu_to_dtype(w, in, wdt);
+    nf4_host q[2] = {{0}};
+    gu_buf blk[2];
+    ps_weight gw[2];
+    for (int i = 0; i < 2; i++) {
+        float *wf = gu_rand(F * in, 8304 + i, 0.05f);
+        GU_OK(nf4_quantize(wf, F, in, true, &q[i], &gu_err), "nf4_quantize");
+        gw[i] = nf4_upload(&q[i], false, &blk[i]);
+        free(wf);
+    }
+    const ps_weight *ws[2] = {&gw[0], &gw[1]};
+    const size_t xb = sizeof(float) * (size_t)(T * in), fb = sizeof(float) * (size_t)(T * F);
+    gu_buf dx = gu_upload(x, xb), dy = gu_upload(y, xb), dw = gu_upload(wh, ps_dtype_size(wdt) * (size_t)in);
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, in, dx.d, PS_DEV_CUDA), ty = ps_tensor_2d(PS_DT_F32, T, in, dy.d, PS_DEV_CUDA);
+    ps_tensor tw = ps_tensor_1d(wdt, in, dw.d, PS_DEV_CUDA);
+    float *sep = malloc(xb), *fus = malloc(xb), *asep = malloc(fb), *afus = malloc(fb);
+    bool norm_fits = T <= 8 && T * (2 * in + 16) <= 40 * 1024 && in <= 8192;
+    gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
+    for (int k = 0; k < ps_cuda_gemv_count(); k++) {
+        const char *name = ps_cuda_gemv_name(k);
+        char what[160];
+        set_gemv(k);
+        gu_buf dxs = gu_upload(x, xb), dh1 = gu_poisoned(xb), dxo = gu_poisoned(xb), dh2 = gu_poisoned(xb);
+        gu_buf dg1 = gu_poisoned(fb), du1 = gu_poisoned(fb), da1 = gu_poisoned(fb);
+        gu_buf dg2 = gu_poisoned(fb), du2 = gu_poisoned(fb), da2 = gu_poisoned(fb);
+        ps_tensor txs = ps_tensor_2d(PS_DT_F32, T, in, dxs.d, PS_DEV_CUDA), th1 = ps_tensor_2d(PS_DT_F32, T, in, dh1.d, PS_DEV_CUDA);
+        ps_tensor txo = ps_tensor_2d(PS_DT_F32, T, in, dxo.d, PS_DEV_CUDA), th2 = ps_tensor_2d(PS_DT_F32, T, in, dh2.d, PS_DEV_CUDA);
+        ps_tensor tg1 = ps_tensor_2d(PS_DT_F32, T, F, dg1.d, PS_DEV_CUDA), tu1 = ps_tensor_2d(PS_DT_F32, T, F, du1.d, PS_DEV_CUDA);
+        ps_tensor ta1 = ps_tensor_2d(PS_DT_F32, T, F, da1.d, PS_DEV_CUDA), tg2 = ps_tensor_2d(PS_DT_F32, T, F, dg2.d, PS_DEV_CUDA);
+        ps_tensor tu2 = ps_tensor_2d(PS_DT_F32, T, F, du2.d, PS_DEV_CUDA), ta2 = ps_tensor_2d(PS_DT_F32, T, F, da2.d, PS_DEV_CUDA);
+        ps_tensor *gu1[2] = {&tg1, &tu1};
+        GU_OK(op_add_rmsnorm(gu_gpu, &th1, &txs, &ty, &tw, eps, &gu_err), "cuda add_rmsnorm");
+        GU_OK(op_linear_n(gu_gpu, 2, gu1, &th1, ws, &gu_err), "cuda linear_n");
+        GU_OK(op_silu_mul(gu_gpu, &ta1, &tg1, &tu1, &gu_err), "cuda silu_mul");
+        long long n0, g0, n1, g1;
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &n0, &g0, &gu_err), "fused count");
+        GU_OK(op_add_rmsnorm_swiglu(gu_gpu, &th2, &txo, &tx, &ty, &tw, eps, &gw[0], &gw[1], &tg2, &tu2, &ta2, &gu_err),
+              "cuda add_rmsnorm_swiglu");
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &n1, &g1, &gu_err), "fused count");
+        bool v6w8 = strncmp(name, "v6w8", 4) == 0 && T <= 8;
+        snprintf(what, sizeof what, "swiglu %s T=%lld in=%lld F=%lld w=%s", name, (long long)T, (long long)in,
+                 (long long)F, ps_dtype_name(wdt));
+        TU_CHECK(g1 - g0 == (v6w8 ? 1 : 0) && n1 - n0 == (v6w8 && norm_fits ? 1 : 0),
+                 "%s: %lld fused gate/up and %lld fused norm launches, expected %d and %d", what, g1 - g0, n1 - n0,
+                 v6w8 ? 1 : 0, v6w8 && norm_fits ? 1 : 0);
+        size_t at = strlen(what);
+        gu_download(&dx, fus);
+        snprintf(what + at, sizeof what - at, ": x untouched");
+        gu_check(what, fus, x, T * in, 0);
+        gu_download(&dxs, sep), gu_download(&dxo, fus);
+        snprintf(what + at, sizeof what - at, ": x_out = add_rmsnorm's x");
+        gu_check(what, fus, sep, T * in, 0);
+        gu_download(&dh1, sep), gu_download(&dh2, fus);
+        snprintf(what + at, sizeof what - at, ": h = add_rmsnorm's");
+        gu_check(what, fus, sep, T * in, 0);
+        gu_download(&da1, asep), gu_download(&da2, afus);
+        snprintf(what + at, sizeof what - at, ": a = silu_mul(linear_n)'s");
+        gu_check(what, afus, asep, T * F, 0);
+        gu_guard_check(&dxo, "swiglu x_out"), gu_guard_check(&dh2, "swiglu h"), gu_guard_check(&da2, "swiglu a");
+        gu_free(&dxs), gu_free(&dh1), gu_free(&dxo), gu_free(&dh2), gu_free(&dg1), gu_free(&du1), gu_free(&da1);
+        gu_free(&dg2), gu_free(&du2), gu_free(&da2);
+    }
+    set_gemv(PS_CUDA_GEMV_DEFAULT);
+    for (int i = 0; i < 2; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
+    gu_free(&dx), gu_free(&dy), gu_free(&dw);
+    free(x), free(y), free(w), free(wh), free(sep), free(fus), free(asep), free(afus);
+}
+
 static void test_dense(int64_t T, int64_t out, int64_t in, ps_dtype dt, uint64_t seed) {
     float *wf = gu_rand(out * in, seed, 0.1f), *x = gu_rand(T * in, seed + 1, 1.0f);
     void *wh = gu_to_dtype(wf, out * in, dt);
@@ -464,5 +648,20 @@ int main(void) {
     test_nf4_linear_n(false, 1);
     test_nf4_linear_n(true, 11);
     test_nf4_persistent();
+    /* the fused norm: T = 1 and 4 rows of 4096 (x staged), 8 rows of 1088,
+     * 2 rows of 8192 (the norm's 8 chunks per thread exactly); not fused: 5
+     * rows of 4096 (x too large to stage), a mixed set */
+    test_norm_linear_n(1, 4096, 3, false, PS_DT_F32);
+    test_norm_linear_n(4, 4096, 2, false, PS_DT_BF16);
+    test_norm_linear_n(8, 1088, 3, false, PS_DT_F16);
+    test_norm_linear_n(2, 8192, 1, false, PS_DT_F32);
+    test_norm_linear_n(5, 4096, 2, false, PS_DT_F16);
+    test_norm_linear_n(3, 1088, 3, true, PS_DT_F32);
+    /* gate/up + silu: with the norm inside (T = 1, 4 of 4096), the norm
+     * before it (T = 6 of 4096: x too large to stage), odd F (partial tiles) */
+    test_swiglu(1, 4096, 203, PS_DT_F32);
+    test_swiglu(4, 4096, 45, PS_DT_BF16);
+    test_swiglu(6, 4096, 37, PS_DT_F16);
+    test_swiglu(3, 1088, 1, PS_DT_F32);
     return gu_finish("cuda linear");
 }

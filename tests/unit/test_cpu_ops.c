@@ -70,6 +70,110 @@ static void test_add_rmsnorm(int64_t T, int64_t C) {
     free(x1), free(x2), free(y), free(w), free(o1), free(o2);
 }
 
+/* add_rmsnorm_linear_n = add_rmsnorm (on a copy of x: x itself stays as it
+ * was) then linear_n, bit for bit: x_out, h and the n projections; and the
+ * buffers it must refuse to share (a fused backend reads all of x and y
+ * while writing x_out and h). */
+static void test_add_rmsnorm_linear_n(int64_t T, int64_t C) {
+    enum { N = 3 };
+    const int64_t out[N] = {5, 17, 9};
+    float *x = rnd(T * C, 21), *x1 = rnd(T * C, 21), *y = rnd(T * C, 22), *w = rnd(C, 23);
+    float *xo = rnd(T * C, 24), *h1 = rnd(T * C, 25), *h2 = rnd(T * C, 26), *wm[N], *y1[N], *y2[N];
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU), tx1 = ps_tensor_2d(PS_DT_F32, T, C, x1, PS_DEV_CPU);
+    ps_tensor ty = ps_tensor_2d(PS_DT_F32, T, C, y, PS_DEV_CPU), tw = ps_tensor_1d(PS_DT_F32, C, w, PS_DEV_CPU);
+    ps_tensor txo = ps_tensor_2d(PS_DT_F32, T, C, xo, PS_DEV_CPU);
+    ps_tensor th1 = ps_tensor_2d(PS_DT_F32, T, C, h1, PS_DEV_CPU), th2 = ps_tensor_2d(PS_DT_F32, T, C, h2, PS_DEV_CPU);
+    ps_weight wt[N];
+    ps_tensor ty1[N], ty2[N], *ys1[N], *ys2[N];
+    const ps_weight *ws[N];
+    for (int i = 0; i < N; i++) {
+        wm[i] = rnd(out[i] * C, 30 + i), y1[i] = rnd(T * out[i], 40 + i), y2[i] = rnd(T * out[i], 50 + i);
+        wt[i] = (ps_weight){PS_WEIGHT_DENSE, ps_tensor_2d(PS_DT_F32, out[i], C, wm[i], PS_DEV_CPU)};
+        ty1[i] = ps_tensor_2d(PS_DT_F32, T, out[i], y1[i], PS_DEV_CPU), ys1[i] = &ty1[i];
+        ty2[i] = ps_tensor_2d(PS_DT_F32, T, out[i], y2[i], PS_DEV_CPU), ys2[i] = &ty2[i];
+        ws[i] = &wt[i];
+    }
+    TU_CHECK(op_add_rmsnorm(be, &th1, &tx1, &ty, &tw, 1e-5f, &err) == PS_OK &&
+                 op_linear_n(be, N, ys1, &th1, ws, &err) == PS_OK,
+             "add_rmsnorm + linear_n: %s", err.msg);
+    TU_CHECK(op_add_rmsnorm_linear_n(be, &th2, &txo, &tx, &ty, &tw, 1e-5f, N, ys2, ws, &err) == PS_OK,
+             "add_rmsnorm_linear_n: %s", err.msg);
+    size_t bytes = sizeof(float) * (size_t)(T * C + 1); /* with the guard */
+    float *x0 = rnd(T * C, 21);
+    TU_CHECK(!memcmp(x, x0, bytes), "add_rmsnorm_linear_n (%lld, %lld) changed x", (long long)T, (long long)C);
+    TU_CHECK(!memcmp(xo, x1, bytes) && !memcmp(h2, h1, bytes),
+             "add_rmsnorm_linear_n (%lld, %lld): x_out or h differs from add_rmsnorm", (long long)T, (long long)C);
+    for (int i = 0; i < N; i++)
+        TU_CHECK(!memcmp(y1[i], y2[i], sizeof(float) * (size_t)(T * out[i] + 1)),
+                 "add_rmsnorm_linear_n (%lld, %lld): projection %d differs from linear_n", (long long)T,
+                 (long long)C, i);
+    /* shared buffers are refused, and nothing is written then */
+    struct { ps_tensor *h, *xo; const ps_tensor *x, *y; int yi; const char *what; } bad[] = {
+        {&th2, &tx, &tx, &ty, -1, "x_out = x"},   {&th2, &ty, &tx, &ty, -1, "x_out = y"},
+        {&tx, &txo, &tx, &ty, -1, "h = x"},       {&ty, &txo, &tx, &ty, -1, "h = y"},
+        {&txo, &txo, &tx, &ty, -1, "h = x_out"},  {&th2, &txo, &tx, &ty, 1, "a projection into h"},
+    };
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        ps_tensor *ysb[N] = {ys2[0], ys2[1], ys2[2]}, alias;
+        if (bad[b].yi >= 0) {
+            alias = ps_tensor_2d(PS_DT_F32, T, out[bad[b].yi], bad[b].h->data, PS_DEV_CPU);
+            ysb[bad[b].yi] = &alias;
+        }
+        TU_CHECK(op_add_rmsnorm_linear_n(be, bad[b].h, bad[b].xo, bad[b].x, bad[b].y, &tw, 1e-5f, N, ysb, ws, &err) ==
+                     PS_EINVAL,
+                 "add_rmsnorm_linear_n: %s accepted", bad[b].what);
+    }
+    ps_tensor *dup[N] = {ys2[0], ys2[0], ys2[2]};
+    TU_CHECK(op_add_rmsnorm_linear_n(be, &th2, &txo, &tx, &ty, &tw, 1e-5f, N, dup, ws, &err) == PS_EINVAL,
+             "add_rmsnorm_linear_n: two projections into one buffer accepted");
+    TU_CHECK(op_add_rmsnorm_linear_n(be, &th2, &txo, &tx, &ty, &tw, 1e-5f, 0, ys2, ws, &err) == PS_EINVAL,
+             "add_rmsnorm_linear_n: 0 weights accepted");
+    TU_CHECK(!memcmp(x, x0, bytes) && !memcmp(y1[0], y2[0], sizeof(float) * (size_t)(T * out[0] + 1)),
+             "a refused add_rmsnorm_linear_n wrote");
+    for (int i = 0; i < N; i++) free(wm[i]), free(y1[i]), free(y2[i]);
+    free(x), free(x0), free(x1), free(y), free(w), free(xo), free(h1), free(h2);
+}
+
+/* add_rmsnorm_swiglu = add_rmsnorm_linear_n into g and u, then silu_mul, bit
+ * for bit in h, x_out and a; a sharing a buffer is refused. */
+static void test_add_rmsnorm_swiglu(int64_t T, int64_t C, int64_t F) {
+    float *x = rnd(T * C, 61), *y = rnd(T * C, 62), *w = rnd(C, 63), *wg = rnd(F * C, 64), *wu = rnd(F * C, 65);
+    float *xo1 = rnd(T * C, 66), *xo2 = rnd(T * C, 66), *h1 = rnd(T * C, 67), *h2 = rnd(T * C, 67);
+    float *g1 = rnd(T * F, 68), *u1 = rnd(T * F, 69), *a1 = rnd(T * F, 70);
+    float *g2 = rnd(T * F, 68), *u2 = rnd(T * F, 69), *a2 = rnd(T * F, 70);
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, C, x, PS_DEV_CPU), ty = ps_tensor_2d(PS_DT_F32, T, C, y, PS_DEV_CPU);
+    ps_tensor tw = ps_tensor_1d(PS_DT_F32, C, w, PS_DEV_CPU);
+    ps_weight wgt = {PS_WEIGHT_DENSE, ps_tensor_2d(PS_DT_F32, F, C, wg, PS_DEV_CPU)};
+    ps_weight wut = {PS_WEIGHT_DENSE, ps_tensor_2d(PS_DT_F32, F, C, wu, PS_DEV_CPU)};
+    const ps_weight *ws[2] = {&wgt, &wut};
+#define T2(p, r, c) ps_tensor_2d(PS_DT_F32, r, c, p, PS_DEV_CPU)
+    ps_tensor txo1 = T2(xo1, T, C), txo2 = T2(xo2, T, C), th1 = T2(h1, T, C), th2 = T2(h2, T, C);
+    ps_tensor tg1 = T2(g1, T, F), tu1 = T2(u1, T, F), ta1 = T2(a1, T, F);
+    ps_tensor tg2 = T2(g2, T, F), tu2 = T2(u2, T, F), ta2 = T2(a2, T, F);
+#undef T2
+    ps_tensor *gu1[2] = {&tg1, &tu1};
+    TU_CHECK(op_add_rmsnorm_linear_n(be, &th1, &txo1, &tx, &ty, &tw, 1e-5f, 2, gu1, ws, &err) == PS_OK &&
+                 op_silu_mul(be, &ta1, &tg1, &tu1, &err) == PS_OK,
+             "add_rmsnorm_linear_n + silu_mul: %s", err.msg);
+    TU_CHECK(op_add_rmsnorm_swiglu(be, &th2, &txo2, &tx, &ty, &tw, 1e-5f, &wgt, &wut, &tg2, &tu2, &ta2, &err) ==
+                 PS_OK,
+             "add_rmsnorm_swiglu: %s", err.msg);
+    TU_CHECK(!memcmp(xo1, xo2, sizeof(float) * (size_t)(T * C + 1)) &&
+                 !memcmp(h1, h2, sizeof(float) * (size_t)(T * C + 1)) &&
+                 !memcmp(a1, a2, sizeof(float) * (size_t)(T * F + 1)),
+             "add_rmsnorm_swiglu (%lld, %lld, %lld) differs from its parts", (long long)T, (long long)C,
+             (long long)F);
+    TU_CHECK(op_add_rmsnorm_swiglu(be, &th2, &txo2, &tx, &ty, &tw, 1e-5f, &wgt, &wut, &tg2, &tu2, &tg2, &err) ==
+                 PS_EINVAL,
+             "add_rmsnorm_swiglu: a = g accepted");
+    ps_weight short_up = {PS_WEIGHT_DENSE, ps_tensor_2d(PS_DT_F32, F - 1, C, wu, PS_DEV_CPU)};
+    TU_CHECK(op_add_rmsnorm_swiglu(be, &th2, &txo2, &tx, &ty, &tw, 1e-5f, &wgt, &short_up, &tg2, &tu2, &ta2, &err) ==
+                 PS_EINVAL,
+             "add_rmsnorm_swiglu: gate and up of different shapes accepted");
+    free(x), free(y), free(w), free(wg), free(wu), free(xo1), free(xo2), free(h1), free(h2);
+    free(g1), free(u1), free(a1), free(g2), free(u2), free(a2);
+}
+
 static void test_layernorm(int64_t T, int64_t C) {
     float *x = rnd(T * C, 4), *w = rnd(C, 5), *b = rnd(C, 6), *o = rnd(T * C, 7);
     double *ref = malloc(sizeof(double) * (size_t)(T * C));
@@ -271,6 +375,8 @@ int main(void) {
         ps_backend_cpu_create(threads[i], &be, &err);
         test_rmsnorm(1, 7), test_rmsnorm(17, 128);
         test_add_rmsnorm(1, 7), test_add_rmsnorm(17, 128), test_add_rmsnorm(3, 4097);
+        test_add_rmsnorm_linear_n(1, 64), test_add_rmsnorm_linear_n(5, 129);
+        test_add_rmsnorm_swiglu(1, 64, 11), test_add_rmsnorm_swiglu(3, 129, 40);
         test_layernorm(3, 65), test_layernorm(17, 4097);
         test_rope(5, 3, 32), test_rope(17, 4, 128);
         int l1[] = {1}, l3[] = {17, 3, 40}, l2[] = {127, 5}, l4[] = {33, 1, 70, 9};

@@ -12,7 +12,8 @@
 # it), the op, linear and attention tests and llama parity / batch (with step
 # graphs) again with programmatic dependent launch (PS_CUDA_PDL=1; runs named
 # *-pdl) and a smoke run of bench_cuda; test_cuda_profile with EMU_LAUNCH=sync
-# (each launch completes before its call returns, see emu_runtime.cpp).
+# (each launch completes before its call returns, see emu_runtime.cpp);
+# test_llama_batch and _graphs with the v6 GEMV (and its fused norm).
 # Catches indexing, barrier, shuffle, alignment and host-logic mistakes, and
 # kernels launched with programmatic dependent launch that touch their
 # predecessor's data before cudaGridDependencySynchronize(), before a GPU
@@ -98,5 +99,9 @@ run test_lora_bgmv-cuda-pdl env PS_TEST_DEVICE=cuda PS_CUDA_PDL=1 "$B/bin/test_l
 run test_llama_parity-cuda-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 "$B/bin/test_llama_parity"
 run test_llama_batch-cuda-graphs-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GRAPHS=1 PS_CUDA_PDL=1 \
   "$B/bin/test_llama_batch"
+# v6 everywhere (its fused add + RMSNorm at decode): batch invariance and graph replay, exact
+run test_llama_batch-cuda-v6 env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v6w8r1u4 "$B/bin/test_llama_batch"
+run test_llama_graphs-cuda-v6p1-pdl env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v6w8r1u4p1 PS_CUDA_PDL=1 \
+  "$B/bin/test_llama_graphs"
 run bench_cuda-smoke env PS_BENCH_SMOKE=1 PS_BENCH_LAYERS=2 "$B/bin/bench_cuda"
 exit $status
