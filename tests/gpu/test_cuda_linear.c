@@ -399,6 +399,38 @@ static void test_nf4_persistent(void) {
     for (int i = 0; i < 3; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
 }
 
+/* Whether v6 (8 warps) runs the add + RMSNorm inside its launch for T rows
+ * of in: x staged in at most 40 KB as bf16 rows of 2 in + 16 bytes, and in
+ * within norm.cu's register path (nf4_gemv_common.cuh). */
+static bool fused_norm_fits(int64_t T, int64_t in) {
+    return T <= 8 && T * (2 * in + 16) <= 40 * 1024 && in <= 8192;
+}
+
+/* Device buffer got (n floats) bit-identical to want, its guard intact. */
+static void same_bits(const char *what, const char *part, const gu_buf *got, const gu_buf *want, int64_t n) {
+    float *g = malloc(sizeof(float) * (size_t)n), *w = malloc(sizeof(float) * (size_t)n);
+    char line[224];
+    gu_download(got, g), gu_download(want, w);
+    snprintf(line, sizeof line, "%s: %s", what, part);
+    gu_check(line, g, w, n, 0);
+    gu_guard_check(got, line);
+    free(g), free(w);
+}
+
+/* After a fused norm op: x (dx) still the host x, x_out (dxo) and h (dh2)
+ * equal what add_rmsnorm left in its copy of x (dxs) and its output (dh1). */
+static void check_norm_outputs(const char *what, const gu_buf *dx, const float *x, const gu_buf *dxs,
+                               const gu_buf *dxo, const gu_buf *dh1, const gu_buf *dh2, int64_t n) {
+    float *got = malloc(sizeof(float) * (size_t)n);
+    char line[224];
+    gu_download(dx, got);
+    snprintf(line, sizeof line, "%s: x untouched", what);
+    gu_check(line, got, x, n, 0);
+    free(got);
+    same_bits(what, "x_out = add_rmsnorm's x", dxo, dxs, n);
+    same_bits(what, "h = add_rmsnorm's", dh2, dh1, n);
+}
+
 /* op_add_rmsnorm_linear_n on the device, in every configuration: h, x_out
  * and each projection carry the bits of the separate device ops
  * (add_rmsnorm on a copy of x, then linear_n), and x is left as it was. The
@@ -425,9 +457,7 @@ static void test_norm_linear_n(int64_t T, int64_t in, int n, bool mixed, ps_dtyp
     gu_buf dx = gu_upload(x, xb), dy = gu_upload(y, xb), dw = gu_upload(wh, ps_dtype_size(wdt) * (size_t)in);
     ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, in, dx.d, PS_DEV_CUDA), ty = ps_tensor_2d(PS_DT_F32, T, in, dy.d, PS_DEV_CUDA);
     ps_tensor tw = ps_tensor_1d(wdt, in, dw.d, PS_DEV_CUDA);
-    float *sep = malloc(xb), *fused = malloc(xb), *ysep = malloc(sizeof(float) * (size_t)(T * outs[2]));
-    float *yfus = malloc(sizeof(float) * (size_t)(T * outs[2]));
-    bool fits = T <= 8 && T * (2 * in + 16) <= 40 * 1024 && in <= 8192 && !mixed;
+    bool fits = fused_norm_fits(T, in) && !mixed;
     gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
     for (int k = 0; k < ps_cuda_gemv_count(); k++) {
         const char *name = ps_cuda_gemv_name(k);
@@ -457,22 +487,11 @@ static void test_norm_linear_n(int64_t T, int64_t in, int n, bool mixed, ps_dtyp
                  (long long)in, n, mixed ? " mixed dq" : "", ps_dtype_name(wdt));
         TU_CHECK(after - before == (want_fused ? 1 : 0), "%s: %lld fused launches, expected %d", what,
                  after - before, want_fused ? 1 : 0);
-        size_t at = strlen(what);
-        gu_download(&dx, fused);
-        snprintf(what + at, sizeof what - at, ": x untouched");
-        gu_check(what, fused, x, T * in, 0);
-        gu_download(&dxs, sep), gu_download(&dxo, fused);
-        snprintf(what + at, sizeof what - at, ": x_out = add_rmsnorm's x");
-        gu_check(what, fused, sep, T * in, 0);
-        gu_download(&dh1, sep), gu_download(&dh2, fused);
-        snprintf(what + at, sizeof what - at, ": h = add_rmsnorm's");
-        gu_check(what, fused, sep, T * in, 0);
-        gu_guard_check(&dxo, "norm_linear_n x_out"), gu_guard_check(&dh2, "norm_linear_n h");
+        check_norm_outputs(what, &dx, x, &dxs, &dxo, &dh1, &dh2, T * in);
         for (int i = 0; i < n; i++) {
-            gu_download(&dy1[i], ysep), gu_download(&dy2[i], yfus);
-            gu_guard_check(&dy2[i], "norm_linear_n y");
-            snprintf(what + at, sizeof what - at, ": projection %d = linear_n's", i);
-            gu_check(what, yfus, ysep, T * outs[i], 0);
+            char part[48];
+            snprintf(part, sizeof part, "projection %d = linear_n's", i);
+            same_bits(what, part, &dy2[i], &dy1[i], T * outs[i]);
             gu_free(&dy1[i]), gu_free(&dy2[i]);
         }
         gu_free(&dxs), gu_free(&dh1), gu_free(&dxo), gu_free(&dh2);
@@ -502,7 +521,7 @@ static void test_norm_linear_n(int64_t T, int64_t in, int n, bool mixed, ps_dtyp
     set_gemv(PS_CUDA_GEMV_DEFAULT);
     for (int i = 0; i < n; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
     gu_free(&dx), gu_free(&dy), gu_free(&dw);
-    free(x), free(y), free(w), free(wh), free(sep), free(fused), free(ysep), free(yfus);
+    free(x), free(y), free(w), free(wh);
 }
 
 /* op_add_rmsnorm_swiglu on the device, in every configuration: h, x_out and
@@ -530,8 +549,7 @@ static void test_swiglu(int64_t T, int64_t in, int64_t F, ps_dtype wdt) {
     gu_buf dx = gu_upload(x, xb), dy = gu_upload(y, xb), dw = gu_upload(wh, ps_dtype_size(wdt) * (size_t)in);
     ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, in, dx.d, PS_DEV_CUDA), ty = ps_tensor_2d(PS_DT_F32, T, in, dy.d, PS_DEV_CUDA);
     ps_tensor tw = ps_tensor_1d(wdt, in, dw.d, PS_DEV_CUDA);
-    float *sep = malloc(xb), *fus = malloc(xb), *asep = malloc(fb), *afus = malloc(fb);
-    bool norm_fits = T <= 8 && T * (2 * in + 16) <= 40 * 1024 && in <= 8192;
+    bool norm_fits = fused_norm_fits(T, in);
     gu_set_paths(PS_CUDA_LINEAR_GEMV, PS_CUDA_ATTN_AUTO);
     for (int k = 0; k < ps_cuda_gemv_count(); k++) {
         const char *name = ps_cuda_gemv_name(k);
@@ -560,27 +578,15 @@ static void test_swiglu(int64_t T, int64_t in, int64_t F, ps_dtype wdt) {
         TU_CHECK(g1 - g0 == (v6w8 ? 1 : 0) && n1 - n0 == (v6w8 && norm_fits ? 1 : 0),
                  "%s: %lld fused gate/up and %lld fused norm launches, expected %d and %d", what, g1 - g0, n1 - n0,
                  v6w8 ? 1 : 0, v6w8 && norm_fits ? 1 : 0);
-        size_t at = strlen(what);
-        gu_download(&dx, fus);
-        snprintf(what + at, sizeof what - at, ": x untouched");
-        gu_check(what, fus, x, T * in, 0);
-        gu_download(&dxs, sep), gu_download(&dxo, fus);
-        snprintf(what + at, sizeof what - at, ": x_out = add_rmsnorm's x");
-        gu_check(what, fus, sep, T * in, 0);
-        gu_download(&dh1, sep), gu_download(&dh2, fus);
-        snprintf(what + at, sizeof what - at, ": h = add_rmsnorm's");
-        gu_check(what, fus, sep, T * in, 0);
-        gu_download(&da1, asep), gu_download(&da2, afus);
-        snprintf(what + at, sizeof what - at, ": a = silu_mul(linear_n)'s");
-        gu_check(what, afus, asep, T * F, 0);
-        gu_guard_check(&dxo, "swiglu x_out"), gu_guard_check(&dh2, "swiglu h"), gu_guard_check(&da2, "swiglu a");
+        check_norm_outputs(what, &dx, x, &dxs, &dxo, &dh1, &dh2, T * in);
+        same_bits(what, "a = silu_mul(linear_n)'s", &da2, &da1, T * F);
         gu_free(&dxs), gu_free(&dh1), gu_free(&dxo), gu_free(&dh2), gu_free(&dg1), gu_free(&du1), gu_free(&da1);
         gu_free(&dg2), gu_free(&du2), gu_free(&da2);
     }
     set_gemv(PS_CUDA_GEMV_DEFAULT);
     for (int i = 0; i < 2; i++) gu_free(&blk[i]), nf4_host_free(&q[i]);
     gu_free(&dx), gu_free(&dy), gu_free(&dw);
-    free(x), free(y), free(w), free(wh), free(sep), free(fus), free(asep), free(afus);
+    free(x), free(y), free(w), free(wh);
 }
 
 static void test_dense(int64_t T, int64_t out, int64_t in, ps_dtype dt, uint64_t seed) {
