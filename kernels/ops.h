@@ -244,6 +244,9 @@ struct ps_backend {
     /* y (T, out) += per-token LoRA deltas, see ps_lora_batch */
     ps_status (*lora_bgmv)(ps_backend *be, ps_tensor *y, const ps_tensor *x,
                            const ps_lora_batch *lb, ps_err *err);
+    /* lora_bgmv of n projections of one x (optional; NULL: n lora_bgmv calls) */
+    ps_status (*lora_bgmv_n)(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                             const ps_lora_batch *const *lbs, ps_err *err);
 };
 
 enum { PS_ACT_SILU = 0, PS_ACT_GELU, PS_ACT_QUICK_GELU, PS_ACT_RELU };
@@ -336,5 +339,11 @@ ps_status op_gather_rows(ps_backend *be, ps_tensor *out, const ps_tensor *x,
  * Checks slot indices, ranks and pointers; in/out come from x and y. */
 ps_status op_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
                        ps_err *err);
+/* n (1..PS_LINEAR_N_MAX) projections of one x (q, k, v; gate, up): ys[i] +=
+ * the deltas of lbs[i] (each with its own slots; the tokens' slot indices are
+ * those of the step), bit for bit n op_lora_bgmv calls; a backend may run
+ * them as one launch per kernel. The ys are distinct buffers. */
+ps_status op_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                         const ps_lora_batch *const *lbs, ps_err *err);
 
 #endif

@@ -2,8 +2,9 @@
  * multi-adapter op can grow without touching the core table code). */
 #include "ops.h"
 
-ps_status op_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
-                       ps_err *err) {
+/* The arguments of one lora_bgmv (op_lora_bgmv, each projection of op_lora_bgmv_n). */
+static ps_status check_lora(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
+                            ps_err *err) {
     if (!be->lora_bgmv)
         return ps_errf(err, PS_ENOTSUP, "op lora_bgmv is not supported by the %s backend", be->name);
     if (x->dtype != PS_DT_F32 || y->dtype != PS_DT_F32 || x->ndim != 2 || y->ndim != 2)
@@ -37,6 +38,32 @@ ps_status op_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const p
         if (lb->tok_slot[t] < -1 || lb->tok_slot[t] >= lb->n_slots)
             return ps_errf(err, PS_EINVAL, "lora_bgmv: token %lld has slot %d, allowed -1..%d", (long long)t,
                            lb->tok_slot[t], lb->n_slots - 1);
-    if (T == 0) return PS_OK;
+    return PS_OK;
+}
+
+ps_status op_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_lora_batch *lb,
+                       ps_err *err) {
+    ps_status st = check_lora(be, y, x, lb, err);
+    if (st || x->shape[0] == 0) return st;
     return be->lora_bgmv(be, y, x, lb, err);
+}
+
+ps_status op_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                         const ps_lora_batch *const *lbs, ps_err *err) {
+    if (n < 1 || n > PS_LINEAR_N_MAX)
+        return ps_errf(err, PS_EINVAL, "lora_bgmv_n: %d projections (1..%d)", n, PS_LINEAR_N_MAX);
+    for (int i = 0; i < n; i++) {
+        ps_status st = check_lora(be, ys[i], x, lbs[i], err);
+        if (st) return st;
+        for (int j = 0; j < i; j++)
+            if (ys[j]->data == ys[i]->data)
+                return ps_errf(err, PS_EINVAL, "lora_bgmv_n: projections %d and %d add into one buffer", j, i);
+    }
+    if (x->shape[0] == 0) return PS_OK;
+    if (be->lora_bgmv_n) return be->lora_bgmv_n(be, n, ys, x, lbs, err);
+    for (int i = 0; i < n; i++) {
+        ps_status st = be->lora_bgmv(be, ys[i], x, lbs[i], err);
+        if (st) return st;
+    }
+    return PS_OK;
 }

@@ -245,10 +245,9 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
     ps_status st;
     /* self-attention block (LlamaAttention, HF rotate_half layout); the previous
      * layer's MLP output (in tmp) joins the residual stream here, fused with the norm */
+    static const int p_qkv[3] = {0, 1, 2}, p_gu[2] = {4, 5};
     if ((st = norm_project(be, a, l > 0, &L->attn_norm, c->rms_eps, 3, qkv, wqkv, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 0, &q2, &a->h, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 1, &k2, &a->h, err)) ||
-        (st = llama_adapters_lora(m, ad, l, 2, &v2, &a->h, err)) ||
+        (st = llama_adapters_lora_n(m, ad, l, 3, p_qkv, qkv, &a->h, err)) ||
         (st = op_rope_store(be, &a->q, &a->k, &a->v, &sm->pos, c->rope_theta, kvl, &sm->slots, err)) ||
         (st = op_attention(be, &a->att, &a->q, kvl, &sm->attn, 1.0f / sqrtf((float)c->head_dim),
                            err)) ||
@@ -263,8 +262,7 @@ static ps_status layer_forward(llama_model *m, llama_layer *L, ps_kv_layer *kvl,
             return st;
         residual_swap(a);
     } else if ((st = norm_project(be, a, true, &L->ffn_norm, c->rms_eps, 2, gu, wgu, err)) ||
-               (st = llama_adapters_lora(m, ad, l, 4, &a->g, &a->h, err)) ||
-               (st = llama_adapters_lora(m, ad, l, 5, &a->u, &a->h, err)) ||
+               (st = llama_adapters_lora_n(m, ad, l, 2, p_gu, gu, &a->h, err)) ||
                (st = op_silu_mul(be, &a->a, &a->g, &a->u, err)))
         return st;
     if ((st = op_linear(be, &a->tmp, &a->a, &L->wd, err)) ||

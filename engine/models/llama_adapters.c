@@ -139,6 +139,24 @@ ps_status llama_adapters_lora(llama_model *m, const llama_step_adapters *sa, int
     return st ? ps_err_wrap(err, "lora %s", llama_proj_names[p]) : PS_OK;
 }
 
+ps_status llama_adapters_lora_n(llama_model *m, const llama_step_adapters *sa, int l, int n, const int *projs,
+                                ps_tensor *const *ys, const ps_tensor *x, ps_err *err) {
+    ps_lora_batch lb[PS_LINEAR_N_MAX];
+    const ps_lora_batch *lbs[PS_LINEAR_N_MAX];
+    ps_tensor *yk[PS_LINEAR_N_MAX];
+    int k = 0;
+    for (int i = 0; i < n && i < PS_LINEAR_N_MAX; i++) {
+        int p = projs[i];
+        if (!llama_adapters_lora_on(sa, l, p)) continue;
+        lb[k] = (ps_lora_batch){sa->n, sa->slots + (size_t)(l * LLAMA_N_PROJ + p) * (size_t)sa->n, sa->tok,
+                                sa->tok_dev};
+        lbs[k] = &lb[k], yk[k] = ys[i], k++;
+    }
+    if (k == 0) return PS_OK;
+    ps_status st = op_lora_bgmv_n(m->be, k, yk, x, lbs, err);
+    return st ? ps_err_wrap(err, "lora %s..%s", llama_proj_names[projs[0]], llama_proj_names[projs[n - 1]]) : PS_OK;
+}
+
 static const float *lm_head_of(const llama_batch *b, int r) {
     int a = b->tok_adapter[b->out_rows[r]];
     return a >= 0 ? b->adapters[a]->lm_head : NULL;

@@ -96,6 +96,10 @@ static inline bool llama_adapters_lora_on(const llama_step_adapters *sa, int l, 
 /* y += LoRA deltas of projection p of layer l for x (op_lora_bgmv). */
 ps_status llama_adapters_lora(llama_model *m, const llama_step_adapters *sa, int l, int p, ps_tensor *y,
                               const ps_tensor *x, ps_err *err);
+/* The same for n projections projs[i] of one x into ys[i] (q/k/v; gate/up),
+ * those some LoRA changes in one op_lora_bgmv_n. */
+ps_status llama_adapters_lora_n(llama_model *m, const llama_step_adapters *sa, int l, int n, const int *projs,
+                                ps_tensor *const *ys, const ps_tensor *x, ps_err *err);
 /* logits (R, V): recomputes the rows whose adapter has its own lm_head from ho (R, C). */
 ps_status llama_adapters_lm_head(llama_model *m, const llama_batch *b, const llama_step_adapters *sa,
                                  ps_tensor *logits, const ps_tensor *ho, ps_err *err);

@@ -264,6 +264,7 @@ static void cuda_fill_table(ps_backend *be) {
     be->add = cuda_add;
     be->gather_rows = cuda_gather_rows;
     be->lora_bgmv = cuda_lora_bgmv;
+    be->lora_bgmv_n = cuda_lora_bgmv_n;
     be->graph_launch = cuda_graph_launch;
     be->graph_begin = cuda_graph_begin;
     be->graph_end = cuda_graph_end;

@@ -364,6 +364,8 @@ ps_status cuda_attention_dense(ps_backend *be, ps_tensor *out, const ps_tensor *
                                ps_err *err);
 ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
                          const ps_lora_batch *lb, ps_err *err);
+ps_status cuda_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                           const ps_lora_batch *const *lbs, ps_err *err);
 ps_status cuda_attention_init(cuda_impl *p, ps_err *err); /* raises smem limits once */
 ps_status cuda_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_weight *w,
                       ps_err *err);

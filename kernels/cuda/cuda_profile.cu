@@ -400,6 +400,7 @@ static void prof_wrap(ps_backend *be, const ps_backend *plain) {
     be->linear_n = NULL; /* op_linear_n then makes one profiled linear call per weight */
     be->add_rmsnorm_linear_n = NULL; /* and the fused norm + projections (+ silu) call by call */
     be->add_rmsnorm_swiglu = NULL;
+    be->lora_bgmv_n = NULL; /* one profiled lora_bgmv per projection */
 }
 
 static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
@@ -408,7 +409,7 @@ static void prof_unwrap(ps_backend *be, const ps_backend *plain) {
     PROF_U(add_bias); PROF_U(rmsnorm); PROF_U(layernorm); PROF_U(rope); PROF_U(kv_store);
     PROF_U(attention); PROF_U(attention_dense); PROF_U(silu_mul); PROF_U(activate); PROF_U(add);
     PROF_U(gather_rows); PROF_U(lora_bgmv); PROF_U(add_rmsnorm); PROF_U(rope_store);
-    PROF_U(linear_n); PROF_U(add_rmsnorm_linear_n); PROF_U(add_rmsnorm_swiglu);
+    PROF_U(linear_n); PROF_U(add_rmsnorm_linear_n); PROF_U(add_rmsnorm_swiglu); PROF_U(lora_bgmv_n);
 #undef PROF_U
 }
 

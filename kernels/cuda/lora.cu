@@ -46,9 +46,9 @@ __device__ static inline int lora_local_slot(const lora_window &w, const int32_t
     return s;
 }
 
-__global__ void __launch_bounds__(32 * LORA_SHRINK_WARPS)
-lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const float *x, float *v, int64_t in) {
-    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
+/* v[t, j] of block (t, j) (the shrink above) */
+__device__ static void lora_shrink_block(const lora_window &w, const int32_t *tok_slot, const float *x, float *v,
+                                         int64_t in) {
     __shared__ float part[LORA_SHRINK_WARPS];
     int64_t t = blockIdx.x;
     int s = lora_local_slot(w, tok_slot, t), j = blockIdx.y;
@@ -68,9 +68,9 @@ lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const float *x, float
     }
 }
 
-__global__ void lora_expand_kernel(lora_window w, const int32_t *tok_slot, const float *v,
-                                   float *y, int64_t out) {
-    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
+/* y[t, o] of block (t, o / LORA_EXPAND_THREADS) (the expand above) */
+__device__ static void lora_expand_block(const lora_window &w, const int32_t *tok_slot, const float *v, float *y,
+                                         int64_t out) {
     int64_t t = blockIdx.x;
     int s = lora_local_slot(w, tok_slot, t);
     if (s < 0) return;
@@ -82,35 +82,83 @@ __global__ void lora_expand_kernel(lora_window w, const int32_t *tok_slot, const
     y[t * out + o] += w.scale[s] * acc;
 }
 
+__global__ void __launch_bounds__(32 * LORA_SHRINK_WARPS)
+lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const float *x, float *v, int64_t in) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
+    lora_shrink_block(w, tok_slot, x, v, in);
+}
+
+__global__ void lora_expand_kernel(lora_window w, const int32_t *tok_slot, const float *v,
+                                   float *y, int64_t out) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
+    lora_expand_block(w, tok_slot, v, y, out);
+}
+
+/* Several projections of one x (op_lora_bgmv_n): projection i is grid
+ * layer blockIdx.z, its window w[i], its shrink results at v + i T
+ * PS_LORA_MAX_RANK. The same blocks as one launch per projection, so the
+ * same bits, in 2 launches instead of 2 n. */
+#define LORA_N_MAX 3
+typedef struct {
+    lora_window w[LORA_N_MAX];
+    float *y[LORA_N_MAX];
+    int64_t out[LORA_N_MAX];
+} lora_windows;
+
+__global__ void __launch_bounds__(32 * LORA_SHRINK_WARPS)
+lora_shrink_n_kernel(lora_windows ws, const int32_t *tok_slot, const float *x, float *v, int64_t in, int64_t T) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
+    lora_shrink_block(ws.w[blockIdx.z], tok_slot, x, v + blockIdx.z * T * PS_LORA_MAX_RANK, in);
+}
+
+__global__ void lora_expand_n_kernel(lora_windows ws, const int32_t *tok_slot, const float *v, int64_t T) {
+    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
+    const int i = (int)blockIdx.z;
+    if ((int64_t)blockIdx.y * LORA_EXPAND_THREADS >= ws.out[i]) return; /* the grid fits the widest */
+    lora_expand_block(ws.w[i], tok_slot, v + i * T * PS_LORA_MAX_RANK, ws.y[i], ws.out[i]);
+}
+
+/* Window [first, first + count) of a batch's slots; its largest rank. */
+static int lora_window_of(const ps_lora_batch *lb, int first, lora_window *w) {
+    memset(w, 0, sizeof *w);
+    w->first = first;
+    w->count = lb->n_slots - first < LORA_WINDOW ? lb->n_slots - first : LORA_WINDOW;
+    int rmax = 0;
+    for (int i = 0; i < w->count; i++) {
+        const ps_lora_slot *sl = &lb->slots[first + i];
+        w->A[i] = sl->A;
+        w->B[i] = sl->B;
+        w->r[i] = sl->A ? sl->r : 0;
+        w->dtype[i] = (int)sl->dtype;
+        w->scale[i] = sl->scale;
+        if (w->r[i] > rmax) rmax = w->r[i];
+    }
+    return rmax;
+}
+
+/* The device copy of the tokens' slots, or an error naming the op. */
+static ps_status lora_tok_dev(const ps_lora_batch *lb, int64_t T, const int32_t **tok, ps_err *err) {
+    if (!lb->tok_slot_dev.data || ps_tensor_numel(&lb->tok_slot_dev) != T || lb->tok_slot_dev.dev != PS_DEV_CUDA)
+        return ps_errf(err, PS_EINVAL, "lora_bgmv: the cuda backend needs tok_slot_dev (%lld tokens) "
+                                       "on the device", (long long)T);
+    *tok = (const int32_t *)lb->tok_slot_dev.data;
+    return PS_OK;
+}
+
 ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
                          const ps_lora_batch *lb, ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
     int64_t in = cuda_last_dim(x), out = cuda_last_dim(y), T = cuda_rows(x);
     if (T == 0 || lb->n_slots == 0) return PS_OK;
-    if (!lb->tok_slot_dev.data || ps_tensor_numel(&lb->tok_slot_dev) != T ||
-        lb->tok_slot_dev.dev != PS_DEV_CUDA)
-        return ps_errf(err, PS_EINVAL, "lora_bgmv: the cuda backend needs tok_slot_dev (%lld tokens) "
-                                       "on the device", (long long)T);
+    const int32_t *tok_slot = NULL;
+    PS_TRY(lora_tok_dev(lb, T, &tok_slot, err));
     PS_TRY(cuda_scratch(p, &p->scratch_lora, &p->scratch_lora_bytes,
                         sizeof(float) * (size_t)T * PS_LORA_MAX_RANK, err));
     float *v = (float *)p->scratch_lora;
-    const int32_t *tok_slot = (const int32_t *)lb->tok_slot_dev.data;
     for (int first = 0; first < lb->n_slots; first += LORA_WINDOW) {
         lora_window w;
-        memset(&w, 0, sizeof w);
-        w.first = first;
-        w.count = lb->n_slots - first < LORA_WINDOW ? lb->n_slots - first : LORA_WINDOW;
-        int rmax = 0;
-        for (int i = 0; i < w.count; i++) {
-            const ps_lora_slot *sl = &lb->slots[first + i];
-            w.A[i] = sl->A;
-            w.B[i] = sl->B;
-            w.r[i] = sl->A ? sl->r : 0;
-            w.dtype[i] = (int)sl->dtype;
-            w.scale[i] = sl->scale;
-            if (w.r[i] > rmax) rmax = w.r[i];
-        }
+        int rmax = lora_window_of(lb, first, &w);
         if (rmax == 0) continue;
         dim3 gs((unsigned)T, (unsigned)rmax);
         cuda_launch(p, lora_shrink_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, w, tok_slot, (const float *)x->data,
@@ -121,4 +169,46 @@ ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
         CU_LAUNCH_CHECK(p);
     }
     return cuda_op_done(p, "lora_bgmv", err);
+}
+
+/* op_lora_bgmv_n: one shrink and one expand launch for all projections when
+ * each has at most one window of slots (LORA_WINDOW adapters in the step);
+ * otherwise one cuda_lora_bgmv each. */
+ps_status cuda_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps_tensor *x,
+                           const ps_lora_batch *const *lbs, ps_err *err) {
+    cuda_impl *p = cuda_of(be);
+    PS_TRY(cuda_enter(p, err));
+    int64_t in = cuda_last_dim(x), T = cuda_rows(x);
+    bool one = n <= LORA_N_MAX;
+    for (int i = 0; one && i < n; i++) one = lbs[i]->n_slots <= LORA_WINDOW && lbs[i]->tok_slot == lbs[0]->tok_slot;
+    if (!one) {
+        for (int i = 0; i < n; i++) PS_TRY(cuda_lora_bgmv(be, ys[i], x, lbs[i], err));
+        return PS_OK;
+    }
+    if (T == 0) return PS_OK;
+    const int32_t *tok_slot = NULL;
+    PS_TRY(lora_tok_dev(lbs[0], T, &tok_slot, err));
+    lora_windows ws;
+    memset(&ws, 0, sizeof ws);
+    int rmax = 0;
+    int64_t omax = 0;
+    for (int i = 0; i < n; i++) {
+        int r = lbs[i]->n_slots > 0 ? lora_window_of(lbs[i], 0, &ws.w[i]) : 0;
+        ws.y[i] = (float *)ys[i]->data;
+        ws.out[i] = r > 0 ? cuda_last_dim(ys[i]) : 0; /* no adapter here: no expand blocks */
+        rmax = r > rmax ? r : rmax;
+        omax = ws.out[i] > omax ? ws.out[i] : omax;
+    }
+    if (rmax == 0) return PS_OK;
+    PS_TRY(cuda_scratch(p, &p->scratch_lora, &p->scratch_lora_bytes,
+                        sizeof(float) * (size_t)(n * T) * PS_LORA_MAX_RANK, err));
+    float *v = (float *)p->scratch_lora;
+    dim3 gs((unsigned)T, (unsigned)rmax, (unsigned)n);
+    cuda_launch(p, lora_shrink_n_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, ws, tok_slot, (const float *)x->data, v, in,
+                T);
+    CU_LAUNCH_CHECK(p);
+    dim3 ge((unsigned)T, (unsigned)((omax + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS), (unsigned)n);
+    cuda_launch(p, lora_expand_n_kernel, ge, LORA_EXPAND_THREADS, 0, ws, tok_slot, v, T);
+    CU_LAUNCH_CHECK(p);
+    return cuda_op_done(p, "lora_bgmv_n", err);
 }

@@ -54,9 +54,10 @@ static void *to_dev_as(float *x, int64_t n, ps_dtype dt) {
     return d;
 }
 
-static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed, ps_dtype dt) {
-    slot_data *sd = calloc((size_t)n_slots, sizeof *sd);
-    ps_lora_slot *slots = calloc((size_t)n_slots, sizeof *slots);
+/* n_slots adapters of the given ranks (0: leaves the projection alone) for
+ * one (in, out) projection: host values in sd, the op's table in slots. */
+static void make_slots(int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed, ps_dtype dt,
+                       slot_data *sd, ps_lora_slot *slots) {
     for (int s = 0; s < n_slots; s++) {
         sd[s].r = ranks[s];
         sd[s].scale = 0.5f + 0.75f * (float)s;
@@ -76,6 +77,19 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
         free(bt);
         slots[s] = (ps_lora_slot){sd[s].dA, sd[s].dB, dt, ranks[s], sd[s].scale};
     }
+}
+
+static void free_slots(int n_slots, slot_data *sd) {
+    for (int s = 0; s < n_slots; s++) {
+        free(sd[s].A), free(sd[s].B);
+        ps_buf_free(be, sd[s].dA), ps_buf_free(be, sd[s].dB);
+    }
+}
+
+static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed, ps_dtype dt) {
+    slot_data *sd = calloc((size_t)n_slots, sizeof *sd);
+    ps_lora_slot *slots = calloc((size_t)n_slots, sizeof *slots);
+    make_slots(in, out, n_slots, ranks, seed, dt, sd, slots);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
     uint64_t st = seed * 2654435761u + 7;
     for (int64_t t = 0; t < T; t++) {
@@ -152,10 +166,7 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
         }
         ps_buf_free(be, dy);
     }
-    for (int s = 0; s < n_slots; s++) {
-        free(sd[s].A), free(sd[s].B);
-        ps_buf_free(be, sd[s].dA), ps_buf_free(be, sd[s].dB);
-    }
+    free_slots(n_slots, sd);
     ps_buf_free(be, dx), ps_buf_free(be, dtok);
     free(sd), free(slots), free(tok), free(x), free(y0), free(ref), free(want), free(got);
 }
@@ -186,6 +197,62 @@ static void test_checks(void) {
              y[2], y[3]);
 }
 
+/* op_lora_bgmv_n: q/k/v-like projections of one x (outputs of different
+ * widths, each with its own slot table: other ranks, adapters that leave
+ * one projection alone) give each y the bits of its own op_lora_bgmv call;
+ * and it refuses two projections into one y. */
+static void run_n_case(int64_t T, int64_t in, int n_slots, uint64_t seed, ps_dtype dt) {
+    enum { N = 3 };
+    static const int64_t outs[N] = {65, 17, 300};
+    static const int ranks[N][5] = {{4, 0, 16, 1, 8}, {2, 3, 0, 16, 5}, {0, 0, 0, 0, 0}};
+    slot_data sd[N][5];
+    ps_lora_slot slots[N][5];
+    memset(sd, 0, sizeof sd), memset(slots, 0, sizeof slots);
+    for (int i = 0; i < N; i++) make_slots(in, outs[i], n_slots, ranks[i], seed + 100 * (uint64_t)i, dt, sd[i], slots[i]);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((t * 7 + (int64_t)seed) % (n_slots + 1)) - 1;
+    float *x = malloc(sizeof(float) * (size_t)(T * in));
+    tu_rand_fill(x, T * in, seed + 1);
+    ps_err err;
+    void *dx = to_dev(x, T * in), *dtok = to_dev_bytes(tok, sizeof(int32_t) * (size_t)T);
+    ps_tensor tx = ps_tensor_2d(PS_DT_F32, T, in, dx, be->dev);
+    ps_lora_batch lb[N];
+    const ps_lora_batch *lbs[N];
+    ps_tensor y1[N], y2[N], *ys[N];
+    float *y0[N];
+    void *d1[N], *d2[N];
+    for (int i = 0; i < N; i++) {
+        lb[i] = (ps_lora_batch){n_slots, slots[i], tok, ps_tensor_1d(PS_DT_I32, T, dtok, be->dev)}, lbs[i] = &lb[i];
+        y0[i] = malloc(sizeof(float) * (size_t)(T * outs[i] + 4));
+        tu_rand_fill(y0[i], T * outs[i] + 4, seed + 50 + (uint64_t)i);
+        d1[i] = to_dev(y0[i], T * outs[i] + 4), d2[i] = to_dev(y0[i], T * outs[i] + 4);
+        y1[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], d1[i], be->dev);
+        y2[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], d2[i], be->dev), ys[i] = &y2[i];
+        TU_CHECK(op_lora_bgmv(be, &y1[i], &tx, &lb[i], &err) == PS_OK, "lora_bgmv: %s", err.msg);
+    }
+    TU_CHECK(op_lora_bgmv_n(be, N, ys, &tx, lbs, &err) == PS_OK, "lora_bgmv_n: %s", err.msg);
+    for (int i = 0; i < N; i++) {
+        size_t bytes = sizeof(float) * (size_t)(T * outs[i] + 4);
+        float *a = malloc(bytes), *b = malloc(bytes);
+        ps_buf_download(be, a, d1[i], bytes, &err), ps_buf_download(be, b, d2[i], bytes, &err);
+        TU_CHECK(!memcmp(a, b, bytes), "lora_bgmv_n %s T=%lld projection %d differs from its lora_bgmv",
+                 ps_dtype_name(dt), (long long)T, i);
+        free(a), free(b);
+    }
+    printf("  lora_bgmv_n %-4s T=%-3lld in=%-4lld 3 projections: each = its lora_bgmv\n", ps_dtype_name(dt),
+           (long long)T, (long long)in);
+    ps_tensor *twice[N] = {ys[0], ys[0], ys[2]};
+    TU_CHECK(op_lora_bgmv_n(be, N, twice, &tx, lbs, &err) == PS_EINVAL, "lora_bgmv_n: one y twice accepted");
+    TU_CHECK(op_lora_bgmv_n(be, 0, ys, &tx, lbs, &err) == PS_EINVAL, "lora_bgmv_n: 0 projections accepted");
+    for (int i = 0; i < N; i++) {
+        free_slots(n_slots, sd[i]);
+        ps_buf_free(be, d1[i]), ps_buf_free(be, d2[i]);
+        free(y0[i]);
+    }
+    ps_buf_free(be, dx), ps_buf_free(be, dtok);
+    free(tok), free(x);
+}
+
 int main(void) {
     be = tu_backend_create();
     static const int r1[] = {1, 3, 0, 8};
@@ -201,6 +268,8 @@ int main(void) {
     run_case(37, 1100, 353, 4, r1, 8, PS_DT_F16);
     run_case(64, 300, 129, 17, r2, 9, PS_DT_BF16);
     run_case(1, 17, 3, 4, r1, 10, PS_DT_BF16);
+    run_n_case(1, 64, 5, 11, PS_DT_F32);
+    run_n_case(37, 300, 5, 12, PS_DT_BF16);
     test_checks();
     ps_backend_destroy(be);
     return tu_finish("lora bgmv");
