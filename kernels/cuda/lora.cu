@@ -180,7 +180,8 @@ ps_status cuda_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps
     PS_TRY(cuda_enter(p, err));
     int64_t in = cuda_last_dim(x), T = cuda_rows(x);
     bool one = n <= LORA_N_MAX;
-    for (int i = 0; one && i < n; i++) one = lbs[i]->n_slots <= LORA_WINDOW && lbs[i]->tok_slot == lbs[0]->tok_slot;
+    for (int i = 0; one && i < n; i++) /* one window each, the same tokens' slots */
+        one = lbs[i]->n_slots <= LORA_WINDOW && lbs[i]->tok_slot_dev.data == lbs[0]->tok_slot_dev.data;
     if (!one) {
         for (int i = 0; i < n; i++) PS_TRY(cuda_lora_bgmv(be, ys[i], x, lbs[i], err));
         return PS_OK;
