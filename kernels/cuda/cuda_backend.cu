@@ -403,6 +403,13 @@ extern "C" ps_status ps_cuda_fused_launches(ps_backend *be, long long *norm, lon
     return PS_OK;
 }
 
+extern "C" ps_status ps_cuda_kernel_launches(ps_backend *be, long long *n, ps_err *err) {
+    cuda_impl *p = cuda_ext_impl(be, err);
+    if (!p) return PS_EINVAL;
+    *n = p->kernel_launches;
+    return PS_OK;
+}
+
 extern "C" ps_status ps_cuda_get_info(ps_backend *be, ps_cuda_info *out, ps_err *err) {
     cuda_impl *p = cuda_ext_impl(be, err);
     if (!p) return PS_EINVAL;

@@ -118,6 +118,7 @@ typedef struct {
     long long graph_records, graph_launches; /* counters for tests and benchmarks */
     long long fused_norm_launches, fused_glu_launches; /* v6 launches with the norm / silu * up fused in
                                                         * (issued, not replayed) */
+    long long kernel_launches;                         /* every cuda_launch (issued, not replayed) */
     struct cuda_prof *prof; /* per-op profiler state, NULL until first enabled (cuda_profile.cu) */
 } cuda_impl;
 
@@ -212,6 +213,7 @@ static inline void cuda_launch(cuda_impl *p, void (*kernel)(KArgs...), dim3 grid
     cfg.numAttrs = p->tune.pdl ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
     if (e != cudaSuccess && p->launch_err == cudaSuccess) p->launch_err = e;
+    p->kernel_launches++;
 }
 
 /* Lets `kernel` launch with `bytes` of dynamic shared memory: raises its

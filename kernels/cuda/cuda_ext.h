@@ -95,6 +95,11 @@ ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, long long *lau
  * (op_add_rmsnorm_swiglu). */
 ps_status ps_cuda_fused_launches(ps_backend *be, long long *norm, long long *glu, ps_err *err);
 
+/* Kernels launched so far, as issued by the host (a graph replay repeats
+ * its recorded launches without counting them): a step run op by op shows
+ * how many launches it costs. */
+ps_status ps_cuda_kernel_launches(ps_backend *be, long long *n, ps_err *err);
+
 /* PS_OK while healthy; after a sticky device error, PS_EDEVICE and its message. */
 ps_status ps_cuda_health(ps_backend *be, ps_err *err);
 

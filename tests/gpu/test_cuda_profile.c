@@ -12,6 +12,8 @@
  *     the emulator, where pairs must enclose their calls, no pair is lost and
  *     no pad is inside one;
  *   - logits are bit-identical with the profiler off, on, and padded;
+ *   - with the v6 GEMV a decode step launches 3 L - 1 kernels fewer with the
+ *     fused ops (ps_cuda_kernel_launches) and gives the same logits;
  *   - off restores the plain table exactly; reset empties the rows; bad
  *     options and a CPU backend are refused; PS_CUDA_PROFILE=1 at create
  *     turns it on.
@@ -192,6 +194,40 @@ static void check_env(void) {
     ps_backend_destroy(be); /* logs the totals */
 }
 
+/* With the v6 GEMV of 8 warps, a decode step run op by op launches 3 L - 1
+ * kernels fewer with the fused ops than without (per layer the MLP's
+ * add_rmsnorm and silu_mul, and every layer's attention add_rmsnorm but the
+ * first, which has no add), issues 2 L - 1 fused-norm and L gate/up + silu
+ * launches, and gives the same logits bit for bit. */
+static void check_fused_launches(fixture *f, int L, int V) {
+    ps_cuda_tuning saved, t;
+    GU_OK(ps_cuda_get_tuning(gu_gpu, &saved, &gu_err), "get tuning");
+    t = saved;
+    t.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4"), t.graphs = false;
+    long long k[2], norm[2], glu[2];
+    float *logits[2] = {malloc(sizeof(float) * (size_t)V), malloc(sizeof(float) * (size_t)V)};
+    for (int fuse = 0; fuse < 2; fuse++) {
+        t.fuse = fuse;
+        GU_OK(ps_cuda_set_tuning(gu_gpu, &t, &gu_err), "set tuning");
+        long long k0, n0, g0;
+        GU_OK(ps_cuda_kernel_launches(gu_gpu, &k0, &gu_err), "launches");
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &n0, &g0, &gu_err), "fused launches");
+        GU_OK(step(f, 1, 9, &gu_err), "decode step");
+        GU_OK(ps_cuda_kernel_launches(gu_gpu, &k[fuse], &gu_err), "launches");
+        GU_OK(ps_cuda_fused_launches(gu_gpu, &norm[fuse], &glu[fuse], &gu_err), "fused launches");
+        k[fuse] -= k0, norm[fuse] -= n0, glu[fuse] -= g0;
+        memcpy(logits[fuse], f->logits, sizeof(float) * (size_t)V);
+    }
+    printf("  decode step with v6, op by op: %lld kernels unfused, %lld fused (%lld with the norm, %lld with "
+           "silu * up)\n", k[0], k[1], norm[1], glu[1]);
+    TU_CHECK(k[0] - k[1] == 3 * L - 1 && norm[1] == 2 * L - 1 && glu[1] == L && norm[0] == 0 && glu[0] == 0,
+             "fused launches: %lld - %lld kernels (want %d fewer), %lld norm and %lld glu launches (want %d, %d)", k[0],
+             k[1], 3 * L - 1, norm[1], glu[1], 2 * L - 1, L);
+    gu_check("logits fused == unfused (v6)", logits[1], logits[0], V, 0);
+    GU_OK(ps_cuda_set_tuning(gu_gpu, &saved, &gu_err), "restore tuning");
+    free(logits[0]), free(logits[1]);
+}
+
 int main(void) {
     gu_init();
     ps_cuda_info info;
@@ -217,6 +253,7 @@ int main(void) {
     for (int p = 0; p < MAX_PAGES; p++) f.pages[p] = kv_cache_alloc_page(&f.kv);
     if (f.m && f.kv.layers) {
         check_prefill_rows(&f);
+        check_fused_launches(&f, cfg.n_layers, cfg.vocab);
         /* unprofiled reference: the same steps rewrite the same KV slots */
         for (int s = 0; s < NSTEPS; s++) GU_OK(step(&f, 1, 9 + s, &gu_err), "decode step");
         memcpy(plain, f.logits, sizeof(float) * cfg.vocab);
