@@ -405,13 +405,23 @@ static ps_status step(llama_model *m, kv_cache *kv, int n_seqs, int n_new, int p
     return st;
 }
 
+/* Kernels the first untimed step of the last bench_decode_tuned launched:
+ * a step's kernels (op by op, or the ones a graph records). */
+static long long g_step_kernels;
+
 /* tok/s of G decode steps of batch B under tuning t (three untimed steps
  * first: they record the step graph when t.graphs). Positions repeat those
  * of the direct run (KV entries rewritten), so the context length is the same. */
 static ps_status bench_decode_tuned(llama_model *m, kv_cache *kv, const ps_cuda_tuning *t, int B, int p0, int G,
                                     int ctx_pages, const int32_t *pages, float *logits, double *tps) {
-    ps_status st = ps_cuda_set_tuning(be, t, &err);
-    for (int g = 0; g < 3 && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
+    ps_status st = ps_cuda_set_tuning(be, t, &err); /* also drops recorded graphs: step 1 launches everything */
+    long long k0 = 0, k1 = 0;
+    ps_cuda_kernel_launches(be, &k0, &err);
+    for (int g = 0; g < 3 && !st; g++) {
+        st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
+        if (g == 0) ps_cuda_kernel_launches(be, &k1, &err);
+    }
+    g_step_kernels = k1 - k0;
     double a = now_s();
     for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
     *tps = st ? 0 : (double)B * G / (now_s() - a);
@@ -447,7 +457,9 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     /* v6 takes up to 32 rows in one launch: batches up to 32 stay on it (no dequantised copy) */
     int v6_rows = ps_cuda_gemv_rows_per_launch(t6.gemv_kernel);
     if (t6.gemv_max_t < v6_rows) t6.gemv_max_t = v6_rows;
+    long long kern_pdl = g_step_kernels, kern_v6 = 0, kern_v6u = 0;
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6);
+    kern_v6 = g_step_kernels;
     /* the same without the ops fused into its launches (the add + RMSNorm in
      * q/k/v and gate/up while x fits v6's staging, batches up to 4 at hidden
      * 4096; silu * up in gate/up up to 8) */
@@ -456,6 +468,7 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     ps_cuda_tuning tu = t6;
     tu.fuse = false;
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &tu, B, p0, G, ctx_pages, pages, logits, &tps_v6u);
+    kern_v6u = g_step_kernels;
     ps_cuda_fused_launches(be, &f0, &u0, &err);
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4p1");
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6p);
@@ -466,9 +479,9 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
            "%lld graph launches); with split attention too: %.1f tok/s; with PDL too: %.1f tok/s; PDL and the "
            "v6w8r1u4 GEMV (up to 32 tokens, no dequantised copy): %.1f tok/s, %.1f tok/s without its fused ops; "
            "PDL and v6w8r1u4p1 (persistent): %.1f tok/s (its launches issued: %lld with the norm, %lld with "
-           "silu * up fused in)\n",
+           "silu * up fused in); kernels per step: %lld (default GEMV), %lld (v6), %lld (v6 unfused)\n",
            B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6, tps_v6u,
-           tps_v6p, f1 - f0, u1 - u0);
+           tps_v6p, f1 - f0, u1 - u0, kern_pdl, kern_v6, kern_v6u);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
     ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx); "
