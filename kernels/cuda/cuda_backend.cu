@@ -386,27 +386,10 @@ extern "C" ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t,
     return PS_OK;
 }
 
-extern "C" ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, long long *launches,
-                                         ps_err *err) {
+extern "C" ps_status ps_cuda_get_counters(ps_backend *be, ps_cuda_counters *out, ps_err *err) {
     cuda_impl *p = cuda_ext_impl(be, err);
     if (!p) return PS_EINVAL;
-    *records = p->graph_records;
-    *launches = p->graph_launches;
-    return PS_OK;
-}
-
-extern "C" ps_status ps_cuda_fused_launches(ps_backend *be, long long *norm, long long *glu, ps_err *err) {
-    cuda_impl *p = cuda_ext_impl(be, err);
-    if (!p) return PS_EINVAL;
-    *norm = p->fused_norm_launches;
-    *glu = p->fused_glu_launches;
-    return PS_OK;
-}
-
-extern "C" ps_status ps_cuda_kernel_launches(ps_backend *be, long long *n, ps_err *err) {
-    cuda_impl *p = cuda_ext_impl(be, err);
-    if (!p) return PS_EINVAL;
-    *n = p->kernel_launches;
+    *out = p->counts;
     return PS_OK;
 }
 

@@ -115,10 +115,7 @@ typedef struct {
     int graph_seen_n;
     uint64_t graph_clock, capture_key;
     bool capturing;
-    long long graph_records, graph_launches; /* counters for tests and benchmarks */
-    long long fused_norm_launches, fused_glu_launches; /* v6 launches with the norm / silu * up fused in
-                                                        * (issued, not replayed) */
-    long long kernel_launches;                         /* every cuda_launch (issued, not replayed) */
+    ps_cuda_counters counts; /* for tests and benchmarks (ps_cuda_get_counters) */
     struct cuda_prof *prof; /* per-op profiler state, NULL until first enabled (cuda_profile.cu) */
 } cuda_impl;
 
@@ -213,7 +210,7 @@ static inline void cuda_launch(cuda_impl *p, void (*kernel)(KArgs...), dim3 grid
     cfg.numAttrs = p->tune.pdl ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
     if (e != cudaSuccess && p->launch_err == cudaSuccess) p->launch_err = e;
-    p->kernel_launches++;
+    p->counts.kernels++;
 }
 
 /* Lets `kernel` launch with `bytes` of dynamic shared memory: raises its
@@ -405,7 +402,7 @@ typedef struct {
  * takes the fused path (same bits as the separate kernels): nm != NULL, the
  * add + RMSNorm as its x staging (x unused; x staged must fit); glu (n = 2,
  * {gate, up} of one shape), ys[0] = silu(x gate^T) * (x up^T). *done = false:
- * nothing launched. Counted in p->fused_norm_launches / fused_glu_launches. */
+ * nothing launched. Counted in p->counts. */
 ps_status cuda_nf4_gemv_fused(cuda_impl *p, int n, float *const *ys, int64_t T, const ps_nf4 *const *ws,
                               const float *x, const cuda_norm_args *nm, bool glu, bool *done, ps_err *err);
 /* The same through a bf16 copy of W in scratch and cublasGemmEx (x rounded to bf16). */

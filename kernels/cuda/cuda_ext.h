@@ -42,7 +42,7 @@ typedef struct {
                         * before it finishes (cuda_common.cuh, cuda_launch) */
     bool fuse;         /* with v6: the add + RMSNorm before q/k/v and gate/up, and the silu
                         * * up after gate/up, inside their GEMV launch where they apply
-                        * (ps_cuda_fused_launches); false: separate kernels */
+                        * (ps_cuda_counters); false: separate kernels */
 } ps_cuda_tuning;
 
 /* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "auto" (index
@@ -85,20 +85,19 @@ typedef struct {
 } ps_cuda_info;
 ps_status ps_cuda_get_info(ps_backend *be, ps_cuda_info *out, ps_err *err);
 
-/* Step graphs recorded and graph launches (replays + first runs) so far. */
-ps_status ps_cuda_graph_stats(ps_backend *be, long long *records, long long *launches, ps_err *err);
-
-/* v6 launches with the ops around the GEMV fused in (nf4_gemv_v6.cu), as
- * issued by the host (a graph replay repeats its recorded launches without
- * counting them): *norm, the residual add + RMSNorm as its x staging
- * (op_add_rmsnorm_linear_n, _swiglu); *glu, gate and up into silu(gate) * up
- * (op_add_rmsnorm_swiglu). */
-ps_status ps_cuda_fused_launches(ps_backend *be, long long *norm, long long *glu, ps_err *err);
-
-/* Kernels launched so far, as issued by the host (a graph replay repeats
- * its recorded launches without counting them): a step run op by op shows
- * how many launches it costs. */
-ps_status ps_cuda_kernel_launches(ps_backend *be, long long *n, ps_err *err);
+/* What the backend has launched so far, for tests and benchmarks. Kernel
+ * counts are as issued by the host: a graph replay repeats its recorded
+ * launches without counting them, so a step run op by op (or recorded) shows
+ * how many kernels it costs. */
+typedef struct {
+    long long graph_records, graph_launches; /* step graphs recorded; graph launches (replays + first runs) */
+    long long kernels;                       /* every kernel launch */
+    long long fused_norm;                    /* v6 launches with the residual add + RMSNorm as their x
+                                              * staging (op_add_rmsnorm_linear_n, _swiglu) */
+    long long fused_glu;                     /* v6 launches of gate and up into silu(gate) * up
+                                              * (op_add_rmsnorm_swiglu) */
+} ps_cuda_counters;
+ps_status ps_cuda_get_counters(ps_backend *be, ps_cuda_counters *out, ps_err *err);
 
 /* PS_OK while healthy; after a sticky device error, PS_EDEVICE and its message. */
 ps_status ps_cuda_health(ps_backend *be, ps_err *err);

@@ -41,7 +41,7 @@ ps_status cuda_graph_launch(ps_backend *be, uint64_t key, bool *launched, ps_err
     if (!g) return PS_OK;
     g->used = ++p->graph_clock;
     CU_TRY(p, cudaGraphLaunch(g->exec, p->stream));
-    p->graph_launches++;
+    p->counts.graph_launches++;
     *launched = true;
     return PS_OK;
 }
@@ -117,9 +117,9 @@ ps_status cuda_graph_end(ps_backend *be, bool ok, bool *launched, ps_err *err) {
         return PS_OK;
     }
     graph_store(p, exec);
-    p->graph_records++;
+    p->counts.graph_records++;
     CU_TRY(p, cudaGraphLaunch(exec, p->stream));
-    p->graph_launches++;
+    p->counts.graph_launches++;
     *launched = true;
     return PS_OK;
 }

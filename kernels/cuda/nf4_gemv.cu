@@ -327,8 +327,8 @@ ps_status cuda_nf4_gemv_fused(cuda_impl *p, int n, float *const *ys, int64_t T, 
     if (!ok || blocks > INT32_MAX / 2) return PS_OK;
     fn(p, set, x, nm, glu, (int)T);
     CU_LAUNCH_CHECK(p);
-    if (nm) p->fused_norm_launches++;
-    if (glu) p->fused_glu_launches++;
+    if (nm) p->counts.fused_norm++;
+    if (glu) p->counts.fused_glu++;
     *done = true;
     return PS_OK;
 }

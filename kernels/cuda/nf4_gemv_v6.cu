@@ -182,20 +182,20 @@ __device__ static inline void gemv6_tile_at(gemv6_tile<RT, U> &tl, const gemv_se
     const int rows = GLU ? 8 : 16; /* output rows per 16-row part */
     tl.row0 = (int64_t)(tile - (GLU ? 0 : set.first[tl.m])) * rows * RT;
     const uint32_t nb = (uint32_t)(in / 64);
+    /* the weight row of fragment rows g (h = 0) and g + 8 (h = 1) of part r */
+    auto row = [&](int r, int h) {
+        int64_t rr = tl.row0 + rows * r + g + (GLU ? 0 : 8 * h);
+        return rr < out ? rr : out - 1;
+    };
 #pragma unroll
     for (int r = 0; r < RT; r++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int64_t rr = tl.row0 + rows * r + g + (GLU ? 0 : 8 * h);
-            rr = rr < out ? rr : out - 1;
-            tl.crow[r][h] = (const uint2 *)(set.w[GLU ? h : tl.m].packed + rr * (in / 2)) + t;
-        }
+        for (int h = 0; h < 2; h++)
+            tl.crow[r][h] = (const uint2 *)(set.w[GLU ? h : tl.m].packed + row(r, h) * (in / 2)) + t;
 #pragma unroll
     for (int i = 0; i < GEMV6_SL(RT, U); i++) {
         const int ur = 2 * i + t / 2;
-        int64_t rr = tl.row0 + rows * (ur % RT) + g + (GLU ? 0 : 8 * (t % 2));
-        rr = rr < out ? rr : out - 1;
-        tl.sidx[i] = (uint32_t)rr * nb + (uint32_t)(ur / RT);
+        tl.sidx[i] = (uint32_t)row(ur % RT, t % 2) * nb + (uint32_t)(ur / RT);
     }
 }
 
@@ -358,6 +358,11 @@ __device__ static inline void gemv6_group(float (&acc)[RT][NH][4], const gemv6_s
 /* Floats of one reduction buffer: the W warps' partial fragments of a tile. */
 #define GEMV6_RED_FLOATS(W, RT, NH) ((W) * (RT) * (NH) * 128)
 
+/* Stages 4 floats of x row n (elements 4 k4 .. + 3) as two bf16 pairs. */
+__device__ static inline void gemv6_stage4(char *xs, int64_t in, int64_t n, int64_t k4, const float4 &v) {
+    *(uint2 *)(xs + n * GEMV6_XS_STRIDE(in) + 8 * k4) = make_uint2(gemv6_bf16x2(v.x, v.y), gemv6_bf16x2(v.z, v.w));
+}
+
 /* norm weight chunk i4 of dtype dt (the fused norm's weight keeps its stored dtype) */
 __device__ static inline float4 gemv6_ld4_any(const void *w, int dt, int64_t i4) {
     return dt == PS_DT_F16    ? cuda_ld4<PS_DT_F16>(w, i4)
@@ -402,7 +407,7 @@ __device__ static void gemv6_stage_norm(char *xs, const gemv6_norm &nm, int64_t 
             const float4 wv = gemv6_ld4_any(nm.w, nm.wdt, c);
             const float4 h = make_float4(wv.x * (sv[k].x * inv), wv.y * (sv[k].y * inv), wv.z * (sv[k].z * inv),
                                          wv.w * (sv[k].w * inv));
-            *(uint2 *)(xs + n * GEMV6_XS_STRIDE(in) + 8 * c) = make_uint2(gemv6_bf16x2(h.x, h.y), gemv6_bf16x2(h.z, h.w));
+            gemv6_stage4(xs, in, n, c, h);
             if ((n * GEMV6_NORM_NV + k) % (int)gridDim.x == (int)blockIdx.x) {
                 ((float4 *)nm.x_out)[(int64_t)n * C4 + c] = sv[k];
                 ((float4 *)nm.h)[(int64_t)n * C4 + c] = h;
@@ -455,7 +460,7 @@ nf4_gemv_v6_kernel(gemv_set set, const float *__restrict__ x, int T, int ntiles,
         for (int64_t i = threadIdx.x; i < T * (in / 4); i += W * 32) {
             const int64_t n = i / (in / 4), k4 = i % (in / 4);
             const float4 v = __ldg((const float4 *)(x + n * in) + k4);
-            *(uint2 *)(xs + n * GEMV6_XS_STRIDE(in) + 8 * k4) = make_uint2(gemv6_bf16x2(v.x, v.y), gemv6_bf16x2(v.z, v.w));
+            gemv6_stage4(xs, in, n, k4, v);
         }
     __syncthreads(); /* the table, s_dq and x (and the norm's use of red_all) */
 

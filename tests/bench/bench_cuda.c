@@ -415,13 +415,13 @@ static long long g_step_kernels;
 static ps_status bench_decode_tuned(llama_model *m, kv_cache *kv, const ps_cuda_tuning *t, int B, int p0, int G,
                                     int ctx_pages, const int32_t *pages, float *logits, double *tps) {
     ps_status st = ps_cuda_set_tuning(be, t, &err); /* also drops recorded graphs: step 1 launches everything */
-    long long k0 = 0, k1 = 0;
-    ps_cuda_kernel_launches(be, &k0, &err);
+    ps_cuda_counters c0 = {0}, c1 = {0};
+    ps_cuda_get_counters(be, &c0, &err);
     for (int g = 0; g < 3 && !st; g++) {
         st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 40 + g);
-        if (g == 0) ps_cuda_kernel_launches(be, &k1, &err);
+        if (g == 0) ps_cuda_get_counters(be, &c1, &err);
     }
-    g_step_kernels = k1 - k0;
+    g_step_kernels = c1.kernels - c0.kernels;
     double a = now_s();
     for (int g = 0; g < G && !st; g++) st = step(m, kv, B, 1, p0 + g, ctx_pages, pages, logits, 50 + g);
     *tps = st ? 0 : (double)B * G / (now_s() - a);
@@ -439,11 +439,11 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
     if (st) return st;
     t = saved;
     t.graphs = true;
-    long long rec0, l0, rec1, l1;
+    ps_cuda_counters g0 = {0}, g1 = {0};
     double tps = 0, tps_split = 0, tps_pdl = 0;
-    ps_cuda_graph_stats(be, &rec0, &l0, &err);
+    ps_cuda_get_counters(be, &g0, &err);
     st = bench_decode_tuned(m, kv, &t, B, p0, G, ctx_pages, pages, logits, &tps);
-    ps_cuda_graph_stats(be, &rec1, &l1, &err);
+    ps_cuda_get_counters(be, &g1, &err);
     ps_cuda_tuning ts = t;
     ts.attn_path = PS_CUDA_ATTN_SPLIT; /* the keys of each (token, head) over several blocks */
     if (!st) st = bench_decode_tuned(m, kv, &ts, B, p0, G, ctx_pages, pages, logits, &tps_split);
@@ -464,15 +464,15 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
      * q/k/v and gate/up while x fits v6's staging, batches up to 4 at hidden
      * 4096; silu * up in gate/up up to 8) */
     double tps_v6u = 0;
-    long long f0 = 0, f1 = 0, u0 = 0, u1 = 0;
+    ps_cuda_counters f0 = {0}, f1 = {0};
     ps_cuda_tuning tu = t6;
     tu.fuse = false;
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &tu, B, p0, G, ctx_pages, pages, logits, &tps_v6u);
     kern_v6u = g_step_kernels;
-    ps_cuda_fused_launches(be, &f0, &u0, &err);
+    ps_cuda_get_counters(be, &f0, &err);
     t6.gemv_kernel = ps_cuda_gemv_find("v6w8r1u4p1");
     if (!st && t6.gemv_kernel >= 0) st = bench_decode_tuned(m, kv, &t6, B, p0, G, ctx_pages, pages, logits, &tps_v6p);
-    ps_cuda_fused_launches(be, &f1, &u1, &err);
+    ps_cuda_get_counters(be, &f1, &err);
     ps_status st2 = ps_cuda_set_tuning(be, &saved, &err);
     if (st) return st;
     printf("  decode batch %2d with step graphs: %.2f ms/step, %.1f tok/s (%.2fx direct; %lld recorded, "
@@ -480,8 +480,9 @@ static ps_status bench_decode_graphs(llama_model *m, kv_cache *kv, int B, int p0
            "v6w8r1u4 GEMV (up to 32 tokens, no dequantised copy): %.1f tok/s, %.1f tok/s without its fused ops; "
            "PDL and v6w8r1u4p1 (persistent): %.1f tok/s (its launches issued: %lld with the norm, %lld with "
            "silu * up fused in); kernels per step: %lld (default GEMV), %lld (v6), %lld (v6 unfused)\n",
-           B, B / tps * 1e3, tps, tps / direct_tps, rec1 - rec0, l1 - l0, tps_split, tps_pdl, tps_v6, tps_v6u,
-           tps_v6p, f1 - f0, u1 - u0, kern_pdl, kern_v6, kern_v6u);
+           B, B / tps * 1e3, tps, tps / direct_tps, g1.graph_records - g0.graph_records,
+           g1.graph_launches - g0.graph_launches, tps_split, tps_pdl, tps_v6, tps_v6u, tps_v6p,
+           f1.fused_norm - f0.fused_norm, f1.fused_glu - f0.fused_glu, kern_pdl, kern_v6, kern_v6u);
     char what[40];
     snprintf(what, sizeof what, "decode batch %d, graphs", B);
     ROW("%-26s %8.1f tok/s (%.2fx op by op); + split attention %.1f tok/s (%.2fx); + PDL %.1f tok/s (%.2fx); "

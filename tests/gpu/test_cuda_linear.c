@@ -477,16 +477,17 @@ static void test_norm_linear_n(int64_t T, int64_t in, int n, bool mixed, ps_dtyp
         }
         GU_OK(op_add_rmsnorm(gu_gpu, &th1, &txs, &ty, &tw, eps, &gu_err), "cuda add_rmsnorm");
         GU_OK(op_linear_n(gu_gpu, n, ys1, &th1, ws, &gu_err), "cuda linear_n");
-        long long before, after, glu;
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &before, &glu, &gu_err), "fused count");
+        ps_cuda_counters c0, c1;
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c0, &gu_err), "counters");
         GU_OK(op_add_rmsnorm_linear_n(gu_gpu, &th2, &txo, &tx, &ty, &tw, eps, n, ys2, ws, &gu_err),
               "cuda add_rmsnorm_linear_n");
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &after, &glu, &gu_err), "fused count");
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c1, &gu_err), "counters");
+        long long fused = c1.fused_norm - c0.fused_norm;
         bool want_fused = fits && strncmp(name, "v6w8", 4) == 0;
         snprintf(what, sizeof what, "norm_linear_n %s T=%lld in=%lld n=%d%s w=%s", name, (long long)T,
                  (long long)in, n, mixed ? " mixed dq" : "", ps_dtype_name(wdt));
-        TU_CHECK(after - before == (want_fused ? 1 : 0), "%s: %lld fused launches, expected %d", what,
-                 after - before, want_fused ? 1 : 0);
+        TU_CHECK(fused == (want_fused ? 1 : 0), "%s: %lld fused launches, expected %d", what, fused,
+                 want_fused ? 1 : 0);
         check_norm_outputs(what, &dx, x, &dxs, &dxo, &dh1, &dh2, T * in);
         for (int i = 0; i < n; i++) {
             char part[48];
@@ -508,11 +509,12 @@ static void test_norm_linear_n(int64_t T, int64_t in, int n, bool mixed, ps_dtyp
             dys[i] = gu_poisoned(sizeof(float) * (size_t)(T * outs[i]));
             tys[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], dys[i].d, PS_DEV_CUDA), ys[i] = &tys[i];
         }
-        long long before, after, glu;
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &before, &glu, &gu_err), "fused count");
+        ps_cuda_counters c0, c1;
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c0, &gu_err), "counters");
         GU_OK(op_add_rmsnorm_linear_n(gu_gpu, &th, &txo, &tx, &ty, &tw, eps, n, ys, ws, &gu_err), "unfused");
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &after, &glu, &gu_err), "fused count");
-        TU_CHECK(after == before, "norm_linear_n with fuse off: %lld fused launches", after - before);
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c1, &gu_err), "counters");
+        TU_CHECK(c1.fused_norm == c0.fused_norm, "norm_linear_n with fuse off: %lld fused launches",
+                 c1.fused_norm - c0.fused_norm);
         tune.fuse = true;
         GU_OK(ps_cuda_set_tuning(gu_gpu, &tune, &gu_err), "tuning fuse");
         for (int i = 0; i < n; i++) gu_free(&dys[i]);
@@ -567,17 +569,18 @@ static void test_swiglu(int64_t T, int64_t in, int64_t F, ps_dtype wdt) {
         GU_OK(op_add_rmsnorm(gu_gpu, &th1, &txs, &ty, &tw, eps, &gu_err), "cuda add_rmsnorm");
         GU_OK(op_linear_n(gu_gpu, 2, gu1, &th1, ws, &gu_err), "cuda linear_n");
         GU_OK(op_silu_mul(gu_gpu, &ta1, &tg1, &tu1, &gu_err), "cuda silu_mul");
-        long long n0, g0, n1, g1;
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &n0, &g0, &gu_err), "fused count");
+        ps_cuda_counters c0, c1;
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c0, &gu_err), "counters");
         GU_OK(op_add_rmsnorm_swiglu(gu_gpu, &th2, &txo, &tx, &ty, &tw, eps, &gw[0], &gw[1], &tg2, &tu2, &ta2, &gu_err),
               "cuda add_rmsnorm_swiglu");
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &n1, &g1, &gu_err), "fused count");
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c1, &gu_err), "counters");
+        long long n = c1.fused_norm - c0.fused_norm, g = c1.fused_glu - c0.fused_glu;
         bool v6w8 = strncmp(name, "v6w8", 4) == 0 && T <= 8;
         snprintf(what, sizeof what, "swiglu %s T=%lld in=%lld F=%lld w=%s", name, (long long)T, (long long)in,
                  (long long)F, ps_dtype_name(wdt));
-        TU_CHECK(g1 - g0 == (v6w8 ? 1 : 0) && n1 - n0 == (v6w8 && norm_fits ? 1 : 0),
-                 "%s: %lld fused gate/up and %lld fused norm launches, expected %d and %d", what, g1 - g0, n1 - n0,
-                 v6w8 ? 1 : 0, v6w8 && norm_fits ? 1 : 0);
+        TU_CHECK(g == (v6w8 ? 1 : 0) && n == (v6w8 && norm_fits ? 1 : 0),
+                 "%s: %lld fused gate/up and %lld fused norm launches, expected %d and %d", what, g, n, v6w8 ? 1 : 0,
+                 v6w8 && norm_fits ? 1 : 0);
         check_norm_outputs(what, &dx, x, &dxs, &dxo, &dh1, &dh2, T * in);
         same_bits(what, "a = silu_mul(linear_n)'s", &da2, &da1, T * F);
         gu_free(&dxs), gu_free(&dh1), gu_free(&dxo), gu_free(&dh2), gu_free(&dg1), gu_free(&du1), gu_free(&da1);

@@ -13,7 +13,7 @@
  *     no pad is inside one;
  *   - logits are bit-identical with the profiler off, on, and padded;
  *   - with the v6 GEMV a decode step launches 3 L - 1 kernels fewer with the
- *     fused ops (ps_cuda_kernel_launches) and gives the same logits;
+ *     fused ops (ps_cuda_counters) and gives the same logits;
  *   - off restores the plain table exactly; reset empties the rows; bad
  *     options and a CPU backend are refused; PS_CUDA_PROFILE=1 at create
  *     turns it on.
@@ -209,13 +209,12 @@ static void check_fused_launches(fixture *f, int L, int V) {
     for (int fuse = 0; fuse < 2; fuse++) {
         t.fuse = fuse;
         GU_OK(ps_cuda_set_tuning(gu_gpu, &t, &gu_err), "set tuning");
-        long long k0, n0, g0;
-        GU_OK(ps_cuda_kernel_launches(gu_gpu, &k0, &gu_err), "launches");
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &n0, &g0, &gu_err), "fused launches");
+        ps_cuda_counters c0, c1;
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c0, &gu_err), "counters");
         GU_OK(step(f, 1, 9, &gu_err), "decode step");
-        GU_OK(ps_cuda_kernel_launches(gu_gpu, &k[fuse], &gu_err), "launches");
-        GU_OK(ps_cuda_fused_launches(gu_gpu, &norm[fuse], &glu[fuse], &gu_err), "fused launches");
-        k[fuse] -= k0, norm[fuse] -= n0, glu[fuse] -= g0;
+        GU_OK(ps_cuda_get_counters(gu_gpu, &c1, &gu_err), "counters");
+        k[fuse] = c1.kernels - c0.kernels, norm[fuse] = c1.fused_norm - c0.fused_norm;
+        glu[fuse] = c1.fused_glu - c0.fused_glu;
         memcpy(logits[fuse], f->logits, sizeof(float) * (size_t)V);
     }
     printf("  decode step with v6, op by op: %lld kernels unfused, %lld fused (%lld with the norm, %lld with "

@@ -170,16 +170,19 @@ int main(void) {
         use_adapters = pass == 1;
         if (pass == 2) t.linear_path = PS_CUDA_LINEAR_AUTO, t.gemv_max_t = 2;
         long long rec0, launch0, rec, launch;
+        ps_cuda_counters cn;
         t.graphs = false;
         TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
         run(m, init, direct);
-        ps_cuda_graph_stats(be, &rec0, &launch0, &err);
+        ps_cuda_get_counters(be, &cn, &err);
+        rec0 = cn.graph_records, launch0 = cn.graph_launches;
         TU_CHECK(rec0 == rec_before && launch0 == launch_before, "graphs off, yet %lld recorded, %lld launched",
                  rec0 - rec_before, launch0 - launch_before);
         t.graphs = true;
         TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
         run(m, init, graphed);
-        ps_cuda_graph_stats(be, &rec, &launch, &err);
+        ps_cuda_get_counters(be, &cn, &err);
+        rec = cn.graph_records, launch = cn.graph_launches;
         rec -= rec0, launch -= launch0;
         /* each key: a direct first run, a recording, then replays */
         printf("%s: graphs %lld recorded, %lld launches over %d decode steps\n", pass_name[pass], rec,
