@@ -224,6 +224,10 @@ static void cuda_tuning_from_env(ps_cuda_tuning *t) {
     t->pdl = s && !strcmp(s, "1");
     s = getenv("PS_CUDA_FUSE"); /* on unless "0": applies to v6 only, which is opt-in */
     t->fuse = !(s && !strcmp(s, "0"));
+    s = getenv("PS_CUDA_LORA");
+    t->lora_path = PS_CUDA_LORA_AUTO;
+    if (s && !strcmp(s, "bgmv")) t->lora_path = PS_CUDA_LORA_BGMV;
+    if (s && !strcmp(s, "sgmv")) t->lora_path = PS_CUDA_LORA_SGMV;
     t->gemv_kernel = PS_CUDA_GEMV_DEFAULT;
     s = getenv("PS_CUDA_GEMV");
     if (s && *s) {
@@ -375,11 +379,13 @@ extern "C" ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t,
     if (t->linear_path < PS_CUDA_LINEAR_AUTO || t->linear_path > PS_CUDA_LINEAR_GEMM ||
         t->attn_path < PS_CUDA_ATTN_AUTO || t->attn_path > PS_CUDA_ATTN_SPLIT ||
         t->gemv_max_t < 0 || t->gemv_kernel < 0 ||
-        t->gemv_kernel >= ps_cuda_gemv_count())
+        t->gemv_kernel >= ps_cuda_gemv_count() || t->lora_path < PS_CUDA_LORA_AUTO ||
+        t->lora_path > PS_CUDA_LORA_SGMV)
         return ps_errf(err, PS_EINVAL,
-                       "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d, gemv_kernel %d (0..%d)",
+                       "cuda tuning: linear_path %d, attn_path %d, gemv_max_t %d, gemv_kernel %d (0..%d), "
+                       "lora_path %d",
                        t->linear_path, t->attn_path, t->gemv_max_t, t->gemv_kernel,
-                       ps_cuda_gemv_count() - 1);
+                       ps_cuda_gemv_count() - 1, t->lora_path);
     if (p->capturing) return ps_errf(err, PS_EINVAL, "cuda tuning: cannot change while recording a step graph");
     cuda_graphs_clear(p); /* recorded paths may differ from the new ones */
     p->tune = *t;

@@ -31,6 +31,12 @@ typedef enum {
     PS_CUDA_ATTN_SPLIT,    /* decode kernel with the keys split over several blocks (>= 2) */
 } ps_cuda_attn_path;
 
+typedef enum {
+    PS_CUDA_LORA_AUTO = 0, /* SGMV for runs of one adapter over >= 64 tokens, else BGMV */
+    PS_CUDA_LORA_BGMV,     /* one block per token: every token gathers its own adapter */
+    PS_CUDA_LORA_SGMV,     /* tiles of 8 tokens sharing each load of A and B */
+} ps_cuda_lora_path;
+
 typedef struct {
     int linear_path; /* ps_cuda_linear_path */
     int gemv_max_t;  /* AUTO: rows (tokens) up to which the GEMV path is used */
@@ -43,6 +49,7 @@ typedef struct {
     bool fuse;         /* with v6: the add + RMSNorm before q/k/v and gate/up, and the silu
                         * * up after gate/up, inside their GEMV launch where they apply
                         * (ps_cuda_counters); false: separate kernels */
+    int lora_path;     /* ps_cuda_lora_path: both give the same bits, only speed differs */
 } ps_cuda_tuning;
 
 /* NF4 GEMV configurations (kernels/cuda/nf4_gemv.cu): "auto" (index
@@ -73,7 +80,7 @@ int ps_cuda_gemv_rows_per_launch(int k);
  * PS_CUDA_GEMV=<configuration name> (see below; an unknown name keeps the default and
  * logs a warning), PS_CUDA_PDL=1 (programmatic dependent launch; off until timed on a GPU),
  * PS_CUDA_GRAPHS=0 (no step graphs; they are on by default: decode 1.11x at batch 1,
- * 1.04x at batch 32 on an H100).
+ * 1.04x at batch 32 on an H100), PS_CUDA_LORA=auto|bgmv|sgmv.
  * Setting the tuning drops every recorded step graph. */
 ps_status ps_cuda_get_tuning(ps_backend *be, ps_cuda_tuning *out, ps_err *err);
 ps_status ps_cuda_set_tuning(ps_backend *be, const ps_cuda_tuning *t, ps_err *err);
@@ -96,6 +103,7 @@ typedef struct {
                                               * staging (op_add_rmsnorm_linear_n, _swiglu) */
     long long fused_glu;                     /* v6 launches of gate and up into silu(gate) * up
                                               * (op_add_rmsnorm_swiglu) */
+    long long lora_sgmv;                     /* LoRA shrink + expand pairs run as SGMV tiles */
 } ps_cuda_counters;
 ps_status ps_cuda_get_counters(ps_backend *be, ps_cuda_counters *out, ps_err *err);
 

@@ -2,7 +2,9 @@
  * the BGMV idea of Punica / S-LoRA. Every token gathers its own adapter's
  * A and B through its slot index, so one launch serves a batch that mixes
  * many adapters (and tokens with none) without merging into the base and
- * without splitting the batch.
+ * without splitting the batch. Long runs of one adapter (prefill chunks) go
+ * to the SGMV tiles of lora_sgmv.cu instead (lora_use_sgmv), which give the
+ * same bits.
  *
  * Two kernels per launch window of up to LORA_WINDOW slots (passed by value
  * as kernel parameters: no host-to-device copy per call):
@@ -17,34 +19,7 @@
  * Each token's sums run in an order fixed by its shapes alone, so results are
  * batch invariant, as the op requires. Math in f32; 16-bit A/B widened with
  * the shared kernels/math/half.h conversions. Mirrors kernels/cpu/lora.c. */
-#include "cuda_common.cuh"
-
-#define LORA_WINDOW 32       /* slots per launch (kernel parameter space) */
-#define LORA_SHRINK_WARPS 8  /* warps per shrink block */
-#define LORA_EXPAND_THREADS 256
-
-typedef struct {
-    const void *A[LORA_WINDOW];
-    const void *B[LORA_WINDOW];
-    int r[LORA_WINDOW];
-    int dtype[LORA_WINDOW];
-    float scale[LORA_WINDOW];
-    int first, count; /* slots [first, first + count) of the batch */
-} lora_window;
-
-__device__ static inline float lora_ld(const void *p, int64_t i, int dt) {
-    if (dt == PS_DT_F32) return ((const float *)p)[i];
-    if (dt == PS_DT_F16) return cuda_f16_to_f32(((const uint16_t *)p)[i]);
-    return ps_bf16_to_f32(((const uint16_t *)p)[i]);
-}
-
-/* slot of token t inside this window, or -1 */
-__device__ static inline int lora_local_slot(const lora_window &w, const int32_t *tok_slot,
-                                             int64_t t) {
-    int s = tok_slot[t] - w.first;
-    if (s < 0 || s >= w.count || w.A[s] == NULL) return -1;
-    return s;
-}
+#include "lora.cuh"
 
 /* v[t, j] of block (t, j) (the shrink above) */
 __device__ static void lora_shrink_block(const lora_window &w, const int32_t *tok_slot, const float *x, float *v,
@@ -54,11 +29,12 @@ __device__ static void lora_shrink_block(const lora_window &w, const int32_t *to
     int s = lora_local_slot(w, tok_slot, t), j = blockIdx.y;
     if (s < 0 || j >= w.r[s]) return; /* the whole block */
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int64_t k0 = warp * in / LORA_SHRINK_WARPS, k1 = (warp + 1) * in / LORA_SHRINK_WARPS;
+    int64_t k0, k1;
+    lora_warp_range(warp, in, &k0, &k1);
     const float *xt = x + t * in;
     float acc = 0.0f;
     for (int64_t k = k0 + lane; k < k1; k += 32) acc += lora_ld(w.A[s], (int64_t)j * in + k, w.dtype[s]) * xt[k];
-    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    acc = lora_warp_sum(acc);
     if (lane == 0) part[warp] = acc;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -82,40 +58,28 @@ __device__ static void lora_expand_block(const lora_window &w, const int32_t *to
     y[t * out + o] += w.scale[s] * acc;
 }
 
+/* Projection i of ws is grid layer blockIdx.z (lora.cuh): the same blocks
+ * for one projection or for the q/k/v of one x (op_lora_bgmv_n), so the same
+ * bits, in 2 launches instead of 2 n. */
 __global__ void __launch_bounds__(32 * LORA_SHRINK_WARPS)
-lora_shrink_kernel(lora_window w, const int32_t *tok_slot, const float *x, float *v, int64_t in) {
-    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
-    lora_shrink_block(w, tok_slot, x, v, in);
-}
-
-__global__ void lora_expand_kernel(lora_window w, const int32_t *tok_slot, const float *v,
-                                   float *y, int64_t out) {
-    cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
-    lora_expand_block(w, tok_slot, v, y, out);
-}
-
-/* Several projections of one x (op_lora_bgmv_n): projection i is grid
- * layer blockIdx.z, its window w[i], its shrink results at v + i T
- * PS_LORA_MAX_RANK. The same blocks as one launch per projection, so the
- * same bits, in 2 launches instead of 2 n. */
-#define LORA_N_MAX 3
-typedef struct {
-    lora_window w[LORA_N_MAX];
-    float *y[LORA_N_MAX];
-    int64_t out[LORA_N_MAX];
-} lora_windows;
-
-__global__ void __launch_bounds__(32 * LORA_SHRINK_WARPS)
-lora_shrink_n_kernel(lora_windows ws, const int32_t *tok_slot, const float *x, float *v, int64_t in, int64_t T) {
+lora_shrink_kernel(lora_windows ws, const int32_t *tok_slot, const float *x, float *v, int64_t in, int64_t T) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     lora_shrink_block(ws.w[blockIdx.z], tok_slot, x, v + blockIdx.z * T * PS_LORA_MAX_RANK, in);
 }
 
-__global__ void lora_expand_n_kernel(lora_windows ws, const int32_t *tok_slot, const float *v, int64_t T) {
+__global__ void lora_expand_kernel(lora_windows ws, const int32_t *tok_slot, const float *v, int64_t T) {
     cuda_pdl_enter(); /* PDL: nothing before it (cuda_common.cuh) */
     const int i = (int)blockIdx.z;
     if ((int64_t)blockIdx.y * LORA_EXPAND_THREADS >= ws.out[i]) return; /* the grid fits the widest */
     lora_expand_block(ws.w[i], tok_slot, v + i * T * PS_LORA_MAX_RANK, ws.y[i], ws.out[i]);
+}
+
+void cuda_lora_bgmv_launch(cuda_impl *p, const lora_windows &ws, int n, const int32_t *tok_slot, const float *x,
+                           float *v, int64_t in, int64_t T, int rmax, int64_t omax) {
+    dim3 gs((unsigned)T, (unsigned)rmax, (unsigned)n);
+    cuda_launch(p, lora_shrink_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, ws, tok_slot, x, v, in, T);
+    dim3 ge((unsigned)T, (unsigned)((omax + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS), (unsigned)n);
+    cuda_launch(p, lora_expand_kernel, ge, LORA_EXPAND_THREADS, 0, ws, tok_slot, (const float *)v, T);
 }
 
 /* Window [first, first + count) of a batch's slots; its largest rank. */
@@ -145,28 +109,56 @@ static ps_status lora_tok_dev(const ps_lora_batch *lb, int64_t T, const int32_t 
     return PS_OK;
 }
 
+/* Whether this step's LoRA runs as SGMV tiles (lora_sgmv.cu) rather than
+ * per-token BGMV: forced by the tuning, else from LORA_SGMV_MIN_T
+ * tokens (prefill chunks; decode steps have one token per sequence) when at
+ * least half the tiles that hold adapted tokens are of one adapter. Both give
+ * the same bits, so the choice is one of speed only (and a step graph keeps
+ * the one of its recording). */
+static bool lora_use_sgmv(const cuda_impl *p, const int32_t *tok_slot, int64_t T) {
+    if (p->tune.lora_path != PS_CUDA_LORA_AUTO) return p->tune.lora_path == PS_CUDA_LORA_SGMV;
+    if (T < LORA_SGMV_MIN_T) return false;
+    int64_t tiles = 0, uniform = 0;
+    for (int64_t t0 = 0; t0 < T; t0 += LORA_SGMV_TOKENS) {
+        int32_t slot = -1;
+        bool adapted = false, one = true;
+        for (int64_t t = t0; t < T && t < t0 + LORA_SGMV_TOKENS; t++) {
+            if (tok_slot[t] < 0) continue;
+            one = one && (!adapted || tok_slot[t] == slot);
+            adapted = true, slot = tok_slot[t];
+        }
+        tiles += adapted, uniform += adapted && one;
+    }
+    return 2 * uniform >= tiles;
+}
+
+/* Shrink and expand of ws.w[0..n) with the family chosen for the step. */
+static ps_status lora_run(cuda_impl *p, const lora_windows &ws, int n, const ps_lora_batch *lb, const float *x,
+                          int64_t in, int64_t T, int rmax, int64_t omax, ps_err *err) {
+    const int32_t *tok_slot = NULL;
+    PS_TRY(lora_tok_dev(lb, T, &tok_slot, err));
+    PS_TRY(cuda_scratch(p, &p->scratch_lora, &p->scratch_lora_bytes,
+                        sizeof(float) * (size_t)(n * T) * PS_LORA_MAX_RANK, err));
+    float *v = (float *)p->scratch_lora;
+    if (lora_use_sgmv(p, lb->tok_slot, T)) cuda_lora_sgmv_launch(p, ws, n, tok_slot, x, v, in, T, rmax, omax);
+    else cuda_lora_bgmv_launch(p, ws, n, tok_slot, x, v, in, T, rmax, omax);
+    CU_LAUNCH_CHECK(p);
+    return PS_OK;
+}
+
 ps_status cuda_lora_bgmv(ps_backend *be, ps_tensor *y, const ps_tensor *x,
                          const ps_lora_batch *lb, ps_err *err) {
     cuda_impl *p = cuda_of(be);
     PS_TRY(cuda_enter(p, err));
     int64_t in = cuda_last_dim(x), out = cuda_last_dim(y), T = cuda_rows(x);
     if (T == 0 || lb->n_slots == 0) return PS_OK;
-    const int32_t *tok_slot = NULL;
-    PS_TRY(lora_tok_dev(lb, T, &tok_slot, err));
-    PS_TRY(cuda_scratch(p, &p->scratch_lora, &p->scratch_lora_bytes,
-                        sizeof(float) * (size_t)T * PS_LORA_MAX_RANK, err));
-    float *v = (float *)p->scratch_lora;
     for (int first = 0; first < lb->n_slots; first += LORA_WINDOW) {
-        lora_window w;
-        int rmax = lora_window_of(lb, first, &w);
+        lora_windows ws;
+        memset(&ws, 0, sizeof ws);
+        int rmax = lora_window_of(lb, first, &ws.w[0]);
         if (rmax == 0) continue;
-        dim3 gs((unsigned)T, (unsigned)rmax);
-        cuda_launch(p, lora_shrink_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, w, tok_slot, (const float *)x->data,
-                    v, in);
-        CU_LAUNCH_CHECK(p);
-        dim3 ge((unsigned)T, (unsigned)((out + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS));
-        cuda_launch(p, lora_expand_kernel, ge, LORA_EXPAND_THREADS, 0, w, tok_slot, v, (float *)y->data, out);
-        CU_LAUNCH_CHECK(p);
+        ws.y[0] = (float *)y->data, ws.out[0] = out;
+        PS_TRY(lora_run(p, ws, 1, lb, (const float *)x->data, in, T, rmax, out, err));
     }
     return cuda_op_done(p, "lora_bgmv", err);
 }
@@ -187,8 +179,6 @@ ps_status cuda_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps
         return PS_OK;
     }
     if (T == 0) return PS_OK;
-    const int32_t *tok_slot = NULL;
-    PS_TRY(lora_tok_dev(lbs[0], T, &tok_slot, err));
     lora_windows ws;
     memset(&ws, 0, sizeof ws);
     int rmax = 0;
@@ -201,15 +191,6 @@ ps_status cuda_lora_bgmv_n(ps_backend *be, int n, ps_tensor *const *ys, const ps
         omax = ws.out[i] > omax ? ws.out[i] : omax;
     }
     if (rmax == 0) return PS_OK;
-    PS_TRY(cuda_scratch(p, &p->scratch_lora, &p->scratch_lora_bytes,
-                        sizeof(float) * (size_t)(n * T) * PS_LORA_MAX_RANK, err));
-    float *v = (float *)p->scratch_lora;
-    dim3 gs((unsigned)T, (unsigned)rmax, (unsigned)n);
-    cuda_launch(p, lora_shrink_n_kernel, gs, 32 * LORA_SHRINK_WARPS, 0, ws, tok_slot, (const float *)x->data, v, in,
-                T);
-    CU_LAUNCH_CHECK(p);
-    dim3 ge((unsigned)T, (unsigned)((omax + LORA_EXPAND_THREADS - 1) / LORA_EXPAND_THREADS), (unsigned)n);
-    cuda_launch(p, lora_expand_n_kernel, ge, LORA_EXPAND_THREADS, 0, ws, tok_slot, v, T);
-    CU_LAUNCH_CHECK(p);
+    PS_TRY(lora_run(p, ws, n, lbs[0], (const float *)x->data, in, T, rmax, omax, err));
     return cuda_op_done(p, "lora_bgmv_n", err);
 }

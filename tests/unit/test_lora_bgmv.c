@@ -4,8 +4,11 @@
  * Checks: the CPU oracle and the default (SGMV-style) kernel both within
  * fp32 tolerance of the double reference, rows without LoRA bit-identical,
  * guard values after y intact, batch invariance (a token alone gives the
- * bit-identical row), and the op's argument checks. Runs on the backend
- * tu_backend_create gives ($PS_TEST_DEVICE), comparing to host references. */
+ * bit-identical row), and the op's argument checks. Tokens take their
+ * adapters one by one at random (a decode batch) or in runs (prefill
+ * chunks). Runs on the backend tu_backend_create gives ($PS_TEST_DEVICE),
+ * comparing to host references; on CUDA also both kernel families, BGMV
+ * and SGMV, forced in turn: the same bits, and the SGMV path really taken. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,9 @@
 #include "math/half.h"
 #include "ops.h"
 #include "testutil.h"
+#ifdef PS_HAVE_CUDA
+#include "cuda/cuda_ext.h"
+#endif
 
 /* fp32 sums of up to a few hundred products vs double: a few ulps * sqrt(n).
  * Measured worst: see the printed rel_l2 (about 1e-7 at these shapes). */
@@ -86,16 +92,59 @@ static void free_slots(int n_slots, slot_data *sd) {
     }
 }
 
-static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed, ps_dtype dt) {
+/* Slots -1 .. n_slots - 1 for T tokens, drawn at random for runs of 1 ..
+ * max_run tokens (1: every token its own draw). */
+static void draw_slots(int32_t *tok, int64_t T, int n_slots, int max_run, uint64_t seed) {
+    uint64_t st = seed * 2654435761u + 7;
+    for (int64_t t = 0; t < T;) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        int32_t slot = (int32_t)((st >> 33) % (uint64_t)(n_slots + 1)) - 1;
+        int64_t run = 1 + (int64_t)((st >> 13) % (uint64_t)max_run);
+        for (int64_t e = t + run; t < e && t < T; t++) tok[t] = slot;
+    }
+}
+
+#ifdef PS_HAVE_CUDA
+/* The op with each CUDA kernel family forced gives the bits of `want` (the
+ * automatic choice's result); the SGMV run must have taken that path. */
+static void check_cuda_families(const ps_tensor *tx, const ps_lora_batch *lb, const float *y0, const float *want,
+                                int64_t T, int64_t out, const char *what) {
+    ps_cuda_tuning t0, t;
+    ps_cuda_counters c0, c1;
+    ps_err err;
+    if (ps_cuda_get_tuning(be, &t0, &err) != PS_OK) return; /* not a CUDA backend */
+    float *got = malloc(sizeof(float) * (size_t)(T * out));
+    for (int path = PS_CUDA_LORA_BGMV; path <= PS_CUDA_LORA_SGMV; path++) {
+        t = t0, t.lora_path = path;
+        TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
+        ps_cuda_get_counters(be, &c0, &err);
+        void *dy = to_dev(y0, T * out);
+        ps_tensor ty = ps_tensor_2d(PS_DT_F32, T, out, dy, be->dev);
+        TU_CHECK(op_lora_bgmv(be, &ty, tx, lb, &err) == PS_OK, "lora_bgmv: %s", err.msg);
+        ps_cuda_get_counters(be, &c1, &err);
+        ps_buf_download(be, got, dy, sizeof(float) * (size_t)(T * out), &err);
+        const char *name = path == PS_CUDA_LORA_SGMV ? "sgmv" : "bgmv";
+        TU_CHECK((c1.lora_sgmv > c0.lora_sgmv) == (path == PS_CUDA_LORA_SGMV), "%s %s: sgmv launches %lld",
+                 what, name, c1.lora_sgmv - c0.lora_sgmv);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < T * out; i++) differ += memcmp(&got[i], &want[i], sizeof(float)) != 0;
+        TU_CHECK(differ == 0, "%s forced %s: %lld of %lld values differ from the automatic path's bits", what, name,
+                 (long long)differ, (long long)(T * out));
+        ps_buf_free(be, dy);
+    }
+    TU_CHECK(ps_cuda_set_tuning(be, &t0, &err) == PS_OK, "tuning: %s", err.msg);
+    printf("  %-6s T=%-4lld out=%-4lld cuda bgmv and sgmv: the same bits\n", what, (long long)T, (long long)out);
+    free(got);
+}
+#endif
+
+static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int *ranks, uint64_t seed, ps_dtype dt,
+                     int max_run) {
     slot_data *sd = calloc((size_t)n_slots, sizeof *sd);
     ps_lora_slot *slots = calloc((size_t)n_slots, sizeof *slots);
     make_slots(in, out, n_slots, ranks, seed, dt, sd, slots);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
-    uint64_t st = seed * 2654435761u + 7;
-    for (int64_t t = 0; t < T; t++) {
-        st = st * 6364136223846793005ull + 1442695040888963407ull;
-        tok[t] = (int32_t)((st >> 33) % (uint64_t)(n_slots + 1)) - 1; /* -1 .. n_slots-1 */
-    }
+    draw_slots(tok, T, n_slots, max_run, seed);
     float *x = malloc(sizeof(float) * (size_t)(T * in)), *y0 = malloc(sizeof(float) * (size_t)(T * out + 4));
     tu_rand_fill(x, T * in, seed + 1);
     tu_rand_fill(y0, T * out, seed + 2); /* y accumulates: start from non-zero values */
@@ -148,8 +197,11 @@ static void run_case(int64_t T, int64_t in, int64_t out, int n_slots, const int 
             }
         TU_CHECK(untouched == expect_untouched, "%s: %d of %d no-LoRA rows changed", what,
                  expect_untouched - untouched, expect_untouched);
-        printf("  %-6s %-4s T=%-3lld in=%-4lld out=%-4lld slots=%d rel_l2 %.2e max_abs %.2e\n", what, ps_dtype_name(dt),
-               (long long)T, (long long)in, (long long)out, n_slots, c.rel_l2, c.max_abs);
+        printf("  %-6s %-4s T=%-3lld in=%-4lld out=%-4lld slots=%d runs<=%d rel_l2 %.2e max_abs %.2e\n", what,
+               ps_dtype_name(dt), (long long)T, (long long)in, (long long)out, n_slots, max_run, c.rel_l2, c.max_abs);
+#ifdef PS_HAVE_CUDA
+        if (be->dev == PS_DEV_CUDA) check_cuda_families(&tx, &lb, y0, got, T, out, what);
+#endif
         /* batch invariance: each adapted token alone reproduces its row bit for bit */
         for (int64_t t = 0; variant == 0 && t < T; t += 1 + T / 5) {
             void *dy1 = to_dev(y0 + t * out, out);
@@ -199,9 +251,10 @@ static void test_checks(void) {
 
 /* op_lora_bgmv_n: q/k/v-like projections of one x (outputs of different
  * widths, each with its own slot table: other ranks, adapters that leave
- * one projection alone) give each y the bits of its own op_lora_bgmv call;
- * and it refuses two projections into one y. */
-static void run_n_case(int64_t T, int64_t in, int n_slots, uint64_t seed, ps_dtype dt) {
+ * one projection alone) give each y the bits of its own op_lora_bgmv call
+ * (on CUDA also with each kernel family forced); and it refuses two
+ * projections into one y. */
+static void run_n_case(int64_t T, int64_t in, int n_slots, uint64_t seed, ps_dtype dt, int max_run) {
     enum { N = 3 };
     static const int64_t outs[N] = {65, 17, 300};
     static const int ranks[N][5] = {{4, 0, 16, 1, 8}, {2, 3, 0, 16, 5}, {0, 0, 0, 0, 0}};
@@ -210,7 +263,7 @@ static void run_n_case(int64_t T, int64_t in, int n_slots, uint64_t seed, ps_dty
     memset(sd, 0, sizeof sd), memset(slots, 0, sizeof slots);
     for (int i = 0; i < N; i++) make_slots(in, outs[i], n_slots, ranks[i], seed + 100 * (uint64_t)i, dt, sd[i], slots[i]);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
-    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((t * 7 + (int64_t)seed) % (n_slots + 1)) - 1;
+    draw_slots(tok, T, n_slots, max_run, seed);
     float *x = malloc(sizeof(float) * (size_t)(T * in));
     tu_rand_fill(x, T * in, seed + 1);
     ps_err err;
@@ -230,17 +283,36 @@ static void run_n_case(int64_t T, int64_t in, int n_slots, uint64_t seed, ps_dty
         y2[i] = ps_tensor_2d(PS_DT_F32, T, outs[i], d2[i], be->dev), ys[i] = &y2[i];
         TU_CHECK(op_lora_bgmv(be, &y1[i], &tx, &lb[i], &err) == PS_OK, "lora_bgmv: %s", err.msg);
     }
-    TU_CHECK(op_lora_bgmv_n(be, N, ys, &tx, lbs, &err) == PS_OK, "lora_bgmv_n: %s", err.msg);
-    for (int i = 0; i < N; i++) {
-        size_t bytes = sizeof(float) * (size_t)(T * outs[i] + 4);
-        float *a = malloc(bytes), *b = malloc(bytes);
-        ps_buf_download(be, a, d1[i], bytes, &err), ps_buf_download(be, b, d2[i], bytes, &err);
-        TU_CHECK(!memcmp(a, b, bytes), "lora_bgmv_n %s T=%lld projection %d differs from its lora_bgmv",
-                 ps_dtype_name(dt), (long long)T, i);
-        free(a), free(b);
+    static const char *pass_name[] = {"", " (cuda bgmv)", " (cuda sgmv)"};
+    int passes = 1;
+#ifdef PS_HAVE_CUDA
+    ps_cuda_tuning t0, t;
+    if (be->dev == PS_DEV_CUDA && ps_cuda_get_tuning(be, &t0, &err) == PS_OK) passes = 3;
+#endif
+    for (int pass = 0; pass < passes; pass++) {
+#ifdef PS_HAVE_CUDA
+        if (pass > 0) {
+            t = t0, t.lora_path = pass == 1 ? PS_CUDA_LORA_BGMV : PS_CUDA_LORA_SGMV;
+            TU_CHECK(ps_cuda_set_tuning(be, &t, &err) == PS_OK, "tuning: %s", err.msg);
+        }
+#endif
+        for (int i = 0; i < N; i++)
+            ps_buf_upload(be, d2[i], y0[i], sizeof(float) * (size_t)(T * outs[i] + 4), &err);
+        TU_CHECK(op_lora_bgmv_n(be, N, ys, &tx, lbs, &err) == PS_OK, "lora_bgmv_n: %s", err.msg);
+        for (int i = 0; i < N; i++) {
+            size_t bytes = sizeof(float) * (size_t)(T * outs[i] + 4);
+            float *a = malloc(bytes), *b = malloc(bytes);
+            ps_buf_download(be, a, d1[i], bytes, &err), ps_buf_download(be, b, d2[i], bytes, &err);
+            TU_CHECK(!memcmp(a, b, bytes), "lora_bgmv_n%s %s T=%lld projection %d differs from its lora_bgmv",
+                     pass_name[pass], ps_dtype_name(dt), (long long)T, i);
+            free(a), free(b);
+        }
+        printf("  lora_bgmv_n%s %-4s T=%-3lld in=%-4lld runs<=%d 3 projections: each = its lora_bgmv\n",
+               pass_name[pass], ps_dtype_name(dt), (long long)T, (long long)in, max_run);
     }
-    printf("  lora_bgmv_n %-4s T=%-3lld in=%-4lld 3 projections: each = its lora_bgmv\n", ps_dtype_name(dt),
-           (long long)T, (long long)in);
+#ifdef PS_HAVE_CUDA
+    if (passes > 1) TU_CHECK(ps_cuda_set_tuning(be, &t0, &err) == PS_OK, "tuning: %s", err.msg);
+#endif
     ps_tensor *twice[N] = {ys[0], ys[0], ys[2]};
     TU_CHECK(op_lora_bgmv_n(be, N, twice, &tx, lbs, &err) == PS_EINVAL, "lora_bgmv_n: one y twice accepted");
     TU_CHECK(op_lora_bgmv_n(be, 0, ys, &tx, lbs, &err) == PS_EINVAL, "lora_bgmv_n: 0 projections accepted");
@@ -257,19 +329,27 @@ int main(void) {
     be = tu_backend_create();
     static const int r1[] = {1, 3, 0, 8};
     static const int r2[] = {16, 4, 7, 16, 1, 0, 2, 5, 12, 9, 3, 16, 8, 6, 11, 13, 15};
-    run_case(1, 17, 3, 4, r1, 1, PS_DT_F32);
-    run_case(5, 128, 64, 4, r1, 2, PS_DT_F32);
-    run_case(37, 127, 352, 4, r1, 3, PS_DT_F32);
-    run_case(64, 300, 129, 17, r2, 4, PS_DT_F32);   /* 16 distinct adapters + a non-adapting one */
-    run_case(300, 64, 4097, 2, r2, 5, PS_DT_F32);   /* many tokens: chunking, several output blocks */
-    run_case(3000, 33, 17, 3, r2 + 1, 6, PS_DT_F32); /* beyond the stack scratch */
-    run_case(37, 1100, 352, 4, r1, 7, PS_DT_F32);   /* in > the 512-column widening chunk */
+    run_case(1, 17, 3, 4, r1, 1, PS_DT_F32, 1);
+    run_case(5, 128, 64, 4, r1, 2, PS_DT_F32, 1);
+    run_case(37, 127, 352, 4, r1, 3, PS_DT_F32, 1);
+    run_case(64, 300, 129, 17, r2, 4, PS_DT_F32, 1);   /* 16 distinct adapters + a non-adapting one */
+    run_case(300, 64, 4097, 2, r2, 5, PS_DT_F32, 1);   /* many tokens: chunking, several output blocks */
+    run_case(3000, 33, 17, 3, r2 + 1, 6, PS_DT_F32, 1); /* beyond the stack scratch */
+    run_case(37, 1100, 352, 4, r1, 7, PS_DT_F32, 1);   /* in > the 512-column widening chunk */
+    /* runs of one adapter, as prefill chunks give: tiles of one slot, tiles
+     * across a boundary, ranks beyond one rank tile, odd shapes */
+    run_case(203, 300, 129, 17, r2, 13, PS_DT_F32, 40);
+    run_case(517, 1100, 353, 4, r1, 14, PS_DT_F32, 90);
+    run_case(97, 33, 4097, 3, r2 + 8, 15, PS_DT_F32, 300); /* r = 9, 3, 16: rank tiles of 4 and a part */
     /* 16-bit A/B: the reference uses the same rounded values, so the fp32 tolerance holds */
-    run_case(37, 1100, 353, 4, r1, 8, PS_DT_F16);
-    run_case(64, 300, 129, 17, r2, 9, PS_DT_BF16);
-    run_case(1, 17, 3, 4, r1, 10, PS_DT_BF16);
-    run_n_case(1, 64, 5, 11, PS_DT_F32);
-    run_n_case(37, 300, 5, 12, PS_DT_BF16);
+    run_case(37, 1100, 353, 4, r1, 8, PS_DT_F16, 1);
+    run_case(64, 300, 129, 17, r2, 9, PS_DT_BF16, 1);
+    run_case(1, 17, 3, 4, r1, 10, PS_DT_BF16, 1);
+    run_case(131, 127, 65, 4, r1, 16, PS_DT_F16, 24);
+    run_case(77, 300, 129, 17, r2, 17, PS_DT_BF16, 24);
+    run_n_case(1, 64, 5, 11, PS_DT_F32, 1);
+    run_n_case(37, 300, 5, 12, PS_DT_BF16, 1);
+    run_n_case(150, 300, 5, 18, PS_DT_F32, 50); /* the automatic choice takes SGMV from 64 tokens */
     test_checks();
     ps_backend_destroy(be);
     return tu_finish("lora bgmv");
