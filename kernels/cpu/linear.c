@@ -2,8 +2,9 @@
  * kernel for the weight and batch, and splits the output columns (weight rows)
  * over the backend's threads with cpu_parallel_for.
  *
- *  - T == 1 (decode) on AVX-512: a GEMV that decodes each weight row in
- *    registers and reads it exactly once (linear_nf4_gemv.c, linear_dense.c).
+ *  - T == 1 (decode) on AVX-512 or AVX2: a GEMV that decodes each weight row in
+ *    registers and reads it exactly once (linear_nf4_gemv.c, linear_dense.c;
+ *    linear_avx2.c for AVX2 builds).
  *  - otherwise (prefill, batched decode, other builds): each thread decodes
  *    one CPU_LIN_NB x CPU_LIN_KC tile of its rows into an f32 buffer on its
  *    stack and multiplies it with all T rows of x (linear_gemm.c) before
@@ -18,10 +19,10 @@
 #include "cpu_backend.h"
 #include "linear_impl.h"
 
-#ifdef CPU_LIN_AVX512
-#define LINEAR_AVX512 true
+#ifdef CPU_LIN_SIMD
+#define LINEAR_SIMD true
 #else
-#define LINEAR_AVX512 false
+#define LINEAR_SIMD false
 #endif
 
 /* Below this many multiply-adds one thread finishes before others wake up. */
@@ -34,7 +35,7 @@ typedef struct {
 } linear_job;
 
 static void linear_gemv_range(void *ctx, int64_t n0, int64_t n1) {
-#ifdef CPU_LIN_AVX512
+#ifdef CPU_LIN_SIMD
     const linear_job *job = ctx;
     if (job->c.w->kind == PS_WEIGHT_NF4) cpu_lin_nf4_gemv(&job->c, n0, n1);
     else cpu_lin_dense_gemv(&job->c, n0, n1);
@@ -88,9 +89,9 @@ ps_status cpu_linear(ps_backend *be, ps_tensor *y, const ps_tensor *x, const ps_
     linear_job job = {.c = {.w = w, .x = x->data, .y = y->data, .T = ps_tensor_numel(x) / K,
                             .N = N, .K = K},
                       .decode = linear_decoder(w),
-                      .split = LINEAR_AVX512 && linear_nf4_blocks(w)};
+                      .split = LINEAR_SIMD && linear_nf4_blocks(w)};
     /* the NF4 GEMV needs whole blocks per row; other NF4 shapes take the tiles */
-    bool gemv = LINEAR_AVX512 && job.c.T == 1 && (w->kind == PS_WEIGHT_DENSE || job.split);
+    bool gemv = LINEAR_SIMD && job.c.T == 1 && (w->kind == PS_WEIGHT_DENSE || job.split);
     cpu_range_fn fn = gemv ? linear_gemv_range : linear_tile_range;
     int64_t n = gemv ? N : (N + CPU_LIN_NB - 1) / CPU_LIN_NB;
     if (job.c.T * N * K < LINEAR_MIN_PARALLEL) fn(&job, 0, n);

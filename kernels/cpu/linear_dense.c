@@ -91,7 +91,7 @@ void cpu_lin_dense_gemv(const cpu_lin_call *c, int64_t n0, int64_t n1) {
     }
 }
 
-#else /* portable fallback: exact scalar conversions */
+#elif !defined(CPU_LIN_AVX2) /* portable fallback: exact scalar conversions */
 
 void cpu_lin_dense_decode(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0, int64_t kc,
                           float *dst, int64_t ld) {

@@ -97,7 +97,7 @@ void cpu_lin_gemm_tile(const float *x, int64_t ldx, int64_t T, const float *w, i
     }
 }
 
-#else /* portable fallback: natural order only (split is never set here) */
+#elif !defined(CPU_LIN_AVX2) /* portable fallback: natural order only (split is never set here) */
 
 void cpu_lin_gemm_tile(const float *x, int64_t ldx, int64_t T, const float *w, int64_t ldw,
                        int64_t nb, int64_t kc, float *y, int64_t ldy, bool accumulate,

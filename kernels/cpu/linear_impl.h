@@ -52,6 +52,16 @@ static inline __m512i cpu_lin_odd(void) {
 static inline __m512i cpu_lin_nf4_bytes(const uint8_t *p) {
     return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
 }
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+/* AVX2 builds (linear_avx2.c): the AVX-512 kernels' arithmetic, each 16-lane
+ * vector kept as two 8-lane halves, so the same order and the same bits. */
+#define CPU_LIN_AVX2 1
+#include <immintrin.h>
+#endif
+
+/* Either vector build: NF4 tiles in split order and the decode GEMVs. */
+#if defined(CPU_LIN_AVX512) || defined(CPU_LIN_AVX2)
+#define CPU_LIN_SIMD 1
 #endif
 
 /* Tile geometry: 64 rows x 512 columns = 128 KiB of f32 (in L2, on the
@@ -85,7 +95,7 @@ void cpu_lin_dense_decode(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0
                           float *dst, int64_t ld);
 
 /* xs (n) = x (n) in split order: per 32 columns the 16 even then the 16 odd
- * (n % 32 == 0; AVX-512 builds). */
+ * (n % 32 == 0; vector builds). */
 void cpu_lin_split_x(const float *x, int64_t n, float *xs);
 
 /* y[t, j] (= or +=) sum_k x[t, k] w[j, k] for t < T, j < nb, k < kc;
@@ -95,7 +105,7 @@ void cpu_lin_gemm_tile(const float *x, int64_t ldx, int64_t T, const float *w, i
                        int64_t nb, int64_t kc, float *y, int64_t ldy, bool accumulate,
                        bool split);
 
-/* T == 1 over weight rows [n0, n1), AVX-512 builds only (NF4 needs K % 64 == 0). */
+/* T == 1 over weight rows [n0, n1), vector builds only (NF4 needs K % 64 == 0). */
 void cpu_lin_nf4_gemv(const cpu_lin_call *c, int64_t n0, int64_t n1);
 void cpu_lin_dense_gemv(const cpu_lin_call *c, int64_t n0, int64_t n1);
 

@@ -55,7 +55,7 @@ void cpu_lin_nf4_decode_blocks(const ps_weight *w, int64_t n0, int64_t nb, int64
         }
 }
 
-#else /* without AVX-512 the generic decoder serves every shape */
+#elif !defined(CPU_LIN_AVX2) /* no vector build: the generic decoder serves every shape */
 
 void cpu_lin_nf4_decode_blocks(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0,
                                int64_t kc, float *dst, int64_t ld) {

@@ -27,7 +27,7 @@
 #include "nf4_quant.h"
 #include "ops.h"
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -91,6 +91,17 @@ static void bw_read(void *ctx, int64_t c0, int64_t c1) {
     }
     uint64_t s = (uint64_t)_mm512_reduce_add_epi64(
         _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
+#elif defined(__AVX2__)
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (int64_t i = 0; i + 16 <= n; i += 16) {
+        a = _mm256_xor_si256(a, _mm256_load_si256((const __m256i *)(p + i)));
+        b = _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(p + i + 4)));
+        c = _mm256_xor_si256(c, _mm256_load_si256((const __m256i *)(p + i + 8)));
+        d = _mm256_xor_si256(d, _mm256_load_si256((const __m256i *)(p + i + 12)));
+    }
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d)));
+    uint64_t s = lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3];
 #else
     uint64_t s = 0;
     for (int64_t i = 0; i < n; i++) s ^= p[i];

@@ -1,0 +1,370 @@
+/* The fast CPU linear kernels of AVX2 + FMA + F16C builds (no AVX-512): the
+ * tile GEMM, the NF4 and dense tile decoders and both decode GEMVs, i.e. the
+ * functions linear_gemm.c, linear_nf4.c, linear_nf4_gemv.c and
+ * linear_dense.c define for AVX-512. Before them, AVX2 machines (most x86
+ * CPUs sold) ran the portable loops: the NF4 GEMV at ~0.1 GB/s per core.
+ *
+ * The arithmetic is the AVX-512 kernels', so is the summation order
+ * (linear_impl.h) and so are the bits: each 16-lane vector there is a pair of
+ * 8-lane halves here (lanes 0-7, 8-15), a tail is zero-filled as the masked
+ * loads do, and every reduction is cpu_lin_hsum4's tree. What differs:
+ *  - the 16-entry NF4 lookup is two 8-entry permutes and a blend on bit 3
+ *    of the code (vpermps ymm sees only 3 index bits);
+ *  - the GEMM blocks are 2 x rows by 3 weight rows (12 accumulators of the
+ *    16 ymm registers), not 4 by 4; blocking does not change any sum. */
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "linear_impl.h"
+#include "math/nf4.h"
+
+#ifdef CPU_LIN_AVX2
+
+/* ---- 16 lanes as two halves ---- */
+
+typedef struct {
+    __m256 lo, hi;
+} v16;
+
+static inline v16 v16_zero(void) { return (v16){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+
+static inline v16 v16_fma(v16 a, v16 b, v16 c) {
+    return (v16){_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+
+/* lanes i < n of p, 0 beyond (no read past p + n) */
+static inline __m256i v8_mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? (n < 0 ? 0 : n) : 8)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline v16 v16_load_f32(const float *p, int64_t n) {
+    if (n >= 16) return (v16){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+    return (v16){_mm256_maskload_ps(p, v8_mask(n)), _mm256_maskload_ps(p + 8, v8_mask(n - 8))};
+}
+
+/* [sum(a), sum(b), sum(c), sum(d)] in cpu_lin_hsum4's order: lane i + lane
+ * i + 8, then the horizontal adds. */
+static inline __m128 v16_hsum4(v16 a, v16 b, v16 c, v16 d) {
+    __m256 ab = _mm256_hadd_ps(_mm256_add_ps(a.lo, a.hi), _mm256_add_ps(b.lo, b.hi));
+    __m256 cd = _mm256_hadd_ps(_mm256_add_ps(c.lo, c.hi), _mm256_add_ps(d.lo, d.hi));
+    __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/* ---- the tile GEMM (linear_gemm.c) ---- */
+
+#define GEMM_MR 2
+#define GEMM_NR 3
+
+/* One MR x NR block (constants after inlining) of 16-lane chains. */
+static inline __attribute__((always_inline)) void
+gemm_block(int MR, int NR, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc,
+           float *y, int64_t ldy, bool accumulate) {
+    v16 acc[GEMM_MR][GEMM_NR];
+#pragma GCC unroll 2
+    for (int t = 0; t < GEMM_MR; t++)
+#pragma GCC unroll 3
+        for (int j = 0; j < GEMM_NR; j++) acc[t][j] = v16_zero();
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m256 xl[GEMM_MR], xh[GEMM_MR];
+#pragma GCC unroll 2
+        for (int t = 0; t < MR; t++) xl[t] = _mm256_loadu_ps(x + t * ldx + k);
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) {
+            __m256 wl = _mm256_loadu_ps(w + j * ldw + k);
+#pragma GCC unroll 2
+            for (int t = 0; t < MR; t++) acc[t][j].lo = _mm256_fmadd_ps(xl[t], wl, acc[t][j].lo);
+        }
+#pragma GCC unroll 2
+        for (int t = 0; t < MR; t++) xh[t] = _mm256_loadu_ps(x + t * ldx + k + 8);
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) {
+            __m256 wh = _mm256_loadu_ps(w + j * ldw + k + 8);
+#pragma GCC unroll 2
+            for (int t = 0; t < MR; t++) acc[t][j].hi = _mm256_fmadd_ps(xh[t], wh, acc[t][j].hi);
+        }
+    }
+    if (k < kc) /* the tail, zero-filled like the AVX-512 masked loads */
+#pragma GCC unroll 2
+        for (int t = 0; t < MR; t++) {
+            v16 xv = v16_load_f32(x + t * ldx + k, kc - k);
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) acc[t][j] = v16_fma(xv, v16_load_f32(w + j * ldw + k, kc - k), acc[t][j]);
+        }
+#pragma GCC unroll 2
+    for (int t = 0; t < MR; t++) {
+        float r[4];
+        _mm_storeu_ps(r, v16_hsum4(acc[t][0], acc[t][1], acc[t][2], v16_zero()));
+        float *yt = y + t * ldy;
+        for (int j = 0; j < NR; j++) yt[j] = accumulate ? yt[j] + r[j] : r[j];
+    }
+}
+
+#define GEMM_CASE(mr, nr)                                                                      \
+    case (mr) * 8 + (nr):                                                                      \
+        gemm_block(mr, nr, x, ldx, w, ldw, kc, y, ldy, accumulate);                            \
+        break;
+
+static void gemm_block_any(int mr, int nr, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc,
+                           float *y, int64_t ldy, bool accumulate) {
+    switch (mr * 8 + nr) {
+        GEMM_CASE(1, 1) GEMM_CASE(1, 2) GEMM_CASE(1, 3)
+        GEMM_CASE(2, 1) GEMM_CASE(2, 2) GEMM_CASE(2, 3)
+    }
+}
+#undef GEMM_CASE
+
+void cpu_lin_split_x(const float *x, int64_t n, float *xs) {
+    for (int64_t k = 0; k < n; k += 32)
+        for (int i = 0; i < 16; i++) xs[k + i] = x[k + 2 * i], xs[k + 16 + i] = x[k + 2 * i + 1];
+}
+
+void cpu_lin_gemm_tile(const float *x, int64_t ldx, int64_t T, const float *w, int64_t ldw,
+                       int64_t nb, int64_t kc, float *y, int64_t ldy, bool accumulate,
+                       bool split) {
+    float xs[GEMM_MR * CPU_LIN_KC] __attribute__((aligned(32)));
+    for (int64_t t = 0; t < T; t += GEMM_MR) {
+        int mr = T - t < GEMM_MR ? (int)(T - t) : GEMM_MR;
+        const float *xt = x + t * ldx;
+        int64_t ldxt = ldx;
+        if (split) { /* these x rows in the tile's order, once for all its rows */
+            for (int r = 0; r < mr; r++) cpu_lin_split_x(xt + r * ldx, kc, xs + r * CPU_LIN_KC);
+            xt = xs;
+            ldxt = CPU_LIN_KC;
+        }
+        for (int64_t j = 0; j < nb; j += GEMM_NR) {
+            int nr = nb - j < GEMM_NR ? (int)(nb - j) : GEMM_NR;
+            const float *wj = w + j * ldw;
+            float *yt = y + t * ldy + j;
+            if (mr == GEMM_MR && nr == GEMM_NR) gemm_block(GEMM_MR, GEMM_NR, xt, ldxt, wj, ldw, kc, yt, ldy, accumulate);
+            else gemm_block_any(mr, nr, xt, ldxt, wj, ldw, kc, yt, ldy, accumulate);
+        }
+    }
+}
+
+/* ---- NF4 (linear_nf4.c, linear_nf4_gemv.c) ---- */
+
+/* The code table times a block scale, as two halves (entries 0-7, 8-15). */
+typedef struct {
+    __m256 lo, hi;
+} nf4_tab;
+
+static inline nf4_tab nf4_table(float scale) {
+    __m256 s = _mm256_set1_ps(scale);
+    return (nf4_tab){_mm256_mul_ps(_mm256_loadu_ps(ps_nf4_code), s), _mm256_mul_ps(_mm256_loadu_ps(ps_nf4_code + 8), s)};
+}
+
+/* 8 weights: tab[c] for the codes c in bits 0-3 of each dword (higher bits
+ * ignored); bit 3 picks the half, moved to the sign for the blend. */
+static inline __m256 nf4_lookup(nf4_tab t, __m256i c) {
+    __m256 a = _mm256_permutevar8x32_ps(t.lo, c), b = _mm256_permutevar8x32_ps(t.hi, c);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
+}
+
+/* 8 packed bytes expanded to dwords: v >> 4 = the even elements' codes,
+ * v the odd elements' (in its low 4 bits). */
+static inline __m256i nf4_bytes8(const uint8_t *p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
+
+static inline float nf4_scale(const ps_nf4 *w, int64_t b) {
+    return ps_nf4_block_scale(w->absmax, w->absmax_q8, w->absmax2, w->offset, ps_dq_code, b);
+}
+
+void cpu_lin_nf4_decode_blocks(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0,
+                               int64_t kc, float *dst, int64_t ld) {
+    const ps_nf4 *q = &w->nf4;
+    int64_t bpr = q->in / PS_NF4_BLOCK;
+    for (int64_t j = 0; j < nb; j++)
+        for (int64_t k = 0; k < kc; k += PS_NF4_BLOCK) {
+            int64_t b = (n0 + j) * bpr + (k0 + k) / PS_NF4_BLOCK;
+            nf4_tab tab = nf4_table(nf4_scale(q, b));
+            const uint8_t *p = q->packed + b * (PS_NF4_BLOCK / 2);
+            float *d = dst + j * ld + k;
+            for (int h = 0; h < 4; h++) { /* bytes 8h .. 8h + 7: 32-column group h / 2, lanes 8 (h % 2) .. */
+                __m256i v = nf4_bytes8(p + 8 * h);
+                float *g = d + 32 * (h / 2) + 8 * (h % 2);
+                _mm256_storeu_ps(g, nf4_lookup(tab, _mm256_srli_epi32(v, 4)));
+                _mm256_storeu_ps(g + 16, nf4_lookup(tab, v));
+            }
+        }
+}
+
+/* Columns split per pass and DQ tables kept at once: linear_nf4_gemv.c's. */
+#define GEMV_SEG 8192
+_Static_assert(GEMV_SEG % CPU_LIN_KC == 0, "GEMV passes must start on tile chunks");
+#define GEMV_TABLES 16
+
+typedef struct {
+    float tab[GEMV_TABLES][256] __attribute__((aligned(32)));
+    int64_t tag[GEMV_TABLES];
+} gemv_dq_tables;
+
+/* Slot c % GEMV_TABLES holds tab[q] = the scale of a block with DQ code q in
+ * DQ block c (the formula itself: 256 values per 16384 weights). */
+static void gemv_dq_need(gemv_dq_tables *t, const ps_nf4 *q, int64_t c_lo, int64_t c_hi) {
+    for (int64_t c = c_lo; c <= c_hi; c++) {
+        int slot = (int)(c % GEMV_TABLES);
+        if (t->tag[slot] == c) continue;
+        for (int i = 0; i < 256; i++) t->tab[slot][i] = ps_nf4_dq_scale(ps_dq_code[i], q->absmax2[c], q->offset);
+        t->tag[slot] = c;
+    }
+}
+
+/* Rows n .. n+R-1 over blocks [kb_lo, kb_hi); xs holds those columns split.
+ * linear_nf4_gemv.c's gemv_rows with each 16-lane step as two halves: per
+ * 32 columns, lanes 0-7 take bytes 0-7 (even, then odd elements) and lanes
+ * 8-15 bytes 8-15, in the AVX-512 kernel's order of multiply-adds. */
+static inline __attribute__((always_inline)) void
+gemv_rows(int R, bool DQ, const ps_nf4 *q, const gemv_dq_tables *t, const float *xs,
+          int64_t kb_lo, int64_t kb_hi, float *y, int64_t n, int64_t n1) {
+    int64_t bpr = q->in / PS_NF4_BLOCK, chunk = CPU_LIN_KC / PS_NF4_BLOCK;
+    int64_t ahead = n + 2 * R <= n1 ? R * bpr * (PS_NF4_BLOCK / 2) : 0; /* see linear_nf4_gemv.c */
+    float sum[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) sum[r] = kb_lo > 0 ? y[n + r] : 0.0f; /* earlier segments */
+    for (int64_t kb0 = kb_lo; kb0 < kb_hi; kb0 += chunk) {
+        int64_t kb1 = kb0 + chunk < kb_hi ? kb0 + chunk : kb_hi;
+        v16 acc[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) acc[r] = v16_zero();
+        for (int64_t kb = kb0; kb < kb1; kb++) {
+            const float *xb = xs + (kb - kb_lo) * PS_NF4_BLOCK;
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int64_t b = (n + r) * bpr + kb;
+                nf4_tab tab = nf4_table(DQ ? t->tab[(b >> 8) % GEMV_TABLES][q->absmax_q8[b]] : q->absmax[b]);
+                const uint8_t *p = q->packed + b * (PS_NF4_BLOCK / 2);
+                if (ahead && (kb & 1) == 0) _mm_prefetch((const char *)(p + ahead), _MM_HINT_T0);
+#pragma GCC unroll 2
+                for (int g = 0; g < 2; g++) { /* 32 columns: bytes 16g .. 16g + 15 */
+                    __m256i v0 = nf4_bytes8(p + 16 * g), v1 = nf4_bytes8(p + 16 * g + 8);
+                    const float *xg = xb + 32 * g;
+                    acc[r].lo = _mm256_fmadd_ps(_mm256_load_ps(xg), nf4_lookup(tab, _mm256_srli_epi32(v0, 4)), acc[r].lo);
+                    acc[r].hi = _mm256_fmadd_ps(_mm256_load_ps(xg + 8), nf4_lookup(tab, _mm256_srli_epi32(v1, 4)), acc[r].hi);
+                    acc[r].lo = _mm256_fmadd_ps(_mm256_load_ps(xg + 16), nf4_lookup(tab, v0), acc[r].lo);
+                    acc[r].hi = _mm256_fmadd_ps(_mm256_load_ps(xg + 24), nf4_lookup(tab, v1), acc[r].hi);
+                }
+            }
+        }
+        float part[4];
+        _mm_storeu_ps(part, v16_hsum4(acc[0], acc[1], acc[2], acc[3]));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) sum[r] = kb0 == 0 ? part[r] : sum[r] + part[r];
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) y[n + r] = sum[r];
+}
+
+static void gemv_group(int R, const ps_nf4 *q, gemv_dq_tables *t, const float *xs,
+                       int64_t kb_lo, int64_t kb_hi, float *y, int64_t n, int64_t n1) {
+    if (q->absmax) {
+        if (R == 4) gemv_rows(4, false, q, t, xs, kb_lo, kb_hi, y, n, n1);
+        else gemv_rows(1, false, q, t, xs, kb_lo, kb_hi, y, n, n1);
+        return;
+    }
+    int64_t bpr = q->in / PS_NF4_BLOCK;
+    gemv_dq_need(t, q, (n * bpr + kb_lo) >> 8, ((n + R - 1) * bpr + kb_hi - 1) >> 8);
+    if (R == 4) gemv_rows(4, true, q, t, xs, kb_lo, kb_hi, y, n, n1);
+    else gemv_rows(1, true, q, t, xs, kb_lo, kb_hi, y, n, n1);
+}
+
+void cpu_lin_nf4_gemv(const cpu_lin_call *c, int64_t n0, int64_t n1) {
+    const ps_nf4 *q = &c->w->nf4;
+    float xs[GEMV_SEG] __attribute__((aligned(32)));
+    gemv_dq_tables t;
+    for (int i = 0; i < GEMV_TABLES; i++) t.tag[i] = -1;
+    for (int64_t s0 = 0; s0 < c->K; s0 += GEMV_SEG) {
+        int64_t s1 = s0 + GEMV_SEG < c->K ? s0 + GEMV_SEG : c->K;
+        int64_t kb_lo = s0 / PS_NF4_BLOCK, kb_hi = s1 / PS_NF4_BLOCK;
+        cpu_lin_split_x(c->x + s0, s1 - s0, xs);
+        int64_t span = 3 * (c->K / PS_NF4_BLOCK) + kb_hi - kb_lo; /* as in linear_nf4_gemv.c */
+        int R = q->absmax || (span - 1) / 256 + 2 <= GEMV_TABLES ? 4 : 1;
+        int64_t n = n0;
+        for (; n + R <= n1; n += R) gemv_group(R, q, &t, xs, kb_lo, kb_hi, c->y, n, n1);
+        for (; n < n1; n++) gemv_group(1, q, &t, xs, kb_lo, kb_hi, c->y, n, n1);
+    }
+}
+
+/* ---- dense F32 / F16 / BF16 (linear_dense.c) ---- */
+
+static inline __m256 dense_load8(ps_dtype dt, const void *base, int64_t i) {
+    if (dt == PS_DT_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    if (dt == PS_DT_BF16) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+    }
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+/* 16 (or n < 16, zero-filled) weights from element i as f32. */
+static inline __attribute__((always_inline)) v16 dense_load(ps_dtype dt, const void *base, int64_t i, int64_t n) {
+    if (n >= 16) return (v16){dense_load8(dt, base, i), dense_load8(dt, base, i + 8)};
+    if (dt == PS_DT_F32) return v16_load_f32((const float *)base + i, n);
+    uint16_t h[16] = {0};
+    memcpy(h, (const uint16_t *)base + i, sizeof(uint16_t) * (size_t)n);
+    return (v16){dense_load8(dt, h, 0), dense_load8(dt, h, 8)};
+}
+
+void cpu_lin_dense_decode(const ps_weight *w, int64_t n0, int64_t nb, int64_t k0, int64_t kc,
+                          float *dst, int64_t ld) {
+    ps_dtype dt = w->dense.dtype;
+    int64_t K = w->dense.shape[1];
+    for (int64_t j = 0; j < nb; j++)
+        for (int64_t k = 0; k < kc; k += 16) {
+            int64_t i = (n0 + j) * K + k0 + k, n = kc - k < 16 ? kc - k : 16;
+            v16 v = dt == PS_DT_F16 ? dense_load(PS_DT_F16, w->dense.data, i, n)
+                                    : dense_load(PS_DT_BF16, w->dense.data, i, n);
+            float tmp[16];
+            _mm256_storeu_ps(tmp, v.lo), _mm256_storeu_ps(tmp + 8, v.hi);
+            memcpy(dst + j * ld + k, tmp, sizeof(float) * (size_t)n);
+        }
+}
+
+/* R rows from n, one dtype (constants after inlining), in linear_dense.c's order. */
+static inline __attribute__((always_inline)) void dense_gemv_rows(int R, ps_dtype dt, const cpu_lin_call *c,
+                                                                  int64_t n, int64_t n1) {
+    int64_t K = c->K, esize = dt == PS_DT_F32 ? 4 : 2;
+    const char *base = c->w->dense.data;
+    int64_t ahead = n + 2 * R <= n1 ? R * K * esize : 0;
+    float sum[4] = {0};
+    for (int64_t k0 = 0; k0 < K; k0 += CPU_LIN_KC) {
+        int64_t k1 = k0 + CPU_LIN_KC < K ? k0 + CPU_LIN_KC : K;
+        v16 acc[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) acc[r] = v16_zero();
+        for (int64_t k = k0; k < k1; k += 16) {
+            v16 xv = v16_load_f32(c->x + k, k1 - k);
+            if (ahead && (esize == 4 || (k & 31) == 0))
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) _mm_prefetch(base + ((n + r) * K + k) * esize + ahead, _MM_HINT_T0);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) acc[r] = v16_fma(xv, dense_load(dt, base, (n + r) * K + k, k1 - k), acc[r]);
+        }
+        float part[4];
+        _mm_storeu_ps(part, v16_hsum4(acc[0], acc[1], acc[2], acc[3]));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) sum[r] = k0 == 0 ? part[r] : sum[r] + part[r];
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) c->y[n + r] = sum[r];
+}
+
+static inline __attribute__((always_inline)) void dense_gemv_dt(ps_dtype dt, const cpu_lin_call *c, int64_t n0,
+                                                                int64_t n1) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) dense_gemv_rows(4, dt, c, n, n1);
+    for (; n < n1; n++) dense_gemv_rows(1, dt, c, n, n1);
+}
+
+void cpu_lin_dense_gemv(const cpu_lin_call *c, int64_t n0, int64_t n1) {
+    switch (c->w->dense.dtype) {
+    case PS_DT_F16: dense_gemv_dt(PS_DT_F16, c, n0, n1); break;
+    case PS_DT_BF16: dense_gemv_dt(PS_DT_BF16, c, n0, n1); break;
+    default: dense_gemv_dt(PS_DT_F32, c, n0, n1); break;
+    }
+}
+
+#endif
