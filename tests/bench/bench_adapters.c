@@ -16,6 +16,12 @@
  * Adapters are random PEFT files made here and loaded through the real
  * loader (adapter_load_mem), i.e. exactly what an upload produces.
  *
+ * Prefill: one sequence of --prefill tokens (512; 0: skipped) in one
+ * forward, (a) without an adapter and (b) with the LoRA, best of --rounds;
+ * with --device cuda (b) also with each LoRA kernel family forced: BGMV
+ * (every token gathers its adapter) and SGMV (tiles of tokens of one adapter
+ * share the loads of A and B), which give the same bits.
+ *
  * --lora-dtype f16|bf16 writes the LoRA files in 16 bits, which the loader
  * keeps (half the bytes each step reads for distinct adapters).
  *
@@ -26,7 +32,7 @@
  *
  *   bench_adapters [--threads 2] [--layers 22] [--batch 16] [--steps 8]
  *                  [--prompt 16] [--rank 16] [--rounds 3] [--lora-dtype f32|f16|bf16]
- *                  [--device cpu|cuda]
+ *                  [--prefill 512] [--device cpu|cuda]
  * Not a ctest: it measures, it does not judge. */
 #include <math.h>
 #include <stdio.h>
@@ -40,8 +46,12 @@
 #include "base/safetensors.h"
 #include "math/half.h"
 #include "models/llama.h"
+#ifdef PS_HAVE_CUDA
+#include "cuda/cuda_ext.h"
+#endif
 
 #define MAX_B 64
+#define MAX_PREFILL 1024 /* 64 pages of 16 per sequence (bseq) */
 
 static double clock_s(clockid_t id) {
     struct timespec ts;
@@ -244,6 +254,67 @@ done:
     return ok;
 }
 
+/* ---- prefill runs ---- */
+
+/* One sequence of n prompt tokens in one forward on adapter a (NULL: none),
+ * best of `rounds`; seconds in *t. Returns false on error. */
+static bool prefill_run(llama_model *m, kv_cache *kv, const adapter *a, int n, int rounds, float *logits, double *t,
+                        ps_err *err) {
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++) ids[i] = i == 0 ? 1 : 100 + (37 * i) % 31000;
+    bool ok = true;
+    *t = 1e30;
+    for (int round = 0; round < rounds && ok; round++) {
+        bseq sq;
+        memset(&sq, 0, sizeof sq);
+        sq.a = a;
+        double t0 = now();
+        ok = !run_step(m, kv, &sq, 1, ids, n, true, logits, err);
+        double dt = now() - t0;
+        *t = dt < *t ? dt : *t;
+        for (int p = 0; p < sq.n_pages; p++) kv_cache_release_page(kv, sq.pages[p]);
+    }
+    free(ids);
+    return ok;
+}
+
+#ifdef PS_HAVE_CUDA
+/* The LoRA kernel family of the CUDA backend (ps_cuda_lora_path); false when
+ * be is no CUDA backend. */
+static bool set_lora_path(ps_backend *be, int path) {
+    ps_cuda_tuning t;
+    ps_err e;
+    if (ps_cuda_get_tuning(be, &t, &e)) return false;
+    t.lora_path = path;
+    return ps_cuda_set_tuning(be, &t, &e) == PS_OK;
+}
+#endif
+
+/* The prefill table: no adapter, the LoRA, and on CUDA the LoRA with each kernel family. */
+static bool prefill_table(llama_model *m, kv_cache *kv, ps_backend *be, const adapter *lora, int n, int rank,
+                          int rounds, float *logits, ps_err *err) {
+    double base, with;
+    if (!prefill_run(m, kv, NULL, 32, 1, logits, &base, err)) return false; /* warm-up */
+    if (!prefill_run(m, kv, NULL, n, rounds, logits, &base, err) ||
+        !prefill_run(m, kv, lora, n, rounds, logits, &with, err))
+        return false;
+    printf("\n| prefill, one sequence of %d tokens, best of %d | tokens/s (wall) | ms | vs (a) |\n"
+           "| --- | --- | --- | --- |\n", n, rounds);
+    printf("| (a) no adapter | %.1f | %.2f | 1 |\n", n / base, 1e3 * base);
+    printf("| (b) LoRA r=%d all modules | %.1f | %.2f | %.3f |\n", rank, n / with, 1e3 * with, base / with);
+#ifdef PS_HAVE_CUDA
+    static const char *const fam[] = {"BGMV (one block per token)", "SGMV (tiles of one adapter)"};
+    for (int k = 0; k < 2 && set_lora_path(be, k == 0 ? PS_CUDA_LORA_BGMV : PS_CUDA_LORA_SGMV); k++) {
+        if (!prefill_run(m, kv, lora, n, rounds, logits, &with, err)) return false;
+        printf("| (b) LoRA, cuda %s | %.1f | %.2f | %.3f |\n", fam[k], n / with, 1e3 * with, base / with);
+    }
+    set_lora_path(be, PS_CUDA_LORA_AUTO);
+#else
+    (void)be;
+#endif
+    return true;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -292,7 +363,7 @@ done:
 }
 
 int main(int argc, char **argv) {
-    int threads = 2, layers = 22, B = 16, steps = 8, prompt = 16, rank = 16, rounds = 3;
+    int threads = 2, layers = 22, B = 16, steps = 8, prompt = 16, rank = 16, rounds = 3, prefill = 512;
     bool cuda = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--device")) {
@@ -309,14 +380,15 @@ int main(int argc, char **argv) {
         int *v = !strcmp(argv[i], "--threads") ? &threads : !strcmp(argv[i], "--layers") ? &layers
                : !strcmp(argv[i], "--batch") ? &B : !strcmp(argv[i], "--steps") ? &steps
                : !strcmp(argv[i], "--prompt") ? &prompt : !strcmp(argv[i], "--rank") ? &rank
-               : !strcmp(argv[i], "--rounds") ? &rounds : NULL;
+               : !strcmp(argv[i], "--rounds") ? &rounds : !strcmp(argv[i], "--prefill") ? &prefill : NULL;
         if (!v) {
             fprintf(stderr, "unknown option %s (see the header of bench_adapters.c)\n", argv[i]);
             return 2;
         }
         *v = atoi(argv[i + 1]);
     }
-    if (B < 1 || B > MAX_B || steps < 1 || prompt < 1 || prompt > 32 || rank < 1 || layers < 1 || rounds < 1) {
+    if (B < 1 || B > MAX_B || steps < 1 || prompt < 1 || prompt > 32 || rank < 1 || layers < 1 || rounds < 1 ||
+        prefill < 0 || prefill > MAX_PREFILL) {
         fprintf(stderr, "bad option values\n");
         return 2;
     }
@@ -356,7 +428,8 @@ int main(int argc, char **argv) {
         goto fail;
     free(pf.cfg), free(pf.st), free(pp.cfg), free(pp.st);
     printf("adapters generated and loaded in %.1f s\n", now() - t0);
-    if (kv_cache_init(&kv, be, &cfg, 16, B * 8 + 8, PS_DT_F32, &err)) goto fail;
+    int pages = B * 8 + 8 > MAX_PREFILL / 16 + 8 ? B * 8 + 8 : MAX_PREFILL / 16 + 8;
+    if (kv_cache_init(&kv, be, &cfg, 16, pages, PS_DT_F32, &err)) goto fail;
     logits = malloc(sizeof(float) * (size_t)B * (size_t)cfg.vocab);
 
     const adapter *none[MAX_B] = {0}, *same[MAX_B], *distinct[MAX_B], *mix[MAX_B];
@@ -388,6 +461,7 @@ int main(int argc, char **argv) {
     printf("| (c)/(b) | %.3f | %.3f |\n", best[1].wall / best[2].wall, best[1].cpu / best[2].cpu);
     printf("| (b)/(a) | %.3f | %.3f |\n", best[0].wall / best[1].wall, best[0].cpu / best[1].cpu);
     printf("| (d)/(a) | %.3f | %.3f |\n", best[0].wall / best[3].wall, best[0].cpu / best[3].cpu);
+    if (prefill && !prefill_table(m, &kv, be, lora[0], prefill, rank, rounds, logits, &err)) goto fail;
     printf("\n| upload | latency |\n| --- | --- |\n");
     if (upload_latency(&cfg, be, tmp, &err)) goto fail;
     rc = 0;

@@ -188,8 +188,11 @@ if [ -n "$adapters_bench" ]; then
   timeout 150 "$adapters_bench" --device cuda --rounds 3 >"$out/adapters.tmp" 2>&1
   cat "$out/adapters.tmp" >>"$out/bench.log"
   ratio=$(grep -m1 -E '^\| \(c\)/\(b\)' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
-  rm -f "$out/adapters.tmp"
   note "multi-adapter (c)/(b)" "${ratio:-n/a (see bench.log)} (16 distinct LoRA vs one; target 0.9)"
+  # prefill 512 with one LoRA: ratio to no adapter, automatic / BGMV / SGMV forced (same bits)
+  pf=$(grep -E '^\| \(b\) LoRA' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $5); printf "%s%s", sep, $5; sep=" / "}')
+  note "prefill 512 + LoRA vs none" "${pf:-n/a (see bench.log)} (auto / BGMV / SGMV)"
+  rm -f "$out/adapters.tmp"
 else
   note "multi-adapter (c)/(b)" "bench_adapters not built"
 fi
