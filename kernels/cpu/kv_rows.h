@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -28,6 +28,9 @@ static inline const float *cpu_kv_row(const void *base, ps_dtype dt, int64_t off
 #ifdef __AVX512F__
     for (; d + 16 <= D; d += 16) /* the hardware conversion is exact, as ps_f16_to_f32 */
         _mm512_storeu_ps(buf + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + d))));
+#elif defined(__F16C__)
+    for (; d + 8 <= D; d += 8)
+        _mm256_storeu_ps(buf + d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + d))));
 #endif
     for (; d < D; d++) buf[d] = ps_f16_to_f32(h[d]);
     return buf;
