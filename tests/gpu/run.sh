@@ -136,6 +136,10 @@ fi
 export PS_TEST_DEVICE=cuda
 PS_CUDA_LINEAR=gemv run_ctest "unit on cuda, f32 linear" unit_f32.log -L unit -j4 || status=1
 PS_CUDA_LINEAR=gemv PS_CUDA_PDL=1 run_ctest "unit on cuda, f32 linear, PDL" unit_f32.log -L unit -j4 || status=1
+# the SGMV LoRA kernels for every step (auto takes them for prefill chunks of
+# 64+ tokens only): the LoRA op and the PEFT parity of every adapter fixture
+PS_CUDA_LINEAR=gemv PS_CUDA_LORA=sgmv run_ctest "unit on cuda, f32, SGMV LoRA" unit_f32.log \
+  -R "test_(lora_bgmv|adapter_parity)" || status=1
 # the alternate paths in one run (8 files at most come back): the query-tile
 # attention kernel everywhere, and every step run op by op (step graphs are
 # on by default, so the f32 run above replays decode steps from CUDA graphs)

@@ -86,6 +86,10 @@ done
 # the multi-adapter LoRA kernels (lora.cu) alone and in the model
 run test_lora_bgmv-cuda env PS_TEST_DEVICE=cuda "$B/bin/test_lora_bgmv"
 run test_adapter_parity-cuda env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv "$B/bin/test_adapter_parity"
+# every step's LoRA on the SGMV tiles (auto takes them only from 64 tokens)
+run test_lora_bgmv-cuda-sgmv env PS_TEST_DEVICE=cuda PS_CUDA_LORA=sgmv "$B/bin/test_lora_bgmv"
+run test_adapter_parity-cuda-sgmv env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_LORA=sgmv \
+  "$B/bin/test_adapter_parity"
 run test_llama_parity-cuda-tile env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=prefill "$B/bin/test_llama_parity"
 run test_llama_parity-cuda-split env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_ATTN=split "$B/bin/test_llama_parity"
 run test_llama_parity-cuda-v5 env PS_TEST_DEVICE=cuda PS_CUDA_LINEAR=gemv PS_CUDA_GEMV=v5w4r2u4p1 "$B/bin/test_llama_parity"
