@@ -53,13 +53,18 @@ typedef enum {
     ADAPTER_MOD_COUNT
 } adapter_module;
 
-/* Loader limits; a violation is PS_ETOOLARGE naming the value and the limit. */
+/* Loader limits (a violation is PS_ETOOLARGE naming the value and the limit)
+ * and the LoRA storage dtype. */
 typedef struct {
     int64_t max_bytes;     /* F32 bytes of the converted adapter (default 4 GiB) */
     int max_rank;          /* LoRA rank (default 512; ops.h PS_LORA_MAX_RANK bounds it) */
     int max_virtual;       /* prefix / prompt virtual tokens (default 1024) */
     int max_tensors;       /* tensors in the safetensors file (default 4096) */
     int64_t max_config_bytes; /* adapter_config.json (default 1 MiB) */
+    ps_dtype lora_dtype;   /* LoRA A/B storage: PS_DT_F32 (default) as the file (F16/BF16 kept,
+                            * anything else F32); PS_DT_F16 / PS_DT_BF16: every LoRA weight
+                            * rounded to it on load (half the memory and the bytes a step
+                            * reads; vLLM, LoRAX and S-LoRA keep adapters in 16 bits) */
 } adapter_limits;
 
 adapter_limits adapter_limits_default(void);
@@ -87,8 +92,9 @@ typedef struct {
     /* LORA: (n_layers * ADAPTER_MOD_COUNT), index l * ADAPTER_MOD_COUNT + m */
     adapter_lora *lora;
     int max_rank;       /* largest r over all modules (0 when no LoRA) */
-    ps_dtype lora_dtype;/* A/B storage: the file's F16/BF16 when every LoRA tensor has
-                         * it (half the bytes a step reads), else F32 */
+    ps_dtype lora_dtype;/* A/B storage: adapter_limits.lora_dtype when 16-bit, else the
+                         * file's F16/BF16 when every LoRA tensor has it (half the bytes
+                         * a step reads), else F32 */
     bool rslora;
     unsigned targets;   /* bit m set when module m is adapted in some layer */
 

@@ -14,12 +14,13 @@
 #include <sys/stat.h>
 
 #include "adapter_impl.h"
+#include "math/half.h"
 
 #define NM "'%.200s'"
 #define ALIGN_BYTES 64 /* whole cache lines, aligned AVX-512 / coalesced loads */
 
 adapter_limits adapter_limits_default(void) {
-    adapter_limits l = {(int64_t)4 << 30, 512, 1024, 4096, 1 << 20};
+    adapter_limits l = {(int64_t)4 << 30, 512, 1024, 4096, 1 << 20, PS_DT_F32};
     return l;
 }
 
@@ -164,6 +165,34 @@ static ps_status copy_16bit(const adapter_piece *pc, void *dst, ps_err *err) {
     return PS_OK;
 }
 
+/* A LoRA tensor stored in another 16-bit dtype than the file's
+ * (adapter_limits.lora_dtype): read as F32 (checked finite), rounded to
+ * nearest-even (math/half.h); a value beyond the F16 range is an error,
+ * never an inf. */
+static ps_status narrow_16bit(const adapter_piece *pc, void *dst, ps_err *err) {
+    float *f = malloc(sizeof(float) * (size_t)pc->numel);
+    if (!f) return ps_errf(err, PS_ENOMEM, "tensor " NM ": out of memory", pc->t->name);
+    ps_status s = adapter_read_f32(pc->t, f, pc->numel, err);
+    uint16_t *h = dst;
+    for (int64_t i = 0; !s && i < pc->numel; i++) {
+        h[i] = pc->dt == PS_DT_F16 ? ps_f32_to_f16(f[i]) : ps_f32_to_bf16(f[i]);
+        bool inf = pc->dt == PS_DT_F16 ? (h[i] & 0x7C00) == 0x7C00 : (h[i] & 0x7F80) == 0x7F80;
+        if (inf)
+            s = ps_errf(err, PS_EFORMAT, "tensor " NM ": element %lld = %g overflows %s (the server stores LoRA "
+                        "weights as %s)", pc->t->name, (long long)i, f[i], ps_dtype_name(pc->dt), ps_dtype_name(pc->dt));
+    }
+    free(f);
+    return s;
+}
+
+/* A LoRA piece into dst in its storage dtype: F32 converted, 16-bit copied
+ * as stored or narrowed. */
+static ps_status read_lora(const adapter_piece *pc, void *dst, ps_err *err) {
+    if (pc->dt == PS_DT_F32) return adapter_read_f32(pc->t, dst, pc->numel, err);
+    bool same = (pc->dt == PS_DT_F16 && pc->t->dtype == ST_F16) || (pc->dt == PS_DT_BF16 && pc->t->dtype == ST_BF16);
+    return same ? copy_16bit(pc, dst, err) : narrow_16bit(pc, dst, err);
+}
+
 /* lora_B.weight (out, r) stored transposed as (r, out) (ps_lora_slot.B): read
  * (converted or kept 16-bit) into a temporary, then transposed into dst. */
 static ps_status fill_lora_b(const adapter_piece *pc, void *dst, ps_err *err) {
@@ -171,7 +200,7 @@ static ps_status fill_lora_b(const adapter_piece *pc, void *dst, ps_err *err) {
     size_t es = ps_dtype_size(pc->dt);
     char *tmp = malloc(es * (size_t)pc->numel);
     if (!tmp) return ps_errf(err, PS_ENOMEM, "tensor " NM ": out of memory", pc->t->name);
-    ps_status s = pc->dt != PS_DT_F32 ? copy_16bit(pc, tmp, err) : adapter_read_f32(pc->t, (float *)tmp, pc->numel, err);
+    ps_status s = read_lora(pc, tmp, err);
     for (int64_t o = 0; !s && o < out; o++)
         for (int64_t i = 0; i < r; i++) memcpy((char *)dst + (size_t)(i * out + o) * es, tmp + (size_t)(o * r + i) * es, es);
     free(tmp);
@@ -193,7 +222,7 @@ static ps_status fill(adapter_plan *p, ps_backend *be, ps_err *err) {
         void *buf = direct ? dst : stage;
         if (pc->kind == PIECE_PREFIX) s = adapter_fill_prefix(p, pc, buf, err);
         else if (pc->kind == PIECE_LORA_B) s = fill_lora_b(pc, buf, err);
-        else if (pc->dt != PS_DT_F32) s = copy_16bit(pc, buf, err);
+        else if (pc->kind == PIECE_LORA_A) s = read_lora(pc, buf, err);
         else s = adapter_read_f32(pc->t, buf, pc->numel, err);
         if (!s && !direct) s = ps_buf_upload(be, dst, buf, (size_t)pc->numel * ps_dtype_size(pc->dt), err);
     }

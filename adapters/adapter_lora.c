@@ -125,7 +125,8 @@ static ps_status plan_one(adapter_plan *p, const st_tensor *t, unsigned char *se
 }
 
 /* F16 or BF16 when every LoRA weight in the file has that dtype, else F32
- * (a mix is widened: one dtype per adapter keeps the kernels simple). */
+ * (a mix is widened: one dtype per adapter keeps the kernels simple), unless
+ * the loader's lora_dtype narrows them all (adapter_plan_lora). */
 static ps_dtype lora_storage(const st_set *set) {
     int n16 = 0, nb16 = 0, n = 0;
     for (int i = 0; i < st_count(set); i++) {
@@ -140,7 +141,7 @@ static ps_dtype lora_storage(const st_set *set) {
 
 ps_status adapter_plan_lora(adapter_plan *p, ps_err *err) {
     const adapter_base_shape *b = p->base;
-    p->lora_dt = p->a->lora_dtype = lora_storage(p->set);
+    p->lora_dt = p->a->lora_dtype = p->lim->lora_dtype != PS_DT_F32 ? p->lim->lora_dtype : lora_storage(p->set);
     int n_entries = b->n_layers * ADAPTER_MOD_COUNT;
     unsigned char *seen = calloc((size_t)n_entries, 1);
     p->a->lora = calloc((size_t)n_entries, sizeof *p->a->lora);

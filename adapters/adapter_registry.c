@@ -155,6 +155,7 @@ static void describe(const adapter *a, adapter_info *info) {
     info->has_lm_head = a->lm_head != NULL;
     info->has_embed_tokens = a->embed_tokens != NULL;
     info->bytes = (int64_t)adapter_bytes(a);
+    info->lora_dtype = a->lora_dtype;
     info->resident = true;
 }
 
@@ -171,6 +172,7 @@ ps_status adapter_registry_init(adapter_registry **out, const adapter_registry_o
     r->budget = o->budget_bytes;
     r->base = o->base;
     r->limits = o->limits.max_bytes ? o->limits : adapter_limits_default();
+    r->limits.lora_dtype = o->lora_dtype;
     r->be = o->be;
     ps_status s = PS_OK;
     if (o->dir && o->dir[0]) {

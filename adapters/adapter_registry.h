@@ -46,6 +46,7 @@ typedef struct {
     adapter_base_shape base;
     adapter_limits limits;    /* zeroed = adapter_limits_default() */
     ps_backend *be;
+    ps_dtype lora_dtype;      /* LoRA storage (adapter_limits.lora_dtype): PS_DT_F32 = as the file */
 } adapter_registry_opts;
 
 /* A description that stays valid after the call (copied). */
@@ -58,6 +59,7 @@ typedef struct {
     int n_prefix, n_virtual; /* PREFIX / PROMPT virtual tokens */
     bool has_lm_head, has_embed_tokens;
     int64_t bytes;           /* resident size when loaded */
+    ps_dtype lora_dtype;     /* LORA: storage of A and B */
     bool resident;           /* false when evicted (reloaded on the next pin) */
     int refs;                /* pins on the current version */
     int64_t created;         /* unix seconds */

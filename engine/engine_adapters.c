@@ -22,7 +22,13 @@ ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err) {
     const llama_config *c = e->cfg;
     if (o->adapter_budget_mb < 0)
         return ps_errf(err, PS_EINVAL, "adapter budget %d MB must be >= 0 (0 = unlimited)", o->adapter_budget_mb);
+    ps_dtype lora_dt = PS_DT_F32;
+    if (o->adapter_dtype && !strcmp(o->adapter_dtype, "f16")) lora_dt = PS_DT_F16;
+    else if (o->adapter_dtype && !strcmp(o->adapter_dtype, "bf16")) lora_dt = PS_DT_BF16;
+    else if (o->adapter_dtype && strcmp(o->adapter_dtype, "auto"))
+        return ps_errf(err, PS_EINVAL, "adapter_dtype '%s' is not one of auto, f16, bf16", o->adapter_dtype);
     adapter_registry_opts ro = {
+        .lora_dtype = lora_dt,
         .dir = o->adapters_dir,
         .budget_bytes = (int64_t)o->adapter_budget_mb * 1000 * 1000,
         .base = {c->n_layers, c->hidden, c->ffn, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab},
@@ -32,8 +38,9 @@ ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err) {
     if (st) return ps_err_wrap(err, "adapters dir '%s'", o->adapters_dir ? o->adapters_dir : "");
     adapter_info *list = NULL;
     int n = adapter_registry_list(e->adapters, &list);
-    PS_LOG_INFO("engine", "adapters: %d registered, dir=%s budget=%d MB", n < 0 ? 0 : n,
-                o->adapters_dir ? o->adapters_dir : "(memory only)", o->adapter_budget_mb);
+    PS_LOG_INFO("engine", "adapters: %d registered, dir=%s budget=%d MB lora_dtype=%s", n < 0 ? 0 : n,
+                o->adapters_dir ? o->adapters_dir : "(memory only)", o->adapter_budget_mb,
+                o->adapter_dtype ? o->adapter_dtype : "auto");
     free(list);
     return PS_OK;
 }
@@ -52,6 +59,7 @@ static void to_engine_info(const adapter_info *a, engine_adapter_info *out) {
     out->lm_head = a->has_lm_head;
     out->embed_tokens = a->has_embed_tokens;
     out->bytes = a->bytes;
+    out->dtype = a->kind != ADAPTER_LORA ? NULL : a->lora_dtype == PS_DT_F16 ? "f16" : a->lora_dtype == PS_DT_BF16 ? "bf16" : "f32";
     out->resident = a->resident;
     out->active_requests = a->refs;
     out->created = a->created;

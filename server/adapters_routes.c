@@ -38,6 +38,7 @@ static json_t *describe(const server *srv, const engine_adapter_info *a) {
             p += n + (p[n] == ',');
         }
         json_object_set_new(o, "r", json_integer(a->rank));
+        json_object_set_new(o, "dtype", json_string(a->dtype));
         json_object_set_new(o, "use_rslora", json_boolean(a->rslora));
         json_object_set_new(o, "target_modules", t);
     } else {

@@ -48,6 +48,8 @@ static const flag flags[] = {
     {"--adapters-dir", "DIR", F_STR, S(adapters_dir), 0, 0, NULL, "uploaded adapters persist here, reloaded at start"},
     {"--adapter-budget-mb", "MB", F_INT, E(adapter_budget_mb), 0, 1 << 30, NULL,
      "adapter memory before idle ones are evicted, LRU (0 = unlimited)"},
+    {"--adapter-dtype", "auto|f16|bf16", F_CHOICE, E(adapter_dtype), 0, 0, "auto|f16|bf16",
+     "LoRA weights as uploaded (16-bit kept, else f32), or rounded to f16 / bf16: half the memory and bytes"},
     {"--max-upload", "BYTES", F_SIZE, S(max_upload), 1024, 1LL << 40, NULL, "adapter upload body limit"},
     {"--clip", "DIR", F_STR, C(dir), 0, 0, NULL, "Hugging Face CLIPModel folder: /v1/classify and /v1/embeddings"},
     {"--clip-device", "cpu|cuda", F_CHOICE, C(device), 0, 0, "cpu|cuda", "CLIP compute device (default: cuda if usable)"},

@@ -43,6 +43,9 @@ typedef struct {
     int max_queue;             /* waiting requests before EBUSY */
     const char *adapters_dir;  /* uploaded adapters persist here, reloaded at start; NULL = memory only */
     int adapter_budget_mb;     /* resident adapter memory (MB) before LRU eviction; 0 = unlimited */
+    const char *adapter_dtype; /* LoRA weights: "auto" (NULL: as uploaded, 16-bit kept, else f32) |
+                                * "f16" | "bf16" (every upload rounded to it: half the memory and
+                                * the bytes a decode step reads per distinct adapter) */
 } engine_opts;
 
 engine_opts engine_opts_default(void);
@@ -90,6 +93,7 @@ typedef struct {
     int num_virtual_tokens;    /* prefix / prompt tuning; 0 for LoRA */
     bool lm_head, embed_tokens;/* modules_to_save copies it carries */
     int64_t bytes;             /* memory when resident */
+    const char *dtype;         /* LoRA: storage of A and B, "f32" | "f16" | "bf16" (static); NULL otherwise */
     bool resident;             /* false: evicted, reloaded from disk on next use */
     int active_requests;       /* requests using the current version */
     int64_t created;           /* unix seconds */

@@ -97,6 +97,7 @@ test('upload every fixture adapter: 201 with its PEFT description', async () => 
     if (c.type === 'LORA') {
       assert.equal(a.r, c.r);
       assert.equal(a.use_rslora, c.use_rslora);
+      assert.equal(a.dtype, 'f32'); // the fixtures' F32 files, kept as they are
       assert.deepEqual([...a.target_modules].sort(), [...c.target_modules].sort());
     } else {
       const cfg = JSON.parse(files[n].config);
@@ -317,4 +318,20 @@ test('restart with the same --adapters-dir: every adapter is back and serves the
   srv = await startServer({ args });
   assert.deepEqual(await adapterList(), listed);
   for (const n of names) assert.deepEqual((await greedyIds(n)).token_ids, cases.adapters[n].fp.greedy.ids);
+});
+
+test('restart with --adapter-dtype bf16: LoRA weights stored as bf16 in half the bytes, same greedy tokens', async () => {
+  const before = Object.fromEntries((await send('GET', `${srv.url}/v1/adapters`)).json.data.map((a) => [a.id, a]));
+  assert.equal(await srv.stop(), 0, srv.log());
+  srv = await startServer({ args: [...args, '--adapter-dtype', 'bf16'] });
+  for (const n of ['lora-qv', 'lora-all', 'lora-rs']) {
+    const r = await send('GET', `${srv.url}/v1/adapters/${n}`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.dtype, 'bf16');
+    assert.ok(r.json.bytes * 2 <= before[n].bytes + 4096, `${n}: ${r.json.bytes} vs ${before[n].bytes} bytes`);
+    // rounding A and B to bf16 moves llama-tiny's logits by ~1e-3 (test_adapter_parity): greedy unchanged
+    assert.deepEqual((await greedyIds(n)).token_ids, cases.adapters[n].fp.greedy.ids);
+  }
+  const p = await send('GET', `${srv.url}/v1/adapters/prefix`);
+  assert.equal(p.json.dtype, undefined); // not a LoRA
 });

@@ -185,6 +185,33 @@ static void test_restart(const char *dir) {
     adapter_registry_free(r);
 }
 
+/* --adapter-dtype bf16: an F32 upload is stored as BF16 (half its LoRA
+ * bytes), persisted as uploaded, and stored as BF16 again after a restart. */
+static void test_lora_dtype(const char *dir) {
+    adapter_registry_opts o = {dir, 0, base, {0}, be, PS_DT_BF16};
+    adapter_registry *r = NULL, *plain = open_reg(NULL, 0);
+    ps_err err = {0};
+    TU_CHECK(adapter_registry_init(&r, &o, &err) == PS_OK, "init: %s", err.msg);
+    adapter_info info, info32;
+    TU_CHECK(add(r, "qv", &up_qv, false, &info, &err) == PS_OK, "add: %s", err.msg);
+    TU_CHECK(add(plain, "qv", &up_qv, false, &info32, &err) == PS_OK, "add: %s", err.msg);
+    TU_CHECK(info.lora_dtype == PS_DT_BF16 && info32.lora_dtype == PS_DT_F32, "dtypes %s / %s",
+             ps_dtype_name(info.lora_dtype), ps_dtype_name(info32.lora_dtype));
+    TU_CHECK(info.bytes * 2 <= info32.bytes + 4096, "bf16 %lld bytes, f32 %lld", (long long)info.bytes,
+             (long long)info32.bytes);
+    char p[600];
+    snprintf(p, sizeof p, "%s/qv/adapter_model.safetensors", dir);
+    TU_CHECK(file_equals(p, up_qv.st, up_qv.st_n), "the upload is persisted as sent");
+    adapter_registry_free(r);
+    adapter_registry_free(plain);
+    TU_CHECK(adapter_registry_init(&r, &o, &err) == PS_OK, "reopen: %s", err.msg);
+    adapter *a = NULL;
+    TU_CHECK(adapter_registry_pin(r, "qv", &a, &err) == PS_OK && a->lora_dtype == PS_DT_BF16, "after restart: %s",
+             a ? ps_dtype_name(a->lora_dtype) : err.msg);
+    adapter_registry_unpin(r, a);
+    adapter_registry_free(r);
+}
+
 static int64_t bytes_of(const upload *u) {
     adapter_registry *r = open_reg(NULL, 0);
     adapter_info info = {0};
@@ -333,14 +360,16 @@ int main(void) {
     up_prompt = load_upload("prompt"), up_prefix = load_upload("prefix");
     snprintf(tmp, sizeof tmp, "%s/ps_registry_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmp)) return 1;
-    char d1[300], d2[300], d3[300];
+    char d1[300], d2[300], d3[300], d4[300];
     snprintf(d1, sizeof d1, "%s/store", tmp);
     snprintf(d2, sizeof d2, "%s/budget/nested", tmp); /* created with parents */
     snprintf(d3, sizeof d3, "%s/threads", tmp);
+    snprintf(d4, sizeof d4, "%s/bf16", tmp);
     test_basic(d1);
     test_restart(d1);
     test_budget(d2);
     test_threads(d3);
+    test_lora_dtype(d4);
     rm_tree(tmp);
     free_upload(&up_qv), free_upload(&up_rs), free_upload(&up_all), free_upload(&up_prompt), free_upload(&up_prefix);
     ps_backend_destroy(be);
