@@ -23,6 +23,7 @@
 #include "adapter.h"
 #include "base/safetensors.h"
 #include "ops.h"
+#include "math/half.h"
 #include "testutil.h"
 
 static adapter_base_shape base;
@@ -365,6 +366,53 @@ static void check_f16(void) {
     fx_close(&f);
 }
 
+/* adapter_limits.lora_dtype: an F32 file stored as BF16 holds exactly the
+ * round-to-nearest-even of each value (computed here from the bits), as F16
+ * the half.h rounding; a value beyond F16's range is refused, naming it. */
+static void check_narrow(void) {
+    fx f;
+    fx_open(&f, "lora-rs");
+    adapter_limits lim = adapter_limits_default();
+    adapter *a = NULL;
+    ps_err err = {0};
+    for (int d = 0; d < 2; d++) {
+        lim.lora_dtype = d ? PS_DT_F16 : PS_DT_BF16;
+        ps_status s = fx_load(&f, "narrow", &lim, &a, &err);
+        TU_CHECK(s == PS_OK && a->lora_dtype == lim.lora_dtype, "narrow to %s: %s", ps_dtype_name(lim.lora_dtype),
+                 err.msg);
+        for (int i = 0; !s && i < f.n; i++) {
+            int64_t n = f.items[i].shape[0] * f.items[i].shape[1];
+            const float *x = f.items[i].data;
+            uint16_t *want = malloc(2 * (size_t)n);
+            for (int64_t j = 0; j < n; j++) {
+                uint32_t u;
+                memcpy(&u, &x[j], 4);
+                want[j] = d ? ps_f32_to_f16(x[j]) : (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+            }
+            int l = strstr(f.items[i].name, "layers.1.") != NULL;
+            adapter_module m = strstr(f.items[i].name, "down_proj") ? ADAPTER_MOD_DOWN : ADAPTER_MOD_O;
+            const adapter_lora *e = &a->lora[ADAPTER_LORA_INDEX(a, l, m)];
+            bool is_b = strstr(f.items[i].name, "lora_B") != NULL;
+            TU_CHECK(same_values(is_b ? e->B : e->A, want, f.items[i].shape[0], f.items[i].shape[1], 2, is_b),
+                     "narrow to %s: %s differs", ps_dtype_name(lim.lora_dtype), f.items[i].name);
+            free(want);
+        }
+        adapter_free(a);
+        a = NULL;
+    }
+    float *x = fx_f32(&f, 3);
+    x[5] = 1e6f; /* fine in F32 and BF16, beyond F16's 65504 */
+    lim.lora_dtype = PS_DT_F16;
+    ps_status s = fx_load(&f, "narrow", &lim, &a, &err);
+    TU_CHECK(s == PS_EFORMAT && !a && strstr(err.msg, f.items[3].name) && strstr(err.msg, "element 5") &&
+                 strstr(err.msg, "overflows F16"), "f16 overflow: %s", err.msg);
+    lim.lora_dtype = PS_DT_BF16;
+    s = fx_load(&f, "narrow", &lim, &a, &err);
+    TU_CHECK(s == PS_OK, "1e6 as bf16: %s", err.msg);
+    adapter_free(a);
+    fx_close(&f);
+}
+
 static void check_modules_to_save(void) {
     fx f;
     fx_open(&f, "lora-qv");
@@ -585,6 +633,7 @@ int main(void) {
     check_prompt();
     check_patterns();
     check_f16();
+    check_narrow();
     check_modules_to_save();
     check_prefix_projection();
     run_bad_cases();
