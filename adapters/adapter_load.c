@@ -150,15 +150,18 @@ static void point_into_block(adapter_plan *p) {
     }
 }
 
+/* Whether a 16-bit value is inf or nan: exponent all ones, 5 bits for F16, 8 for BF16. */
+static bool half_nonfinite(ps_dtype dt, uint16_t h) {
+    return dt == PS_DT_F16 ? (h & 0x7C00) == 0x7C00 : (h & 0x7F80) == 0x7F80;
+}
+
 /* A 16-bit LoRA tensor kept as stored: copied, and every value checked finite. */
 static ps_status copy_16bit(const adapter_piece *pc, void *dst, ps_err *err) {
     memcpy(dst, pc->t->data, (size_t)pc->numel * 2);
     const uint8_t *b = dst;
     for (int64_t i = 0; i < pc->numel; i++) {
         uint16_t h = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
-        /* exponent all ones = inf or nan: 5 bits for F16, 8 for BF16 */
-        bool bad = pc->dt == PS_DT_F16 ? (h & 0x7C00) == 0x7C00 : (h & 0x7F80) == 0x7F80;
-        if (bad)
+        if (half_nonfinite(pc->dt, h))
             return ps_errf(err, PS_EFORMAT, "tensor " NM ": element %lld is %s (values must be finite)", pc->t->name,
                            (long long)i, (h & (pc->dt == PS_DT_F16 ? 0x3FF : 0x7F)) ? "nan" : "inf");
     }
@@ -176,8 +179,7 @@ static ps_status narrow_16bit(const adapter_piece *pc, void *dst, ps_err *err) {
     uint16_t *h = dst;
     for (int64_t i = 0; !s && i < pc->numel; i++) {
         h[i] = pc->dt == PS_DT_F16 ? ps_f32_to_f16(f[i]) : ps_f32_to_bf16(f[i]);
-        bool inf = pc->dt == PS_DT_F16 ? (h[i] & 0x7C00) == 0x7C00 : (h[i] & 0x7F80) == 0x7F80;
-        if (inf)
+        if (half_nonfinite(pc->dt, h[i]))
             s = ps_errf(err, PS_EFORMAT, "tensor " NM ": element %lld = %g overflows %s (the server stores LoRA "
                         "weights as %s)", pc->t->name, (long long)i, f[i], ps_dtype_name(pc->dt), ps_dtype_name(pc->dt));
     }

@@ -172,7 +172,7 @@ ps_status adapter_registry_init(adapter_registry **out, const adapter_registry_o
     r->budget = o->budget_bytes;
     r->base = o->base;
     r->limits = o->limits.max_bytes ? o->limits : adapter_limits_default();
-    r->limits.lora_dtype = o->lora_dtype;
+    r->limits.lora_dtype = o->limits.lora_dtype;
     r->be = o->be;
     ps_status s = PS_OK;
     if (o->dir && o->dir[0]) {

@@ -44,9 +44,8 @@ typedef struct {
     const char *dir;          /* persistence folder (created when missing); NULL = memory only */
     int64_t budget_bytes;     /* resident adapter bytes; 0 = unlimited */
     adapter_base_shape base;
-    adapter_limits limits;    /* zeroed = adapter_limits_default() */
+    adapter_limits limits;    /* max_bytes 0: the default limits; lora_dtype applies either way */
     ps_backend *be;
-    ps_dtype lora_dtype;      /* LoRA storage (adapter_limits.lora_dtype): PS_DT_F32 = as the file */
 } adapter_registry_opts;
 
 /* A description that stays valid after the call (copied). */

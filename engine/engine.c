@@ -27,7 +27,7 @@ double engine_now(void) {
 
 /* ---- engine_init steps ---- */
 
-static const char *engine_kv_dtype_name(ps_dtype dt) {
+const char *engine_dtype_name(ps_dtype dt) {
     return dt == PS_DT_F16 ? "f16" : dt == PS_DT_BF16 ? "bf16" : "f32";
 }
 
@@ -249,7 +249,7 @@ ps_status engine_init(engine **out, const engine_opts *opts, ps_err *err) {
     if ((st = engine_alloc_step(e, &o, err))) goto fail;
     if ((st = engine_start(e, err))) goto fail;
     PS_LOG_INFO("engine", "ready ctx_len=%d max_seqs=%d max_batch_tokens=%d kv_pages=%d kv_dtype=%s chat=%s",
-                e->ctx_len, e->max_seqs, e->max_batch_tokens, e->kv.n_pages, engine_kv_dtype_name(e->kv_dtype),
+                e->ctx_len, e->max_seqs, e->max_batch_tokens, e->kv.n_pages, engine_dtype_name(e->kv_dtype),
                 chat_template_name(e->chat));
     *out = e;
     return PS_OK;
@@ -315,7 +315,7 @@ void engine_get_info(engine *e, engine_info *out) {
     out->hidden = e->cfg->hidden;
     out->weight_bytes = llama_weight_bytes(e->model);
     out->kv_page_size = ENGINE_PAGE_SIZE;
-    out->kv_dtype = engine_kv_dtype_name(e->kv_dtype);
+    out->kv_dtype = engine_dtype_name(e->kv_dtype);
     out->kv_pages_total = e->kv.n_pages;
     adapter_info *list = NULL;
     int n = adapter_registry_list(e->adapters, &list);

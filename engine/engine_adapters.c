@@ -28,7 +28,7 @@ ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err) {
     else if (o->adapter_dtype && strcmp(o->adapter_dtype, "auto"))
         return ps_errf(err, PS_EINVAL, "adapter_dtype '%s' is not one of auto, f16, bf16", o->adapter_dtype);
     adapter_registry_opts ro = {
-        .lora_dtype = lora_dt,
+        .limits = {.lora_dtype = lora_dt}, /* other limits zero: the defaults */
         .dir = o->adapters_dir,
         .budget_bytes = (int64_t)o->adapter_budget_mb * 1000 * 1000,
         .base = {c->n_layers, c->hidden, c->ffn, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab},
@@ -59,7 +59,7 @@ static void to_engine_info(const adapter_info *a, engine_adapter_info *out) {
     out->lm_head = a->has_lm_head;
     out->embed_tokens = a->has_embed_tokens;
     out->bytes = a->bytes;
-    out->dtype = a->kind != ADAPTER_LORA ? NULL : a->lora_dtype == PS_DT_F16 ? "f16" : a->lora_dtype == PS_DT_BF16 ? "bf16" : "f32";
+    out->dtype = a->kind == ADAPTER_LORA ? engine_dtype_name(a->lora_dtype) : NULL;
     out->resident = a->resident;
     out->active_requests = a->refs;
     out->created = a->created;

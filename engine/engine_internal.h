@@ -123,6 +123,9 @@ void sched_finish(engine *e, int slot, const char *reason);
 /* Sends ERROR and releases the sequence. */
 void sched_fail(engine *e, int slot, const ps_err *err);
 
+/* engine.c: "f32" | "f16" | "bf16" (static strings) for the KV cache and LoRA storage */
+const char *engine_dtype_name(ps_dtype dt);
+
 /* engine_adapters.c */
 ps_status engine_open_adapters(engine *e, const engine_opts *o, ps_err *err);
 

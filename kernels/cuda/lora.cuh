@@ -75,7 +75,7 @@ void cuda_lora_sgmv_launch(cuda_impl *p, const lora_windows &ws, int n, const in
 #define LORA_SGMV_TOKENS 8
 /* Fewest tokens for which the automatic choice takes SGMV: decode steps of
  * up to 32 sequences keep BGMV's one block per token until a GPU run has
- * timed both (bench_cuda's LoRA rows). */
+ * timed both (bench_adapters' prefill rows). */
 #define LORA_SGMV_MIN_T 64
 
 #endif

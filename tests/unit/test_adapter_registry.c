@@ -188,7 +188,7 @@ static void test_restart(const char *dir) {
 /* --adapter-dtype bf16: an F32 upload is stored as BF16 (half its LoRA
  * bytes), persisted as uploaded, and stored as BF16 again after a restart. */
 static void test_lora_dtype(const char *dir) {
-    adapter_registry_opts o = {dir, 0, base, {0}, be, PS_DT_BF16};
+    adapter_registry_opts o = {dir, 0, base, {.lora_dtype = PS_DT_BF16}, be};
     adapter_registry *r = NULL, *plain = open_reg(NULL, 0);
     ps_err err = {0};
     TU_CHECK(adapter_registry_init(&r, &o, &err) == PS_OK, "init: %s", err.msg);
