@@ -15,8 +15,13 @@
  *    which bound it: 28.5 cycles per block on the AVX2 EPYC, against 38 for
  *    two vpermps and a blend per 8 codes (same bits, checked by hashing
  *    64 outputs of both);
- *  - the GEMM blocks are 2 x rows by 3 weight rows (12 accumulators of the
- *    16 ymm registers), not 4 by 4; blocking does not change any sum. */
+ *  - the GEMM blocks are 4 x rows by 3 weight rows, not 4 by 4, and run
+ *    each block's lanes 0-7 over all its columns before lanes 8-15: then 12
+ *    accumulators of the 16 ymm registers do, and every load feeds 3 or 4
+ *    multiply-adds (the 2 x 3 blocks that kept both halves live reloaded
+ *    every weight vector per multiply-add: 16 loads per 12 of them, about
+ *    0.7 multiply-adds per cycle of 2). Blocking and this order of the
+ *    independent chains change no sum. */
 #include <string.h>
 
 #include "cpu_backend.h"
@@ -59,50 +64,67 @@ static inline __m128 v16_hsum4(v16 a, v16 b, v16 c, v16 d) {
 
 /* ---- the tile GEMM (linear_gemm.c) ---- */
 
-#define GEMM_MR 2
+#define GEMM_MR 4
 #define GEMM_NR 3
 
-/* One MR x NR block (constants after inlining) of 16-lane chains. */
+/* Half h (lanes 8h .. 8h + 7) of an MR x NR block's 16-lane chains over kc
+ * columns, into acc. The two halves' chains never meet before the final
+ * reduction, so running one after the other changes no sum but halves the
+ * live accumulators: MR x NR of the 16 registers, leaving room for NR weight
+ * vectors held while each x vector is loaded once for NR multiply-adds. A
+ * last group of 16 columns is zero-filled as the AVX-512 masked loads are
+ * (also in a half with no column left: 0 * 0 is added there too). */
+static inline __attribute__((always_inline)) void
+gemm_half(int MR, int NR, int h, const float *x, int64_t ldx, const float *w, int64_t ldw,
+          int64_t kc, __m256 acc[GEMM_MR][GEMM_NR]) {
+#pragma GCC unroll 4
+    for (int t = 0; t < MR; t++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) acc[t][j] = _mm256_setzero_ps();
+    int64_t k = 8 * h;
+    for (; k - 8 * h + 16 <= kc; k += 16) { /* whole groups of 16 */
+        __m256 wv[GEMM_NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) {
+            wv[j] = _mm256_loadu_ps(w + j * ldw + k);
+            __asm__("" : "+x"(wv[j])); /* in a register: else GCC folds the load */
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < MR; t++) {
+            __m256 xv = _mm256_loadu_ps(x + t * ldx + k);
+            __asm__("" : "+x"(xv)); /* into each multiply-add, once per use */
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) acc[t][j] = _mm256_fmadd_ps(xv, wv[j], acc[t][j]);
+        }
+    }
+    if (k - 8 * h < kc) { /* a last, partial group */
+        __m256i m = v8_mask(kc - k);
+        __m256 wv[GEMM_NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) wv[j] = _mm256_maskload_ps(w + j * ldw + k, m);
+#pragma GCC unroll 4
+        for (int t = 0; t < MR; t++) {
+            __m256 xv = _mm256_maskload_ps(x + t * ldx + k, m);
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) acc[t][j] = _mm256_fmadd_ps(xv, wv[j], acc[t][j]);
+        }
+    }
+}
+
+/* One MR x NR block (MR <= 4, NR <= 3: constants after inlining): both
+ * halves, then per x row its NR 16-lane sums in cpu_lin_hsum4's tree. */
 static inline __attribute__((always_inline)) void
 gemm_block(int MR, int NR, const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc,
            float *y, int64_t ldy, bool accumulate) {
-    v16 acc[GEMM_MR][GEMM_NR];
-#pragma GCC unroll 2
-    for (int t = 0; t < GEMM_MR; t++)
-#pragma GCC unroll 3
-        for (int j = 0; j < GEMM_NR; j++) acc[t][j] = v16_zero();
-    int64_t k = 0;
-    for (; k + 16 <= kc; k += 16) {
-        __m256 xl[GEMM_MR], xh[GEMM_MR];
-#pragma GCC unroll 2
-        for (int t = 0; t < MR; t++) xl[t] = _mm256_loadu_ps(x + t * ldx + k);
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) {
-            __m256 wl = _mm256_loadu_ps(w + j * ldw + k);
-#pragma GCC unroll 2
-            for (int t = 0; t < MR; t++) acc[t][j].lo = _mm256_fmadd_ps(xl[t], wl, acc[t][j].lo);
-        }
-#pragma GCC unroll 2
-        for (int t = 0; t < MR; t++) xh[t] = _mm256_loadu_ps(x + t * ldx + k + 8);
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) {
-            __m256 wh = _mm256_loadu_ps(w + j * ldw + k + 8);
-#pragma GCC unroll 2
-            for (int t = 0; t < MR; t++) acc[t][j].hi = _mm256_fmadd_ps(xh[t], wh, acc[t][j].hi);
-        }
-    }
-    if (k < kc) /* the tail, zero-filled like the AVX-512 masked loads */
-#pragma GCC unroll 2
-        for (int t = 0; t < MR; t++) {
-            v16 xv = v16_load_f32(x + t * ldx + k, kc - k);
-#pragma GCC unroll 3
-            for (int j = 0; j < NR; j++) acc[t][j] = v16_fma(xv, v16_load_f32(w + j * ldw + k, kc - k), acc[t][j]);
-        }
-#pragma GCC unroll 2
+    __m256 lo[GEMM_MR][GEMM_NR], hi[GEMM_MR][GEMM_NR];
+    gemm_half(MR, NR, 0, x, ldx, w, ldw, kc, lo);
+    gemm_half(MR, NR, 1, x, ldx, w, ldw, kc, hi);
+    const v16 z = v16_zero();
+#pragma GCC unroll 4
     for (int t = 0; t < MR; t++) {
-        float r[4];
-        _mm_storeu_ps(r, v16_hsum4(acc[t][0], acc[t][1], acc[t][2], v16_zero()));
-        float *yt = y + t * ldy;
+        float r[4], *yt = y + t * ldy;
+        _mm_storeu_ps(r, v16_hsum4((v16){lo[t][0], hi[t][0]}, NR > 1 ? (v16){lo[t][1], hi[t][1]} : z,
+                                   NR > 2 ? (v16){lo[t][2], hi[t][2]} : z, z));
         for (int j = 0; j < NR; j++) yt[j] = accumulate ? yt[j] + r[j] : r[j];
     }
 }
@@ -117,13 +139,25 @@ static void gemm_block_any(int mr, int nr, const float *x, int64_t ldx, const fl
     switch (mr * 8 + nr) {
         GEMM_CASE(1, 1) GEMM_CASE(1, 2) GEMM_CASE(1, 3)
         GEMM_CASE(2, 1) GEMM_CASE(2, 2) GEMM_CASE(2, 3)
+        GEMM_CASE(3, 1) GEMM_CASE(3, 2) GEMM_CASE(3, 3)
+        GEMM_CASE(4, 1) GEMM_CASE(4, 2)
     }
 }
 #undef GEMM_CASE
 
+/* 32 floats at a time: the even ones then the odd ones. vshufps picks them
+ * inside 128-bit lanes (0 2 8 10 | 4 6 12 14), vpermpd puts the 64-bit
+ * pairs in order. */
 void cpu_lin_split_x(const float *x, int64_t n, float *xs) {
-    for (int64_t k = 0; k < n; k += 32)
-        for (int i = 0; i < 16; i++) xs[k + i] = x[k + 2 * i], xs[k + 16 + i] = x[k + 2 * i + 1];
+    for (int64_t k = 0; k < n; k += 32) {
+        for (int h = 0; h < 2; h++) {
+            __m256 a = _mm256_loadu_ps(x + k + 16 * h), b = _mm256_loadu_ps(x + k + 16 * h + 8);
+            __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+            __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+            _mm256_storeu_ps(xs + k + 8 * h, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+            _mm256_storeu_ps(xs + k + 16 + 8 * h, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+        }
+    }
 }
 
 void cpu_lin_gemm_tile(const float *x, int64_t ldx, int64_t T, const float *w, int64_t ldw,

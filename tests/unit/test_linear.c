@@ -1,6 +1,6 @@
 /* The fast CPU linear layer (cpu_linear, reached through op_linear) against
  * the naive oracle cpu_linear_ref, for dense F32/F16/BF16 and NF4 weights
- * with and without double quantisation, at odd shapes: T in {1, 3, 17, 64}
+ * with and without double quantisation, at odd shapes: T in {1, 3, 6, 17, 64}
  * (T == 1 takes the GEMV, larger T the decoded tiles), K not a multiple of
  * 16, 64 or 512, NF4 blocks spanning rows, an odd element count, and rows
  * long enough for the GEMV's passes over column segments.
@@ -211,7 +211,7 @@ int main(void) {
         fprintf(stderr, "cannot create a 1-thread backend: %s\n", err.msg);
         return 1;
     }
-    static const int64_t Ts[] = {1, 3, 17, 64};
+    static const int64_t Ts[] = {1, 3, 6, 17, 64}; /* every edge of 4-row blocks */
     static const int64_t shapes[][2] = {{1, 64},   {3, 128},  {127, 192}, {257, 4160},
                                         {64, 100}, {5, 127},  {3, 4097},  {33, 1088}};
     for (int kind = 0; kind < W_KINDS; kind++)
