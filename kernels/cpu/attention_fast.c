@@ -5,15 +5,17 @@
  *  - the query heads that share a KV head (GQA group) are processed together,
  *    so each key/value row is loaded once per group instead of once per head;
  *  - dot products and the value accumulation use 16-wide AVX-512 FMAs when the
- *    head dim allows (else 4 independent scalar accumulators): the oracle's
- *    single accumulator is a serial FMA chain, latency bound.
+ *    head dim allows (AVX2 builds: the same 16 lanes as two 8-lane halves,
+ *    reduced in _mm512_reduce_add_ps's order, so the same bits; else 4
+ *    independent scalar accumulators): the oracle's single accumulator is a
+ *    serial FMA chain, latency bound.
  * Summation order differs from the oracle, so results agree to float rounding
  * (tests/unit/test_cpu_ops.c checks it at several shapes). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
@@ -33,6 +35,26 @@ static float dot(const float *a, const float *b, int64_t D) {
         }
         if (d < D) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc0);
         return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (D % 16 == 0) { /* acc0, acc1 of the AVX-512 version as halves lo, hi */
+        __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+        int64_t d = 0;
+        for (; d + 32 <= D; d += 32) {
+            lo0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), lo0);
+            hi0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), hi0);
+            lo1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 16), _mm256_loadu_ps(b + d + 16), lo1);
+            hi1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 24), _mm256_loadu_ps(b + d + 24), hi1);
+        }
+        if (d < D) {
+            lo0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), lo0);
+            hi0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), hi0);
+        }
+        /* reduce_add: upper 8 + lower 8, upper 4 + lower 4, (0 + 2, 1 + 3), then the two */
+        __m256 s8 = _mm256_add_ps(_mm256_add_ps(hi0, hi1), _mm256_add_ps(lo0, lo1));
+        __m128 s4 = _mm_add_ps(_mm256_extractf128_ps(s8, 1), _mm256_castps256_ps128(s8));
+        __m128 s2 = _mm_add_ps(s4, _mm_shuffle_ps(s4, s4, _MM_SHUFFLE(1, 0, 3, 2)));
+        return _mm_cvtss_f32(s2) + _mm_cvtss_f32(_mm_shuffle_ps(s2, s2, 1));
     }
 #endif
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -54,6 +76,13 @@ static void axpy(float *o, float p, const float *v, int64_t D) {
         __m512 pp = _mm512_set1_ps(p);
         for (int64_t d = 0; d < D; d += 16)
             _mm512_storeu_ps(o + d, _mm512_fmadd_ps(pp, _mm512_loadu_ps(v + d), _mm512_loadu_ps(o + d)));
+        return;
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    if (D % 8 == 0) { /* one fused multiply-add per element, as above */
+        __m256 pp = _mm256_set1_ps(p);
+        for (int64_t d = 0; d < D; d += 8)
+            _mm256_storeu_ps(o + d, _mm256_fmadd_ps(pp, _mm256_loadu_ps(v + d), _mm256_loadu_ps(o + d)));
         return;
     }
 #endif
