@@ -5,7 +5,8 @@
  * Every step is float32 with the same operation order: reciprocal first,
  * then multiply; offset = double mean rounded to float; no fused ops.
  * The per-element math is in kernels/math/nf4.h (shared with CUDA); full
- * blocks take an AVX-512 version of the same rules where available. */
+ * blocks take an AVX-512 or AVX2 version of the same rules where available
+ * (the same bytes: absmax and the midpoint count are exact operations). */
 #include "nf4_quant.h"
 
 #include <float.h>
@@ -13,7 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -61,6 +62,22 @@ static int64_t nf4_block_absmax(const float *w, int64_t n, int64_t b0, int64_t b
                 continue;
             }
         }
+#elif defined(__AVX2__)
+        if (i1 - i0 == PS_NF4_BLOCK) {
+            const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
+            __m256 m = _mm256_setzero_ps(), finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+            for (int g = 0; g < 8; g++) {
+                __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(w + i0 + 8 * g));
+                finite = _mm256_and_ps(finite, _mm256_cmp_ps(a, big, _CMP_LE_OQ)); /* false for inf, NaN */
+                m = _mm256_max_ps(m, a);
+            }
+            if (_mm256_movemask_ps(finite) == 0xff) {
+                __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+                absmax[b] = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+                continue;
+            }
+        }
 #endif
         float m = 0.0f;
         for (int64_t i = i0; i < i1; i++) {
@@ -74,6 +91,7 @@ static int64_t nf4_block_absmax(const float *w, int64_t n, int64_t b0, int64_t b
 }
 
 #ifdef __AVX512F__
+#define NF4_PACK_BLOCK64 1
 /* One full 64-block into its 32 bytes, 16 elements at a time: the code is
  * the count of midpoints below s (ps_nf4_nearest's rule), then pairs of
  * codes are packed high nibble first. */
@@ -91,6 +109,27 @@ static void nf4_pack_block64(const float *w, float r, const float *mid, uint8_t 
         _mm_storel_epi64((__m128i *)(out + 8 * g), _mm_packus_epi16(pairs, pairs));
     }
 }
+#elif defined(__AVX2__)
+#define NF4_PACK_BLOCK64 1
+/* The same with 8 elements a vector: the midpoint count of 16 elements,
+ * narrowed to 16 codes in element order, then packed as above. */
+static void nf4_pack_block64(const float *w, float r, const float *mid, uint8_t *out) {
+    for (int g = 0; g < 4; g++) {
+        __m256i q[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 s = _mm256_mul_ps(_mm256_loadu_ps(w + 16 * g + 8 * h), _mm256_set1_ps(r));
+            q[h] = _mm256_setzero_si256();
+            for (int k = 0; k < 15; k++) /* a true compare is -1 */
+                q[h] = _mm256_sub_epi32(q[h], _mm256_castps_si256(_mm256_cmp_ps(s, _mm256_set1_ps(mid[k]), _CMP_GT_OQ)));
+        }
+        /* packus works inside 128-bit lanes: 0-3 8-11 | 4-7 12-15, put in order */
+        __m256i c16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(q[0], q[1]), 0xD8);
+        __m128i c = _mm_packus_epi16(_mm256_castsi256_si128(c16), _mm256_extracti128_si256(c16, 1));
+        __m128i even = _mm_slli_epi16(_mm_and_si128(c, _mm_set1_epi16(0xff)), 4);
+        __m128i pairs = _mm_or_si128(even, _mm_srli_epi16(c, 8));
+        _mm_storel_epi64((__m128i *)(out + 8 * g), _mm_packus_epi16(pairs, pairs));
+    }
+}
 #endif
 
 /* 4-bit codes of blocks [b0, b1), two per byte, first element in the high
@@ -103,7 +142,7 @@ static void nf4_pack(const float *w, int64_t n, int64_t b0, int64_t b1, const fl
         int64_t i0 = b * PS_NF4_BLOCK, i1 = i0 + PS_NF4_BLOCK < n ? i0 + PS_NF4_BLOCK : n;
         /* all-zero block: scale 0 maps every element to code 7 (0.0) */
         float r = absmax[b] > 0.0f ? 1.0f / absmax[b] : 0.0f;
-#ifdef __AVX512F__
+#ifdef NF4_PACK_BLOCK64
         if (i1 - i0 == PS_NF4_BLOCK) {
             nf4_pack_block64(w + i0, r, mid, packed + i0 / 2);
             continue;
