@@ -1,5 +1,7 @@
 /* Multi-adapter decode throughput and adapter upload latency on the CPU
- * backend, with a TinyLlama-1.1B-shaped random NF4 model (llama_init_random).
+ * (or CUDA) backend, with a random NF4 model (llama_init_random) of
+ * TinyLlama-1.1B's shape or, with --shape 7b, LLaMA-7B's (hidden 4096, ffn
+ * 11008, 32 heads, 32 layers: the shape the CUDA issue's ratio is asked on).
  *
  * Decode: --batch sequences (16) each get a --prompt-token prompt (one
  * batched prefill step, not timed), then --steps decode steps run with all
@@ -9,7 +11,13 @@
  *   (c) every sequence on its own LoRA (batch distinct adapters, same shape)
  *   (d) a mix: sequences cycle over LoRA (distinct), prefix tuning (P = 16)
  *       and prompt tuning (16 virtual tokens)
- * reported as tokens/s and the ratios (c)/(b) and (b)/(a) of this one run.
+ * reported as tokens/s and the ratios (c)/(b) and (b)/(a) of this one run,
+ * beside the bytes a step reads in (b) and (c): a bandwidth-bound step
+ * cannot make (c)/(b) better than their ratio, so with adapters that are
+ * large beside the base (r = 16 on all 7 projections of TinyLlama: 2.3 MB
+ * per layer in F32 against 28 MB of NF4) no kernel reaches 0.9.
+ * --modules all|qkvo|qv picks the LoRA's target projections (PEFT's default
+ * for LLaMA is q_proj, v_proj).
  * The four runs are interleaved over --rounds rounds and the best round of
  * each is reported, in wall time and in process CPU time (all threads): on a
  * shared machine the CPU time is the steadier measure of the work done.
@@ -30,9 +38,10 @@
  * parse, validate, convert, write both files (fsync) and register; then the
  * first pin. Best and median of 5.
  *
- *   bench_adapters [--threads 2] [--layers 22] [--batch 16] [--steps 8]
- *                  [--prompt 16] [--rank 16] [--rounds 3] [--lora-dtype f32|f16|bf16]
- *                  [--prefill 512] [--device cpu|cuda]
+ *   bench_adapters [--threads 2] [--shape tiny|7b] [--layers 22 | 32] [--batch 16]
+ *                  [--steps 8] [--prompt 16] [--rank 16] [--modules all|qkvo|qv]
+ *                  [--rounds 3] [--lora-dtype f32|f16|bf16] [--prefill 512]
+ *                  [--device cpu|cuda]
  * Not a ctest: it measures, it does not judge. */
 #include <math.h>
 #include <stdio.h>
@@ -301,7 +310,7 @@ static bool prefill_table(llama_model *m, kv_cache *kv, ps_backend *be, const ad
     printf("\n| prefill, one sequence of %d tokens, best of %d | tokens/s (wall) | ms | vs (a) |\n"
            "| --- | --- | --- | --- |\n", n, rounds);
     printf("| (a) no adapter | %.1f | %.2f | 1 |\n", n / base, 1e3 * base);
-    printf("| (b) LoRA r=%d all modules | %.1f | %.2f | %.3f |\n", rank, n / with, 1e3 * with, base / with);
+    printf("| (b) LoRA r=%d (as above) | %.1f | %.2f | %.3f |\n", rank, n / with, 1e3 * with, base / with);
 #ifdef PS_HAVE_CUDA
     static const char *const fam[] = {"BGMV (one block per token)", "SGMV (tiles of one adapter)"};
     for (int k = 0; k < 2 && set_lora_path(be, k == 0 ? PS_CUDA_LORA_BGMV : PS_CUDA_LORA_SGMV); k++) {
@@ -363,9 +372,24 @@ done:
 }
 
 int main(int argc, char **argv) {
-    int threads = 2, layers = 22, B = 16, steps = 8, prompt = 16, rank = 16, rounds = 3, prefill = 512;
-    bool cuda = false;
+    int threads = 2, layers = 0, B = 16, steps = 8, prompt = 16, rank = 16, rounds = 3, prefill = 512;
+    bool cuda = false, shape_7b = false;
+    unsigned mods = 0x7F; /* bit p: projection p of make_lora's names */
+    const char *mods_name = "all 7 projections";
     for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--shape")) {
+            shape_7b = !strcmp(argv[i + 1], "7b");
+            if (!shape_7b && strcmp(argv[i + 1], "tiny")) return fprintf(stderr, "--shape tiny|7b\n"), 2;
+            continue;
+        }
+        if (!strcmp(argv[i], "--modules")) {
+            const char *m = argv[i + 1];
+            if (!strcmp(m, "all")) mods = 0x7F, mods_name = "all 7 projections";
+            else if (!strcmp(m, "qkvo")) mods = 0x0F, mods_name = "q/k/v/o";
+            else if (!strcmp(m, "qv")) mods = 0x05, mods_name = "q/v";
+            else return fprintf(stderr, "--modules all|qkvo|qv\n"), 2;
+            continue;
+        }
         if (!strcmp(argv[i], "--device")) {
             cuda = !strcmp(argv[i + 1], "cuda");
             if (!cuda && strcmp(argv[i + 1], "cpu")) return fprintf(stderr, "--device cpu|cuda\n"), 2;
@@ -387,6 +411,7 @@ int main(int argc, char **argv) {
         }
         *v = atoi(argv[i + 1]);
     }
+    if (!layers) layers = shape_7b ? 32 : 22;
     if (B < 1 || B > MAX_B || steps < 1 || prompt < 1 || prompt > 32 || rank < 1 || layers < 1 || rounds < 1 ||
         prefill < 0 || prefill > MAX_PREFILL) {
         fprintf(stderr, "bad option values\n");
@@ -404,19 +429,21 @@ int main(int argc, char **argv) {
     snprintf(tmp, sizeof tmp, "%s/ps_bench_adapters_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmp)) return 1;
     if (cuda ? ps_backend_cuda_create(0, &be, &err) : ps_backend_cpu_create(threads, &be, &err)) goto fail;
-    llama_config cfg = {32000, 2048, 5632, layers, 32, 4, 64, 2048, 1e-5f, 10000.0f, false, 1, 2};
+    llama_config cfg = shape_7b ? (llama_config){32000, 4096, 11008, layers, 32, 32, 128, 2048, 1e-5f, 10000.0f, false, 1, 2}
+                                : (llama_config){32000, 2048, 5632, layers, 32, 4, 64, 2048, 1e-5f, 10000.0f, false, 1, 2};
     double t0 = now();
     if (llama_init_random(&cfg, 1234, LLAMA_QUANT_NF4, be, &m, &err)) goto fail;
-    printf("model: random TinyLlama-1.1B shape, %d layers, NF4+DQ, %.1f MB of weights, built in %.1f s; %s, %d threads\n",
-           cfg.n_layers, (double)llama_weight_bytes(m) / 1e6, now() - t0, cuda ? "cuda" : "cpu", cuda ? 0 : threads);
+    printf("model: random %s shape, %d layers, NF4+DQ, %.1f MB of weights, built in %.1f s; %s, %d threads\n",
+           shape_7b ? "LLaMA-7B" : "TinyLlama-1.1B", cfg.n_layers, (double)llama_weight_bytes(m) / 1e6, now() - t0,
+           cuda ? "cuda" : "cpu", cuda ? 0 : threads);
     t0 = now();
     for (int i = 0; i < B; i++) {
         peft_files f = {0};
         char name[32];
         snprintf(name, sizeof name, "lora%d", i);
-        ps_status s = make_lora(&cfg, rank, 0x7F, tmp, &f, &err);
+        ps_status s = make_lora(&cfg, rank, mods, tmp, &f, &err);
         if (!s) s = load(&cfg, be, &f, name, &lora[i], &err);
-        if (!s && i == 0) printf("LoRA r=%d on all 7 projections, %s: %.1f MB file, %.1f MB resident each\n", rank,
+        if (!s && i == 0) printf("LoRA r=%d on %s, %s: %.1f MB file, %.1f MB resident each\n", rank, mods_name,
                                  st_dtype_name(lora_file_dtype), (double)f.st_n / 1e6,
                                  (double)adapter_bytes(lora[0]) / 1e6);
         free(f.cfg), free(f.st);
@@ -453,14 +480,20 @@ int main(int argc, char **argv) {
         }
     static const char *const label[4] = {"(a) no adapter", "(b) one LoRA, all sequences", "(c) distinct LoRA per sequence",
                                          "(d) mix: LoRA (distinct) / prefix P=16 / prompt n=16"};
-    printf("\n| decode, batch %d, LoRA r=%d all modules, best of %d rounds x %d steps | tokens/s (wall) | ms/step | "
-           "CPU s/step |\n| --- | --- | --- | --- |\n", B, rank, rounds, steps);
+    printf("\n| decode, batch %d, LoRA r=%d on %s, best of %d rounds x %d steps | tokens/s (wall) | ms/step | "
+           "CPU s/step |\n| --- | --- | --- | --- |\n", B, rank, mods_name, rounds, steps);
     for (int k = 0; k < 4; k++)
         printf("| %s | %.2f | %.0f | %.3f |\n", label[k], B / best[k].wall, 1e3 * best[k].wall, best[k].cpu);
     printf("\n| ratio (throughput) | wall | CPU time |\n| --- | --- | --- |\n");
     printf("| (c)/(b) | %.3f | %.3f |\n", best[1].wall / best[2].wall, best[1].cpu / best[2].cpu);
     printf("| (b)/(a) | %.3f | %.3f |\n", best[0].wall / best[1].wall, best[0].cpu / best[1].cpu);
     printf("| (d)/(a) | %.3f | %.3f |\n", best[0].wall / best[3].wall, best[0].cpu / best[3].cpu);
+    /* weights a step reads: the base once, each distinct adapter once (KV and
+     * activations aside: small at these lengths) */
+    double base_b = (double)llama_decode_bytes_per_token(m), ad_b = (double)adapter_bytes(lora[0]);
+    printf("\nbytes read per step: base %.1f MB, + %.1f MB in (b), + %.1f MB in (c) (%d distinct); "
+           "(c)/(b) if a step took its bytes' time: %.3f\n", base_b / 1e6, ad_b / 1e6, B * ad_b / 1e6, B,
+           (base_b + ad_b) / (base_b + B * ad_b));
     if (prefill && !prefill_table(m, &kv, be, lora[0], prefill, rank, rounds, logits, &err)) goto fail;
     printf("\n| upload | latency |\n| --- | --- |\n");
     if (upload_latency(&cfg, be, tmp, &err)) goto fail;

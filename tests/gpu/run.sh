@@ -185,17 +185,28 @@ else
   status=1
 fi
 # ---- multi-adapter decode (batch 16: none / one LoRA / 16 distinct / mixed PEFT) ----
+# on the issue's 7B shape with 16-bit adapters (as vLLM / S-LoRA keep them), r = 16
+# on all 7 projections and on q/v (PEFT's default): each run also prints the
+# (c)/(b) a bandwidth-bound step allows (about 0.77 and 0.94: 16 distinct
+# all-module adapters add a third to the bytes of a step)
 adapters_bench=$(find build-gpu -type f -name bench_adapters -perm -u+x | head -1)
 if [ -n "$adapters_bench" ]; then
-  # appended to bench.log: at most 8 files come back, and ncu.txt may need the slot
-  { echo; echo "==== bench_adapters --device cuda --rounds 3"; } >>"$out/bench.log"
-  timeout 150 "$adapters_bench" --device cuda --rounds 3 >"$out/adapters.tmp" 2>&1
-  cat "$out/adapters.tmp" >>"$out/bench.log"
-  ratio=$(grep -m1 -E '^\| \(c\)/\(b\)' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
-  note "multi-adapter (c)/(b)" "${ratio:-n/a (see bench.log)} (16 distinct LoRA vs one; target 0.9)"
-  # prefill 512 with one LoRA: ratio to no adapter, automatic / BGMV / SGMV forced (same bits)
-  pf=$(grep -E '^\| \(b\) LoRA' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $5); printf "%s%s", sep, $5; sep=" / "}')
-  note "prefill 512 + LoRA vs none" "${pf:-n/a (see bench.log)} (auto / BGMV / SGMV)"
+  for mods in all qv; do
+    args=(--device cuda --shape 7b --lora-dtype bf16 --modules "$mods" --rounds 3)
+    [ "$mods" = all ] || args+=(--prefill 0)
+    # appended to bench.log: at most 8 files come back, and ncu.txt may need the slot
+    { echo; echo "==== bench_adapters ${args[*]}"; } >>"$out/bench.log"
+    timeout 240 "$adapters_bench" "${args[@]}" >"$out/adapters.tmp" 2>&1
+    cat "$out/adapters.tmp" >>"$out/bench.log"
+    ratio=$(grep -m1 -E '^\| \(c\)/\(b\)' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
+    floor=$(grep -m1 -oE "bytes' time: [0-9.]+" "$out/adapters.tmp" | awk '{print $3}')
+    note "multi-adapter (c)/(b), $mods" "${ratio:-n/a (see bench.log)} (16 distinct LoRA vs one, 7B, bf16; bytes allow ${floor:-?}; target 0.9)"
+    if [ "$mods" = all ]; then
+      # prefill 512 with one LoRA: ratio to no adapter, automatic / BGMV / SGMV forced (same bits)
+      pf=$(grep -E '^\| \(b\) LoRA' "$out/adapters.tmp" | awk -F'|' '{gsub(/ /, "", $5); printf "%s%s", sep, $5; sep=" / "}')
+      note "prefill 512 + LoRA vs none" "${pf:-n/a (see bench.log)} (auto / BGMV / SGMV)"
+    fi
+  done
   rm -f "$out/adapters.tmp"
 else
   note "multi-adapter (c)/(b)" "bench_adapters not built"
