@@ -164,13 +164,8 @@ static void nf4_pack(const float *w, int64_t n, int64_t b0, int64_t b1, const fl
  * torch.argmin does; its scale is 0 so the code value does not matter. */
 static uint8_t nf4_dq_nearest(float s) {
     if (isnan(s)) return 0;
-    int lo = 0, hi = 255; /* largest index with code <= s, or 0 */
-    if (s < ps_dq_code[0]) hi = 0;
-    while (lo < hi) {
-        int m = (lo + hi + 1) / 2;
-        if (ps_dq_code[m] <= s) lo = m;
-        else hi = m - 1;
-    }
+    int lo = 0; /* largest index with code <= s, or 0: 8 halvings without branches */
+    for (int step = 128; step > 0; step /= 2) lo = ps_dq_code[lo + step] <= s ? lo + step : lo;
     int best = lo;
     float d = fabsf(s - ps_dq_code[lo]);
     if (lo + 1 < 256 && fabsf(s - ps_dq_code[lo + 1]) < d) return (uint8_t)(lo + 1);
