@@ -187,7 +187,7 @@ fi
 # ---- multi-adapter decode (batch 16: none / one LoRA / 16 distinct / mixed PEFT) ----
 # on the 7B shape with 16-bit adapters (as vLLM / S-LoRA keep them), r = 16
 # on all 7 projections and on q/v (PEFT's default): each run also prints the
-# (c)/(b) a bandwidth-bound step allows (about 0.77 and 0.94: 16 distinct
+# (c)/(b) a bandwidth-bound step allows (0.754 and ~0.94: 16 distinct
 # all-module adapters add a third to the bytes of a step)
 adapters_bench=$(find build-gpu -type f -name bench_adapters -perm -u+x | head -1)
 if [ -n "$adapters_bench" ]; then
