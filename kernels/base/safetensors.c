@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,10 @@
 #include <unistd.h>
 
 #include "math/half.h"
+
+#if defined(__AVX2__) && defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 /* Names can be as long as the header; messages show at most this much of one. */
 #define NM "%.160s"
@@ -446,6 +451,37 @@ fail:
 
 /* ---- conversion ---- */
 
+/* n 16-bit floats at p (any alignment) widened, exactly as ps_f16_to_f32 /
+ * ps_bf16_to_f32 do: 8 at a time where the build has AVX2 + F16C (a load of
+ * a 7B model converts 6.7e9 of them). vcvtph2ps is the IEEE conversion, the
+ * helper's value for every input but NaN, where it sets the quiet bit the
+ * helper leaves as it is: a group holding a NaN takes the helper. */
+static void st_widen16(const uint8_t *p, float *out, int64_t n, bool f16) {
+    int64_t i = 0;
+#if defined(__AVX2__) && defined(__F16C__)
+    const __m128i magnitude = _mm_set1_epi16(0x7fff), inf = _mm_set1_epi16(0x7c00);
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(p + 2 * i));
+        if (!f16) {
+            _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+        } else if (!_mm_movemask_epi8(_mm_cmpgt_epi16(_mm_and_si128(h, magnitude), inf))) {
+            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+        } else {
+            for (int j = 0; j < 8; j++) {
+                uint16_t v;
+                memcpy(&v, p + 2 * (i + j), 2);
+                out[i + j] = ps_f16_to_f32(v);
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + i * 2, 2);
+        out[i] = f16 ? ps_f16_to_f32(h) : ps_bf16_to_f32(h);
+    }
+}
+
 ps_status st_to_f32(const st_tensor *t, float *out, int64_t n, ps_err *err) {
     if (!t) return ps_errf(err, PS_EINVAL, "st_to_f32: no tensor (NULL, name not found?)");
     int64_t numel = st_numel(t);
@@ -467,11 +503,7 @@ ps_status st_to_f32(const st_tensor *t, float *out, int64_t n, ps_err *err) {
         break;
     case ST_F16:
     case ST_BF16:
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + i * 2, 2);
-            out[i] = t->dtype == ST_F16 ? ps_f16_to_f32(h) : ps_bf16_to_f32(h);
-        }
+        st_widen16(p, out, n, t->dtype == ST_F16);
         break;
     default:
         return ps_errf(err, PS_EINVAL, "tensor '" NM "': dtype %s cannot be converted to F32", t->name,

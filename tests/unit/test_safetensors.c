@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/safetensors.h"
+#include "math/half.h"
 #include "testutil.h"
 
 static char tmpdir[512];
@@ -497,6 +498,32 @@ static void rm_tree(const char *dir) {
     }
 }
 
+/* Every 16-bit pattern through st_to_f32, from an odd address and with a
+ * tail shorter than a vector: the bits of ps_f16_to_f32 / ps_bf16_to_f32
+ * (NaN payloads included), whatever path the build takes. */
+static void test_widen_all(void) {
+    enum { N = 65536 };
+    uint8_t *buf = malloc(2 * N + 1);
+    float *out = malloc(sizeof(float) * N);
+    ps_err err = {0};
+    for (int i = 0; i < N; i++) memcpy(buf + 1 + 2 * i, &(uint16_t){(uint16_t)i}, 2);
+    for (int f16 = 0; f16 < 2; f16++)
+        for (int64_t n = N; n >= N - 5; n -= 5) { /* whole vectors, then a tail of 3 */
+            st_tensor t = {"all", f16 ? ST_F16 : ST_BF16, 1, {n}, buf + 1 + 2 * (N - n), (size_t)(2 * n)};
+            for (int64_t i = 0; i < n; i++) out[i] = -12345.0f;
+            TU_CHECK(st_to_f32(&t, out, n, &err) == PS_OK, "widen: %s", err.msg);
+            int64_t bad = 0, first = -1;
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t h = (uint16_t)(N - n + i);
+                float want = f16 ? ps_f16_to_f32(h) : ps_bf16_to_f32(h);
+                if (memcmp(&out[i], &want, 4)) bad++, first = first < 0 ? h : first;
+            }
+            TU_CHECK(bad == 0, "%s, %lld values: %lld differ from the helper, first 0x%04llx",
+                     f16 ? "f16" : "bf16", (long long)n, (long long)bad, (long long)first);
+        }
+    free(buf), free(out);
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/st-test-XXXXXX", base && *base ? base : "/tmp");
@@ -505,6 +532,7 @@ int main(void) {
         return 1;
     }
     test_roundtrip();
+    test_widen_all();
     test_corrupt();
     test_sharded();
     rm_tree(tmpdir);
